@@ -1,0 +1,72 @@
+/**
+ * The producer API: enqueue lens queries and, when wanted, wait for their results.
+ *
+ * ```ts
+ * const queue = createLensQueue({ connection: { url: process.env.REDIS_URL } });
+ * const job = await enqueue(queue, { tenant: 'yTEST_YACHT_001', lens: 'work_orders.open', params: { limit: 5 } });
+ * const result = await run(queue, events, { tenant: 'yTEST_YACHT_001', lens: 'receiving.recent' });
+ * ```
+ */
+import { Queue, QueueEvents, type ConnectionOptions, type Job, type JobsOptions } from 'bullmq';
+import { LensfleetError } from '../src/errors.js';
+import { DEFAULT_JOB_OPTIONS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE_NAME, parseJobData, type LensJobData, type LensRequest, type LensResult } from './contract.js';
+
+export type LensQueue = Queue<LensJobData, LensResult, string>;
+export type LensJob = Job<LensJobData, LensResult, string>;
+
+export interface LensQueueOptions {
+  readonly connection: ConnectionOptions;
+  /** @defaultValue `LENSFLEET_QUEUE` or lens-queries */
+  readonly name?: string;
+  /** Merged over DEFAULT_JOB_OPTIONS. */
+  readonly defaultJobOptions?: JobsOptions;
+}
+
+export function createLensQueue(opts: LensQueueOptions): LensQueue {
+  return new Queue<LensJobData, LensResult, string>(opts.name ?? process.env.LENSFLEET_QUEUE ?? DEFAULT_QUEUE_NAME, {
+    connection: opts.connection,
+    defaultJobOptions: { ...DEFAULT_JOB_OPTIONS, ...opts.defaultJobOptions },
+  });
+}
+
+/** Validate a request and turn it into versioned job data (`INVALID_JOB` / `PAYLOAD_TOO_LARGE`). */
+export function toJobData(req: LensRequest, maxPayloadBytes = DEFAULT_MAX_PAYLOAD_BYTES): LensJobData {
+  if (req === null || typeof req !== 'object') throw new LensfleetError('INVALID_JOB', 'a lens request must be an object {tenant, lens, params}');
+  const data: Record<string, unknown> = { v: 1, tenant: req.tenant, lens: req.lens, params: req.params ?? {} };
+  if (req.auth !== undefined) data.auth = req.auth;
+  return parseJobData(data, maxPayloadBytes);
+}
+
+/** Add one lens query; the job is named after the lens. */
+export function enqueue(queue: LensQueue, req: LensRequest, opts?: JobsOptions): Promise<LensJob> {
+  const data = toJobData(req);
+  return queue.add(data.lens, data, opts);
+}
+
+/** Add many lens queries in one round trip per batch. All are validated before any is added. */
+export async function enqueueMany(queue: LensQueue, reqs: readonly LensRequest[], opts?: JobsOptions, batchSize = 1000): Promise<LensJob[]> {
+  const data = reqs.map((r) => toJobData(r));
+  const jobs: LensJob[] = [];
+  for (let i = 0; i < data.length; i += batchSize) {
+    const batch = data.slice(i, i + batchSize).map((d) => (opts ? { name: d.lens, data: d, opts } : { name: d.lens, data: d }));
+    jobs.push(...(await queue.addBulk(batch)));
+  }
+  return jobs;
+}
+
+export interface RunOptions extends JobsOptions {
+  /** How long to wait for the result. @defaultValue 30000 */
+  readonly waitTimeoutMs?: number;
+}
+
+/**
+ * Enqueue and wait for the result. Rejects with the job's failure reason (`CODE: message`) when
+ * it fails for good, or when no result arrives within waitTimeoutMs (the job itself goes on).
+ */
+export async function run(queue: LensQueue, events: QueueEvents, req: LensRequest, opts: RunOptions = {}): Promise<LensResult> {
+  const { waitTimeoutMs = 30_000, ...jobOpts } = opts;
+  const job = await enqueue(queue, req, jobOpts);
+  return (await job.waitUntilFinished(events, waitTimeoutMs)) as LensResult;
+}
+
+export { QueueEvents };

@@ -1,0 +1,131 @@
+/**
+ * Every failure lensfleet reports is a `LensfleetError` with a stable `code`.
+ *
+ * Codes are a contract (producers match on them, dashboards count them): a code is never renamed
+ * or reused for another meaning. Whether a job is retried is decided here, from the class, and
+ * nowhere else.
+ */
+
+/** Registry of codes: code → whether a job failing with it should be retried. */
+export const ERROR_CODES = {
+  /** Job data is not an object, has the wrong version, or misses fields. */
+  INVALID_JOB: false,
+  /** Job data is larger than the configured limit. */
+  PAYLOAD_TOO_LARGE: false,
+  /** The job names a tenant this process does not know. */
+  TENANT_NOT_FOUND: false,
+  /** The tenant is configured for a backend this version cannot use yet. */
+  TENANT_UNSUPPORTED: false,
+  /** The job names a lens that is not in the catalog. */
+  UNKNOWN_LENS: false,
+  /** The job carries `auth` (a user JWT), which this version cannot verify yet. */
+  AUTH_UNSUPPORTED: false,
+  /** The lens parameters fail the lens schema. */
+  INVALID_PARAMS: false,
+  /** Configuration is contradictory or malformed (raised at start, never per job). */
+  INVALID_CONFIG: false,
+  /** No connection became free within the acquire timeout. */
+  POOL_TIMEOUT: true,
+  /** Too many acquires already waiting for this tenant. */
+  POOL_BUSY: true,
+  /** The pool (or the registry) is closed or draining. */
+  POOL_CLOSED: true,
+  /** Opening a connection took longer than the connect timeout. */
+  CONNECT_TIMEOUT: true,
+  /** Opening a connection failed (refused, reset, auth, too many connections). */
+  CONNECTION_FAILED: true,
+  /** The lens query hit its statement timeout. */
+  QUERY_TIMEOUT: true,
+  /** The query failed for a reason that may pass on retry (connection lost, 53300, 40001…). */
+  QUERY_FAILED_TRANSIENT: true,
+  /** The query failed in a way a retry will not fix (syntax, permission, undefined column). */
+  QUERY_FAILED: false,
+  /** The lens returned more rows than its maxRows. */
+  RESULT_TOO_LARGE: false,
+  /** An unexpected internal failure. Retried: it may be a passing fault. */
+  INTERNAL: true,
+} as const satisfies Record<string, boolean>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface LensfleetErrorOptions {
+  cause?: unknown;
+  /** Structured, secret-free facts for logs (tenant, lens, pool numbers…). */
+  details?: Record<string, unknown>;
+}
+
+export class LensfleetError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, options: LensfleetErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'LensfleetError';
+    this.code = code;
+    this.details = options.details ?? {};
+  }
+
+  /** True when a job that failed with this error should be attempted again. */
+  get retryable(): boolean {
+    return ERROR_CODES[this.code];
+  }
+
+  /** `CODE: message` — the form stored as a BullMQ job's failedReason. */
+  override toString(): string {
+    return `${this.code}: ${this.message}`;
+  }
+}
+
+export function isLensfleetError(err: unknown): err is LensfleetError {
+  return err instanceof LensfleetError;
+}
+
+/** Whether a job failing with `err` should be retried (unknown errors are assumed transient). */
+export function isRetryable(err: unknown): boolean {
+  return isLensfleetError(err) ? err.retryable : true;
+}
+
+// Postgres SQLSTATE classes a retry can fix: connection exceptions (08), insufficient resources
+// (53: 53300 too_many_connections), operator intervention (57: admin shutdown, crash recovery,
+// cannot connect now), serialization/deadlock (40).
+const TRANSIENT_SQLSTATE = /^(08|53|57|40)/;
+const TRANSIENT_NODE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+]);
+
+/**
+ * Map an error thrown by `pg` while running a lens query to a typed error. Messages are taken
+ * from the server error only (never from connection config), so they cannot carry secrets.
+ */
+export function classifyQueryError(err: unknown, context: Record<string, unknown>): LensfleetError {
+  if (isLensfleetError(err)) return err;
+  const e = err as { code?: unknown; message?: unknown } | undefined;
+  const code = typeof e?.code === 'string' ? e.code : undefined;
+  const message = typeof e?.message === 'string' ? e.message : String(err);
+  if (code === '57014') {
+    return new LensfleetError('QUERY_TIMEOUT', `lens query cancelled by statement timeout: ${message}`, {
+      cause: err,
+      details: context,
+    });
+  }
+  if ((code !== undefined && (TRANSIENT_SQLSTATE.test(code) || TRANSIENT_NODE_CODES.has(code))) || isConnectionLoss(message)) {
+    return new LensfleetError('QUERY_FAILED_TRANSIENT', `lens query failed (${code ?? 'connection'}): ${message}`, {
+      cause: err,
+      details: context,
+    });
+  }
+  return new LensfleetError('QUERY_FAILED', `lens query failed${code ? ` (${code})` : ''}: ${message}`, {
+    cause: err,
+    details: context,
+  });
+}
+
+function isConnectionLoss(message: string): boolean {
+  return /Connection terminated|connection ended|Client has encountered a connection error|not queryable/i.test(message);
+}

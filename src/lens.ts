@@ -1,0 +1,136 @@
+/**
+ * Lenses: named, read-only, parameterized queries. A job names a lens and passes parameters;
+ * SQL never travels inside a job. Each lens validates its parameters with a schema and builds
+ * its SQL with bind parameters only.
+ */
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { LensfleetError } from './errors.js';
+
+/** SQL text plus bind values. Values are never interpolated into the text. */
+export interface LensQuery {
+  readonly text: string;
+  readonly values: readonly unknown[];
+}
+
+export interface LensDefinition<P> {
+  /** Stable name jobs use, e.g. `work_orders.open`. */
+  readonly name: string;
+  readonly description?: string;
+  /** Schema of the job's `params`; its output is what `sql` receives. */
+  readonly params: z.ZodType<P>;
+  readonly sql: (params: P) => LensQuery;
+  /** A result with more rows fails with `RESULT_TOO_LARGE`. @defaultValue 1000 */
+  readonly maxRows?: number;
+  /** Statement timeout of this lens; defaults to the tenant's statementTimeoutMs. */
+  readonly timeoutMs?: number;
+}
+
+export interface Lens<P = unknown> {
+  readonly name: string;
+  readonly description: string;
+  readonly maxRows: number;
+  readonly timeoutMs: number | undefined;
+  /** Validate raw params; `INVALID_PARAMS` naming each problem. */
+  parse(raw: unknown): P;
+  /** Build the query with a stable prepared-statement name (per distinct SQL text). */
+  query(params: P): LensQuery & { readonly name: string };
+}
+
+export const LENS_NAME_PATTERN = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$/;
+
+/** Define a lens. Throws at definition time on a bad name or limits. */
+export function defineLens<P>(def: LensDefinition<P>): Lens<P> {
+  if (!LENS_NAME_PATTERN.test(def.name) || def.name.length > 128) {
+    throw new LensfleetError('INVALID_CONFIG', `lens name "${def.name}" must match ${LENS_NAME_PATTERN.source}`);
+  }
+  const maxRows = def.maxRows ?? 1000;
+  if (!Number.isInteger(maxRows) || maxRows < 1) throw new LensfleetError('INVALID_CONFIG', `lens ${def.name}: maxRows must be a positive integer`);
+  if (def.timeoutMs !== undefined && (!Number.isInteger(def.timeoutMs) || def.timeoutMs < 1)) {
+    throw new LensfleetError('INVALID_CONFIG', `lens ${def.name}: timeoutMs must be a positive integer`);
+  }
+  // Prepared statement names per SQL text: Postgres parses and plans once per connection.
+  const names = new Map<string, string>();
+  const statementName = (text: string): string => {
+    let n = names.get(text);
+    if (n === undefined) {
+      n = `lf_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`;
+      names.set(text, n);
+    }
+    return n;
+  };
+  return Object.freeze({
+    name: def.name,
+    description: def.description ?? '',
+    maxRows,
+    timeoutMs: def.timeoutMs,
+    parse(raw: unknown): P {
+      const r = def.params.safeParse(raw ?? {});
+      if (r.success) return r.data;
+      throw new LensfleetError('INVALID_PARAMS', `params of lens ${def.name} are invalid: ${formatIssues(r.error)}`, {
+        details: { lens: def.name },
+      });
+    },
+    query(params: P) {
+      const q = def.sql(params);
+      return { name: statementName(q.text), text: q.text, values: q.values };
+    },
+  });
+}
+
+export function formatIssues(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 5)
+    .map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`)
+    .join('; ');
+}
+
+/** The lenses a worker can run, by name. */
+export class LensCatalog {
+  readonly #lenses = new Map<string, Lens<unknown>>();
+
+  constructor(lenses: Iterable<Lens<any>> = []) {
+    for (const l of lenses) this.add(l);
+  }
+
+  add(lens: Lens<any>): this {
+    if (this.#lenses.has(lens.name)) throw new LensfleetError('INVALID_CONFIG', `lens ${lens.name} is defined twice`);
+    this.#lenses.set(lens.name, lens);
+    return this;
+  }
+
+  /** The lens with this name, or `UNKNOWN_LENS`. */
+  get(name: string): Lens<unknown> {
+    const lens = this.#lenses.get(name);
+    if (lens === undefined) {
+      throw new LensfleetError('UNKNOWN_LENS', `unknown lens "${name}"; known lenses: ${this.names().join(', ')}`, { details: { lens: name } });
+    }
+    return lens;
+  }
+
+  names(): string[] {
+    return [...this.#lenses.keys()].sort();
+  }
+
+  list(): Lens<unknown>[] {
+    return [...this.#lenses.values()];
+  }
+}
+
+/** Load lens modules (`LENSFLEET_LENS_MODULES`): each default-exports or exports `lenses`: Lens[]. */
+export async function loadLensModules(catalog: LensCatalog, specifiers: readonly string[]): Promise<void> {
+  const { pathToFileURL } = await import('node:url');
+  const { isAbsolute, resolve } = await import('node:path');
+  for (const spec of specifiers) {
+    const target = spec.startsWith('.') || isAbsolute(spec) ? pathToFileURL(resolve(spec)).href : spec;
+    let mod: { default?: unknown; lenses?: unknown };
+    try {
+      mod = (await import(target)) as typeof mod;
+    } catch (err) {
+      throw new LensfleetError('INVALID_CONFIG', `LENSFLEET_LENS_MODULES: cannot load ${spec}: ${(err as Error).message}`, { cause: err });
+    }
+    const lenses = mod.lenses ?? mod.default;
+    if (!Array.isArray(lenses)) throw new LensfleetError('INVALID_CONFIG', `LENSFLEET_LENS_MODULES: ${spec} must export \`lenses\` (an array of defineLens(...))`);
+    for (const l of lenses) catalog.add(l as Lens<unknown>);
+  }
+}

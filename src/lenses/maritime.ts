@@ -1,0 +1,54 @@
+/**
+ * The demo catalog: a small maritime maintenance schema (receiving, equipment, work orders), as
+ * in the application lensfleet grew from. Every table carries `yacht_id`, the tenant it belongs to.
+ */
+import { z } from 'zod';
+import { defineLens } from '../lens.js';
+
+const limit = z.number().int().min(1).max(200).default(20);
+
+export const receivingRecent = defineLens({
+  name: 'receiving.recent',
+  description: 'Most recent deliveries received on board, newest first.',
+  params: z.object({ limit, status: z.enum(['pending', 'received', 'rejected']).optional() }).strict(),
+  sql: ({ limit, status }) =>
+    status === undefined
+      ? {
+          text: 'SELECT id, yacht_id, supplier, reference, status, received_at FROM receiving ORDER BY received_at DESC, id DESC LIMIT $1',
+          values: [limit],
+        }
+      : {
+          text: 'SELECT id, yacht_id, supplier, reference, status, received_at FROM receiving WHERE status = $2 ORDER BY received_at DESC, id DESC LIMIT $1',
+          values: [limit, status],
+        },
+  maxRows: 200,
+});
+
+export const equipmentSearch = defineLens({
+  name: 'equipment.search',
+  description: 'Equipment whose name or category contains the query (case-insensitive).',
+  params: z.object({ q: z.string().trim().min(1).max(100), limit }).strict(),
+  sql: ({ q, limit }) => ({
+    // The pattern is a bind value; LIKE metacharacters in the query are escaped.
+    text: `SELECT id, yacht_id, name, category, location, serial_number FROM equipment WHERE name ILIKE $1 OR category ILIKE $1 ORDER BY name, id LIMIT $2`,
+    values: [`%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`, limit],
+  }),
+  maxRows: 200,
+});
+
+export const workOrdersOpen = defineLens({
+  name: 'work_orders.open',
+  description: 'Open and in-progress work orders, most urgent first.',
+  params: z.object({ priority: z.enum(['low', 'medium', 'high', 'critical']).optional(), limit }).strict(),
+  sql: ({ priority, limit }) => ({
+    text: `SELECT w.id, w.yacht_id, w.title, w.status, w.priority, w.due_at, e.name AS equipment
+             FROM work_orders w LEFT JOIN equipment e ON e.id = w.equipment_id
+            WHERE w.status IN ('open', 'in_progress') AND ($1::text IS NULL OR w.priority = $1)
+            ORDER BY array_position(ARRAY['critical','high','medium','low'], w.priority), w.due_at NULLS LAST, w.id
+            LIMIT $2`,
+    values: [priority ?? null, limit],
+  }),
+  maxRows: 200,
+});
+
+export const maritimeLenses = [receivingRecent, equipmentSearch, workOrdersOpen] as const;

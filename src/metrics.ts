@@ -1,0 +1,216 @@
+/**
+ * Prometheus metrics: an observer of the pools and the worker. Pool gauges and counters are read
+ * from the pools' stats snapshots at scrape time (pull, as HikariCP's adapter does), so a pool
+ * that closes takes its series with it; only the two latency histograms are observed per event.
+ * Metric names are a contract (README, deploy/): never rename one.
+ */
+import client, { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { PoolObserver, PoolStats } from './pool.js';
+
+export interface ProcessSnapshot {
+  readonly pools: number;
+  readonly connections: number;
+  readonly concurrency: number;
+  readonly activeJobs: number;
+  readonly pooling: boolean;
+  readonly ready: boolean;
+}
+
+export interface MetricsSources {
+  poolStats(): PoolStats[];
+  processStats(): ProcessSnapshot;
+  /** Queue depth by state, read at scrape time (one Redis round trip). */
+  queueCounts?(): Promise<Record<string, number>>;
+  readonly queueName?: string;
+}
+
+export type JobOutcome = 'completed' | 'failed' | 'retried';
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed'] as const;
+
+export class LensfleetMetrics {
+  readonly registry = new Registry();
+  readonly poolObserver: PoolObserver;
+  readonly #acquire: Histogram<'tenant'>;
+  readonly #connect: Histogram<'tenant'>;
+  readonly #jobs: Counter<'lens' | 'tenant' | 'outcome'>;
+  readonly #jobDuration: Histogram<'lens'>;
+  readonly #queueWait: Histogram<'lens'>;
+
+  constructor(sources: MetricsSources, opts: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    if (opts.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry });
+
+    // Snapshot once per scrape, shared by every pool metric's collect().
+    let snapshot: PoolStats[] = [];
+    let snapshotAt = -1;
+    const pools = (): PoolStats[] => {
+      const now = Date.now();
+      if (now - snapshotAt > 50) {
+        snapshot = sources.poolStats();
+        snapshotAt = now;
+      }
+      return snapshot;
+    };
+    const poolGauge = (name: string, help: string, value: (s: PoolStats) => number) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['tenant'],
+        registers,
+        collect() {
+          this.reset();
+          for (const s of pools()) this.set({ tenant: s.tenant }, value(s));
+        },
+      });
+    const poolCounter = (name: string, help: string, value: (s: PoolStats) => number) =>
+      new Counter({
+        name,
+        help,
+        labelNames: ['tenant'],
+        registers,
+        collect() {
+          this.reset();
+          for (const s of pools()) this.inc({ tenant: s.tenant }, value(s));
+        },
+      });
+    const poolCounterBy = (name: string, help: string, label: string, value: (s: PoolStats) => Readonly<Record<string, number>>) =>
+      new Counter({
+        name,
+        help,
+        labelNames: ['tenant', label],
+        registers,
+        collect() {
+          this.reset();
+          for (const s of pools()) for (const [k, v] of Object.entries(value(s))) this.inc({ tenant: s.tenant, [label]: k }, v);
+        },
+      });
+
+    new Gauge({
+      name: 'lensfleet_pool_connections',
+      help: 'Open connections of a tenant pool by state (in_use, idle).',
+      labelNames: ['tenant', 'state'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of pools()) {
+          this.set({ tenant: s.tenant, state: 'in_use' }, s.inUse);
+          this.set({ tenant: s.tenant, state: 'idle' }, s.idle);
+        }
+      },
+    });
+    poolGauge('lensfleet_pool_max_connections', 'Effective connection ceiling of a tenant pool: min(max_size + max_overflow, worker concurrency).', (s) => s.max);
+    poolGauge('lensfleet_pool_min_connections', 'Connections a tenant pool keeps warm (min_size).', (s) => s.min);
+    poolGauge('lensfleet_pool_waiting_requests', 'Acquires waiting for a connection of a tenant pool.', (s) => s.waiting);
+    poolGauge('lensfleet_pool_saturation_ratio', 'Connections in use divided by the effective ceiling (0..1).', (s) => (s.max > 0 ? s.inUse / s.max : 0));
+    poolCounter('lensfleet_pool_acquire_requests_total', 'Connection acquire requests of a tenant pool.', (s) => s.requests_total);
+    poolCounter('lensfleet_pool_acquire_timeouts_total', 'Acquires that waited longer than the acquire timeout (POOL_TIMEOUT).', (s) => s.acquire_timeouts_total);
+    poolCounter('lensfleet_pool_connections_opened_total', 'Connections opened by a tenant pool.', (s) => s.connections_opened_total);
+    poolCounter('lensfleet_pool_leaks_total', 'Connections held longer than the leak detection threshold.', (s) => s.leaks_total);
+    poolCounterBy('lensfleet_pool_connection_errors_total', 'Connection errors of a tenant pool by kind (connect, connect_timeout, idle, active).', 'kind', (s) => s.connection_errors_total);
+    poolCounterBy('lensfleet_pool_connections_closed_total', 'Connections closed by a tenant pool by reason.', 'reason', (s) => s.connections_closed_total);
+
+    this.#acquire = new Histogram({
+      name: 'lensfleet_pool_acquire_seconds',
+      help: 'Time from an acquire request to hand-out of a connection.',
+      labelNames: ['tenant'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.#connect = new Histogram({
+      name: 'lensfleet_pool_connect_seconds',
+      help: 'Time to open one new connection.',
+      labelNames: ['tenant'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    const acquire = this.#acquire;
+    const connect = this.#connect;
+    this.poolObserver = {
+      acquired: (tenant, seconds) => acquire.observe({ tenant }, seconds),
+      connected: (tenant, seconds) => connect.observe({ tenant }, seconds),
+    };
+
+    const proc = (name: string, help: string, value: (p: ProcessSnapshot) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(value(sources.processStats()));
+        },
+      });
+    proc('lensfleet_pools', 'Active tenant pools in this process.', (p) => p.pools);
+    proc('lensfleet_process_connections', 'Open connections over all tenant pools of this process.', (p) => p.connections);
+    proc('lensfleet_worker_concurrency', 'Jobs this worker runs at once.', (p) => p.concurrency);
+    proc('lensfleet_worker_active_jobs', 'Jobs running now in this worker.', (p) => p.activeJobs);
+    proc('lensfleet_pooling_enabled', '1 when pooling is on, 0 when the rollback switch (LENSFLEET_POOLING=off) is set.', (p) => (p.pooling ? 1 : 0));
+    proc('lensfleet_worker_ready', '1 when the worker is ready (Redis reachable, not draining).', (p) => (p.ready ? 1 : 0));
+
+    if (sources.queueCounts) {
+      const queue = sources.queueName ?? 'lens-queries';
+      const counts = sources.queueCounts;
+      new Gauge({
+        name: 'lensfleet_queue_jobs',
+        help: 'Jobs in the queue by state. Every worker reports the same value: aggregate with max by (queue, state), never sum.',
+        labelNames: ['queue', 'state'],
+        registers,
+        async collect() {
+          this.reset();
+          try {
+            const c = await counts();
+            for (const state of QUEUE_STATES) this.set({ queue, state }, c[state] ?? 0);
+          } catch {
+            // Redis unreachable: omit the series rather than report a false zero.
+          }
+        },
+      });
+    }
+
+    this.#jobs = new Counter({
+      name: 'lensfleet_jobs_total',
+      help: 'Lens jobs by lens, tenant and outcome (completed, failed = final failure, retried).',
+      labelNames: ['lens', 'tenant', 'outcome'],
+      registers,
+    });
+    this.#jobDuration = new Histogram({
+      name: 'lensfleet_job_duration_seconds',
+      help: 'Processing time of a lens job in the worker (validation, acquire, query).',
+      labelNames: ['lens'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.#queueWait = new Histogram({
+      name: 'lensfleet_job_queue_wait_seconds',
+      help: 'Time a job waited in the queue before a worker started it.',
+      labelNames: ['lens'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+  }
+
+  /** Record a finished job attempt. `lens`/`tenant` must be known names or "unknown" (bounded cardinality). */
+  jobFinished(lens: string, tenant: string, outcome: JobOutcome, durationSeconds: number): void {
+    this.#jobs.inc({ lens, tenant, outcome });
+    this.#jobDuration.observe({ lens }, durationSeconds);
+  }
+
+  jobStarted(lens: string, queueWaitSeconds: number): void {
+    if (queueWaitSeconds >= 0) this.#queueWait.observe({ lens }, queueWaitSeconds);
+  }
+
+  /** Remove the series of a tenant whose pool closed. */
+  poolClosed(tenant: string): void {
+    this.#acquire.remove({ tenant });
+    this.#connect.remove({ tenant });
+  }
+
+  contentType(): string {
+    return this.registry.contentType;
+  }
+
+  metrics(): Promise<string> {
+    return this.registry.metrics();
+  }
+}

@@ -1,0 +1,190 @@
+/**
+ * Tenant directory: which tenants this process serves and how to reach each one.
+ *
+ * Sources, both optional, merged: the environment (`LENSFLEET_TENANTS=a,b` with, per id,
+ * `<ID>_DATABASE_URL`, or `<ID>_SUPABASE_URL` + `<ID>_SUPABASE_SERVICE_KEY` — the guide's names),
+ * and a JSON tenants file (`LENSFLEET_TENANTS_FILE`) with per-tenant overrides. There is no
+ * default tenant: a job for an id that is not listed fails with `TENANT_NOT_FOUND`.
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { checkPoolSettings, poolSettingsShape, type Env, type PoolSettings, type WorkerConfig } from './config.js';
+import { LensfleetError } from './errors.js';
+import { Secret } from './secret.js';
+
+/** Tenant ids are case-sensitive and used as the environment prefix as written. */
+export const TENANT_ID_PATTERN = /^[A-Za-z0-9_]{1,64}$/;
+
+interface TenantBase {
+  readonly id: string;
+  readonly pool: PoolSettings;
+  /** false = connect per job for this tenant (the guide's rollback plan). */
+  readonly pooling: boolean;
+}
+
+/** A tenant reached over the Postgres protocol. */
+export interface PgTenant extends TenantBase {
+  readonly backend: 'pg';
+  readonly databaseUrl: Secret;
+}
+
+/** A tenant reached through Supabase's REST API (recognised; not served yet). */
+export interface SupabaseTenant extends TenantBase {
+  readonly backend: 'supabase';
+  readonly supabaseUrl: string;
+  readonly serviceKey: Secret;
+}
+
+export type Tenant = PgTenant | SupabaseTenant;
+
+export class TenantDirectory {
+  readonly #tenants: ReadonlyMap<string, Tenant>;
+
+  constructor(tenants: Iterable<Tenant>) {
+    this.#tenants = new Map([...tenants].map((t) => [t.id, t]));
+  }
+
+  /** The tenant with this id, or `TENANT_NOT_FOUND`. */
+  get(id: string): Tenant {
+    const t = this.#tenants.get(id);
+    if (t === undefined) {
+      throw new LensfleetError(
+        'TENANT_NOT_FOUND',
+        `tenant "${id}" is not configured on this worker; add it to LENSFLEET_TENANTS (with ${id}_DATABASE_URL) or to the tenants file`,
+        { details: { tenant: id } },
+      );
+    }
+    return t;
+  }
+
+  /** The Postgres tenant with this id; `TENANT_UNSUPPORTED` for a Supabase-only tenant. */
+  getPg(id: string): PgTenant {
+    const t = this.get(id);
+    if (t.backend !== 'pg') {
+      throw new LensfleetError(
+        'TENANT_UNSUPPORTED',
+        `tenant "${id}" is configured for Supabase REST (${id}_SUPABASE_URL), which this version does not support yet; set ${id}_DATABASE_URL to reach it over Postgres`,
+        { details: { tenant: id } },
+      );
+    }
+    return t;
+  }
+
+  has(id: string): boolean {
+    return this.#tenants.has(id);
+  }
+
+  ids(): string[] {
+    return [...this.#tenants.keys()];
+  }
+
+  list(): Tenant[] {
+    return [...this.#tenants.values()];
+  }
+}
+
+const tenantFileEntry = z
+  .object({
+    databaseUrl: z.string().min(1).optional(),
+    supabaseUrl: z.string().min(1).optional(),
+    supabaseServiceKey: z.string().min(1).optional(),
+    pooling: z.boolean().optional(),
+    pool: z.object(poolSettingsShape()).partial().strict().optional(),
+  })
+  .strict();
+
+const tenantsFileSchema = z
+  .object({
+    tenants: z.record(z.string(), tenantFileEntry),
+  })
+  .strict();
+
+export type TenantsFile = z.infer<typeof tenantsFileSchema>;
+
+/** Parse a tenants file's JSON text. Messages name the tenant and the setting. */
+export function parseTenantsFile(text: string, source: string): TenantsFile {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new LensfleetError('INVALID_CONFIG', `${source}: not valid JSON (${(err as Error).message})`);
+  }
+  const r = tenantsFileSchema.safeParse(json);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    const path = issue?.path.join('.') ?? '';
+    const what = issue?.code === 'unrecognized_keys' ? `unknown key(s) ${issue.keys.join(', ')}` : issue?.message;
+    throw new LensfleetError('INVALID_CONFIG', `${source}: ${path ? `${path}: ` : ''}${what}`);
+  }
+  return r.data;
+}
+
+/**
+ * Build the directory from the environment and (optionally) the tenants file. Every listed tenant
+ * must be reachable; a missing or malformed connection setting is an `INVALID_CONFIG` naming the
+ * tenant and the variable, never echoing its value.
+ */
+export function loadTenantDirectory(config: WorkerConfig, env: Env = process.env): TenantDirectory {
+  const ids = new Set(
+    (env.LENSFLEET_TENANTS ?? '')
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+  );
+  const filePath = env.LENSFLEET_TENANTS_FILE?.trim();
+  let file: TenantsFile = { tenants: {} };
+  if (filePath) {
+    let text: string;
+    try {
+      text = readFileSync(filePath, 'utf8');
+    } catch (err) {
+      throw new LensfleetError('INVALID_CONFIG', `LENSFLEET_TENANTS_FILE=${filePath}: cannot read (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+    file = parseTenantsFile(text, `tenants file ${filePath}`);
+    for (const id of Object.keys(file.tenants)) ids.add(id);
+  }
+
+  const tenants: Tenant[] = [];
+  for (const id of ids) {
+    if (!TENANT_ID_PATTERN.test(id)) {
+      throw new LensfleetError('INVALID_CONFIG', `tenant id "${id}" is invalid: ids match ${TENANT_ID_PATTERN.source}`);
+    }
+    const entry = file.tenants[id] ?? {};
+    const where = `tenant "${id}"`;
+    const pool = checkPoolSettings({ ...config.pool, ...entry.pool } as PoolSettings, where);
+    const pooling = config.pooling && entry.pooling !== false;
+    const databaseUrl = entry.databaseUrl ?? env[`${id}_DATABASE_URL`];
+    const supabaseUrl = entry.supabaseUrl ?? env[`${id}_SUPABASE_URL`];
+    const serviceKey = entry.supabaseServiceKey ?? env[`${id}_SUPABASE_SERVICE_KEY`];
+    if (databaseUrl) {
+      checkDatabaseUrl(databaseUrl, `${where}: ${id}_DATABASE_URL`);
+      tenants.push(Object.freeze({ id, backend: 'pg', databaseUrl: new Secret(databaseUrl), pool, pooling }));
+    } else if (supabaseUrl && serviceKey) {
+      tenants.push(Object.freeze({ id, backend: 'supabase', supabaseUrl, serviceKey: new Secret(serviceKey), pool, pooling }));
+    } else if (supabaseUrl || serviceKey) {
+      throw new LensfleetError(
+        'INVALID_CONFIG',
+        `${where}: Supabase needs both ${id}_SUPABASE_URL and ${id}_SUPABASE_SERVICE_KEY (only ${supabaseUrl ? `${id}_SUPABASE_URL` : `${id}_SUPABASE_SERVICE_KEY`} is set)`,
+      );
+    } else {
+      throw new LensfleetError(
+        'INVALID_CONFIG',
+        `${where} is listed but has no connection settings: set ${id}_DATABASE_URL (or ${id}_SUPABASE_URL and ${id}_SUPABASE_SERVICE_KEY)`,
+      );
+    }
+  }
+  return new TenantDirectory(tenants);
+}
+
+function checkDatabaseUrl(url: string, name: string): void {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    // Never echo the value: it holds a password.
+    throw new LensfleetError('INVALID_CONFIG', `${name} is not a valid URL (expected postgres://user:password@host:port/database)`);
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new LensfleetError('INVALID_CONFIG', `${name} must start with postgres:// or postgresql://`);
+  }
+}

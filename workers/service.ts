@@ -1,0 +1,186 @@
+/**
+ * A worker service: everything one worker process runs, composed from the library with its
+ * dependencies injected. `start` brings parts up in order; `close` takes them down in reverse,
+ * runs every step even if one fails, and returns the same promise when called twice.
+ */
+import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { LensResult } from '../queues/contract.js';
+import type { WorkerConfig } from '../src/config.js';
+import { startHttpServer, type HttpServer } from '../src/http.js';
+import type { LensCatalog } from '../src/lens.js';
+import { createLogger } from '../src/logger.js';
+import { LensfleetMetrics } from '../src/metrics.js';
+import { PoolRegistry } from '../src/registry.js';
+import type { TenantDirectory } from '../src/tenants.js';
+import { createProcessor } from './processor.js';
+
+export interface WorkerServiceOptions {
+  readonly config: WorkerConfig;
+  readonly tenants: TenantDirectory;
+  readonly catalog: LensCatalog;
+  readonly logger?: Logger;
+  /** Start the HTTP endpoints. @defaultValue true */
+  readonly http?: boolean;
+}
+
+export interface WorkerService {
+  readonly worker: Worker;
+  readonly registry: PoolRegistry;
+  readonly metrics: LensfleetMetrics;
+  readonly logger: Logger;
+  /** Port of the HTTP endpoints (undefined when http: false). */
+  readonly port: number | undefined;
+  readonly draining: boolean;
+  activeJobs(): number;
+  ready(): Promise<{ ready: boolean; reasons: string[] }>;
+  /** Stop taking jobs, finish active ones (up to shutdownTimeoutMs), close pools and connections. */
+  close(): Promise<void>;
+}
+
+const redisOptions = { maxRetriesPerRequest: null, enableReadyCheck: true } as const;
+
+export async function startWorkerService(opts: WorkerServiceOptions): Promise<WorkerService> {
+  const { config, tenants, catalog } = opts;
+  const logger = opts.logger ?? createLogger({ level: config.logLevel });
+  const cleanups: { name: string; run: () => Promise<unknown> }[] = [];
+  let draining = false;
+  let active = 0;
+
+  let metrics: LensfleetMetrics | undefined;
+  const registry = new PoolRegistry({
+    concurrency: config.concurrency,
+    logger,
+    observer: { acquired: (t, s) => metrics?.poolObserver.acquired?.(t, s), connected: (t, s) => metrics?.poolObserver.connected?.(t, s) },
+    onPoolClosed: (tenant) => metrics?.poolClosed(tenant),
+  });
+  cleanups.push({ name: 'pools', run: () => registry.close() });
+
+  // One connection for readiness and queue depth; BullMQ's worker keeps its own.
+  const redis = new Redis(config.redisUrl, { ...redisOptions, lazyConnect: false });
+  redis.on('error', (err) => logger.debug({ code: (err as { code?: string }).code }, 'redis (monitor) connection error'));
+  cleanups.push({ name: 'redis', run: () => redis.quit().catch(() => redis.disconnect()) });
+  const queue = new Queue(config.queueName, { connection: redis });
+  cleanups.push({ name: 'queue', run: () => queue.close() });
+
+  const ready = async () => {
+    const reasons: string[] = [];
+    if (draining) reasons.push('draining');
+    if (redis.status !== 'ready') reasons.push(`redis ${redis.status}`);
+    else if (!worker.isRunning()) reasons.push('worker not running');
+    return { ready: reasons.length === 0, reasons };
+  };
+
+  metrics = new LensfleetMetrics({
+    poolStats: () => registry.stats(),
+    processStats: () => ({
+      pools: registry.size,
+      connections: registry.connections(),
+      concurrency: config.concurrency,
+      activeJobs: active,
+      pooling: config.pooling,
+      ready: !draining && redis.status === 'ready' && worker.isRunning(),
+    }),
+    queueCounts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed'),
+    queueName: config.queueName,
+  });
+
+  const processor = createProcessor({ catalog, tenants, registry, logger, metrics, maxPayloadBytes: config.maxPayloadBytes });
+  const worker = new Worker<unknown, LensResult>(
+    config.queueName,
+    async (job) => {
+      active++;
+      try {
+        return await processor(job);
+      } finally {
+        active--;
+      }
+    },
+    { connection: new Redis(config.redisUrl, redisOptions), concurrency: config.concurrency, autorun: false },
+  );
+  // Without an 'error' listener an EventEmitter error (Redis loss) would crash the process.
+  worker.on('error', (err) => logger.warn({ code: (err as { code?: string }).code, msg: err.message }, 'worker error'));
+  cleanups.push({ name: 'worker', run: () => closeWorker(worker, config.shutdownTimeoutMs, logger) });
+
+  let http: HttpServer | undefined;
+  try {
+    if (opts.http !== false) {
+      http = await startHttpServer(
+        {
+          metrics: async () => ({ contentType: metrics!.contentType(), body: await metrics!.metrics() }),
+          poolStats: () => registry.stats(),
+          poolKeys: () => registry.keys(),
+          ready,
+          info: () => ({ pid: process.pid, queue: config.queueName, concurrency: config.concurrency, pooling: config.pooling, tenants: tenants.ids().length, draining }),
+        },
+        { port: config.port, host: config.host, logger },
+      );
+      const server = http;
+      cleanups.push({ name: 'http', run: () => server.close() });
+    }
+    const warm = config.warmTenants.includes('*') ? tenants.ids() : config.warmTenants;
+    for (const id of warm) {
+      const pool = await registry.get(tenants.getPg(id));
+      logger.info({ tenant: id, connections: pool.stats().size }, 'pool warmed');
+    }
+  } catch (err) {
+    await runCleanups(cleanups, logger);
+    throw err;
+  }
+  void worker.run().catch((err: unknown) => logger.error({ err }, 'worker stopped'));
+  await worker.waitUntilReady();
+  logger.info(
+    { queue: config.queueName, concurrency: config.concurrency, pooling: config.pooling, tenants: tenants.ids().length, lenses: catalog.names(), port: http?.port },
+    'worker started',
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    worker,
+    registry,
+    metrics,
+    logger,
+    port: http?.port,
+    get draining() {
+      return draining;
+    },
+    activeJobs: () => active,
+    ready,
+    close() {
+      closing ??= (async () => {
+        draining = true;
+        logger.info({ activeJobs: active }, 'draining: no new jobs, finishing active ones');
+        await runCleanups(cleanups, logger);
+        logger.info('worker stopped');
+      })();
+      return closing;
+    },
+  };
+}
+
+async function closeWorker(worker: Worker, timeoutMs: number, logger: Logger): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const graceful = worker.close();
+  const timedOut = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+  });
+  const outcome = await Promise.race([graceful.then(() => 'closed' as const), timedOut]);
+  clearTimeout(timer);
+  if (outcome === 'timeout') {
+    // Jobs still running go back to the queue through BullMQ's stalled-job check: nothing lost.
+    logger.warn({ timeoutMs }, 'shutdown timeout reached; closing with jobs still active (they will be retried)');
+    await worker.close(true);
+  }
+}
+
+/** Run cleanups in reverse order of start; every step runs even if one fails. */
+async function runCleanups(cleanups: { name: string; run: () => Promise<unknown> }[], logger: Logger): Promise<void> {
+  for (const step of [...cleanups].reverse()) {
+    try {
+      await step.run();
+    } catch (err) {
+      logger.warn({ step: step.name, msg: (err as Error).message }, 'shutdown step failed');
+    }
+  }
+}
