@@ -1,0 +1,147 @@
+/**
+ * Demo tenant databases: one database and one login role per tenant, seeded with a small maritime
+ * maintenance schema (receiving, equipment, work orders). Every row carries `yacht_id` = the
+ * tenant id, so a test can prove a job saw only its own tenant's data. Used by the demo, the
+ * tests and the benchmarks; production tenants bring their own databases.
+ */
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+
+export interface TenantDatabase {
+  readonly tenant: string;
+  readonly database: string;
+  readonly role: string;
+  readonly password: string;
+  /** postgres://role:password@host:port/database — the tenant's `<ID>_DATABASE_URL`. */
+  readonly databaseUrl: string;
+}
+
+export interface SeedOptions {
+  /** Rows per table (receiving, equipment); work orders get 1.5×. @defaultValue 40 */
+  readonly rows?: number;
+  /** Drop an existing database of the same name first. @defaultValue true */
+  readonly replace?: boolean;
+}
+
+const ident = (s: string) => `"${s.replace(/"/g, '""')}"`;
+const literal = (s: string) => `'${s.replace(/'/g, "''")}'`;
+
+/** Database name of a tenant: `lf_<id>` (ids are case-sensitive, so the name is quoted as written). */
+export function tenantDatabaseName(tenant: string): string {
+  return `lf_${tenant}`;
+}
+
+export const SCHEMA_SQL = `
+CREATE TABLE equipment (
+  id bigserial PRIMARY KEY,
+  yacht_id text NOT NULL,
+  name text NOT NULL,
+  category text NOT NULL,
+  location text,
+  serial_number text
+);
+CREATE TABLE receiving (
+  id bigserial PRIMARY KEY,
+  yacht_id text NOT NULL,
+  supplier text NOT NULL,
+  reference text NOT NULL,
+  status text NOT NULL CHECK (status IN ('pending', 'received', 'rejected')),
+  received_at timestamptz NOT NULL
+);
+CREATE TABLE work_orders (
+  id bigserial PRIMARY KEY,
+  yacht_id text NOT NULL,
+  title text NOT NULL,
+  status text NOT NULL CHECK (status IN ('open', 'in_progress', 'done')),
+  priority text NOT NULL CHECK (priority IN ('low', 'medium', 'high', 'critical')),
+  equipment_id bigint REFERENCES equipment(id),
+  due_at timestamptz,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX receiving_received_at ON receiving (received_at DESC, id DESC);
+CREATE INDEX work_orders_status_priority ON work_orders (status, priority);
+`;
+
+function seedSql(tenant: string, rows: number): string {
+  const t = literal(tenant);
+  return `
+INSERT INTO equipment (yacht_id, name, category, location, serial_number)
+SELECT ${t},
+       (ARRAY['Main engine','Generator','Watermaker','Bow thruster','Stabiliser','Fire pump','Radar','Tender crane'])[1 + i % 8] || ' ' || i,
+       (ARRAY['propulsion','electrical','hotel','deck','safety','navigation'])[1 + i % 6],
+       (ARRAY['engine room','bridge','lazarette','foredeck','crew mess'])[1 + i % 5],
+       'SN-' || ${t} || '-' || lpad(i::text, 5, '0')
+FROM generate_series(1, ${rows}) AS i;
+INSERT INTO receiving (yacht_id, supplier, reference, status, received_at)
+SELECT ${t},
+       (ARRAY['Marine Parts Ltd','Ocean Provisions','Harbour Fuel','Deck & Rigging Co'])[1 + i % 4],
+       'PO-' || lpad(i::text, 6, '0'),
+       (ARRAY['pending','received','received','rejected'])[1 + i % 4],
+       timestamptz '2026-01-01 00:00:00+00' + (i || ' hours')::interval
+FROM generate_series(1, ${rows}) AS i;
+INSERT INTO work_orders (yacht_id, title, status, priority, equipment_id, due_at)
+SELECT ${t},
+       'Service ' || e.name,
+       (ARRAY['open','in_progress','done'])[1 + i % 3],
+       (ARRAY['low','medium','high','critical'])[1 + i % 4],
+       e.id,
+       timestamptz '2026-02-01 00:00:00+00' + (i || ' days')::interval
+FROM generate_series(1, ${Math.ceil(rows * 1.5)}) AS i
+JOIN equipment e ON e.id = 1 + (i % ${rows});
+ANALYZE;
+`;
+}
+
+/**
+ * Create (or replace) a tenant's database and login role, seed it, and grant the role read
+ * access only. `adminUrl` must be a superuser URL (e.g. LocalPostgres.adminUrl()).
+ */
+export async function createTenantDatabase(adminUrl: string, tenant: string, opts: SeedOptions = {}): Promise<TenantDatabase> {
+  const database = tenantDatabaseName(tenant);
+  const role = `lf_${tenant}_reader`;
+  const password = randomBytes(18).toString('base64url');
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    if (opts.replace !== false) {
+      await admin.query(`DROP DATABASE IF EXISTS ${ident(database)} WITH (FORCE)`);
+    }
+    await admin.query(`CREATE DATABASE ${ident(database)}`);
+    const exists = await admin.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role]);
+    await admin.query(
+      `${exists.rowCount ? 'ALTER' : 'CREATE'} ROLE ${ident(role)} LOGIN PASSWORD ${literal(password)} CONNECTION LIMIT 200`,
+    );
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${encodeURIComponent(database)}`;
+  const db = new pg.Client({ connectionString: url.toString() });
+  await db.connect();
+  try {
+    await db.query(SCHEMA_SQL);
+    await db.query(seedSql(tenant, opts.rows ?? 40));
+    await db.query(`REVOKE ALL ON DATABASE ${ident(database)} FROM PUBLIC`);
+    await db.query(`GRANT CONNECT ON DATABASE ${ident(database)} TO ${ident(role)}`);
+    await db.query(`GRANT USAGE ON SCHEMA public TO ${ident(role)}`);
+    await db.query(`GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${ident(role)}`);
+  } finally {
+    await db.end();
+  }
+  const tenantUrl = new URL(url.toString());
+  tenantUrl.username = encodeURIComponent(role);
+  tenantUrl.password = encodeURIComponent(password);
+  return { tenant, database, role, password, databaseUrl: tenantUrl.toString() };
+}
+
+/** Drop a tenant database and its role (terminating its connections). */
+export async function dropTenantDatabase(adminUrl: string, tenant: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${ident(tenantDatabaseName(tenant))} WITH (FORCE)`);
+    await admin.query(`DROP ROLE IF EXISTS ${ident(`lf_${tenant}_reader`)}`);
+  } finally {
+    await admin.end();
+  }
+}
