@@ -40,7 +40,12 @@ export class LensfleetMetrics {
 
   constructor(sources: MetricsSources, opts: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
-    if (opts.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry });
+    if (opts.defaultMetrics !== false) {
+      client.collectDefaultMetrics({ register: this.registry });
+      // Gauges named *_total break `promtool check metrics`; the per-type series
+      // (nodejs_active_handles etc.) carry the same information.
+      for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name);
+    }
 
     // Snapshot once per scrape, shared by every pool metric's collect().
     let snapshot: PoolStats[] = [];

@@ -100,6 +100,7 @@ export async function startTestWorker(opts: TestWorkerOptions): Promise<TestWork
   const connection = { url: redisUrl() };
   const queue = createLensQueue({ connection, name: queueName });
   const events = new QueueEvents(queueName, { connection });
+  events.setMaxListeners(10_000); // one listener per job awaited with waitUntilFinished
   await events.waitUntilReady();
   let closing: Promise<void> | undefined;
   return {
