@@ -1,10 +1,13 @@
 /**
  * End to end: producer → Redis → worker → tenant pools → results, on real Redis and Postgres.
  */
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueueMany, run } from '../queues/producer.js';
-import { createTenants, redisUrl, startTestWorker, uniqueId, type TestWorker } from './support/harness.js';
+import { createTenants, redisUrl, ROOT, startTestWorker, uniqueId, type TestWorker } from './support/harness.js';
 
 const TENANTS = [uniqueId('yA'), uniqueId('yB'), uniqueId('yC')];
 const LENSES: [string, Record<string, unknown>][] = [
@@ -63,5 +66,19 @@ describe('end to end', () => {
     } finally {
       await plain.close();
     }
+  });
+
+  it('CLI: lensfleet enqueue --wait prints the result; bad params exit 2 with a message', async () => {
+    const cli = path.join(ROOT, 'dist/src/cli.js');
+    const env = { ...process.env, REDIS_URL: redisUrl(), LENSFLEET_QUEUE: w.queueName };
+    const tenant = TENANTS[0]!;
+    const { stdout } = await promisify(execFile)(process.execPath, [cli, 'enqueue', '--tenant', tenant, '--lens', 'receiving.recent', '--params', '{"limit":3}', '--wait'], { env });
+    const out = JSON.parse(stdout) as { rowCount: number; tenant: string; rows: { yacht_id: string }[] };
+    expect(out.tenant).toBe(tenant);
+    expect(out.rowCount).toBe(3);
+    expect(out.rows.every((r) => r.yacht_id === tenant)).toBe(true);
+    const bad = await promisify(execFile)(process.execPath, [cli, 'enqueue', '--tenant', 'not valid!', '--lens', 'receiving.recent'], { env }).catch((e: { code: number; stderr: string }) => e);
+    expect((bad as { code: number }).code).toBe(2);
+    expect((bad as { stderr: string }).stderr).toContain('INVALID_JOB');
   });
 });
