@@ -1,0 +1,132 @@
+/**
+ * Configuration at the edge: defaults, every variable parsed, contradictions rejected with a
+ * message that names the setting, secrets never echoed.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parseJobData } from '../queues/contract.js';
+import { DEFAULT_POOL_SETTINGS, loadWorkerConfig } from '../src/config.js';
+import { LensfleetError } from '../src/errors.js';
+import { loadTenantDirectory } from '../src/tenants.js';
+
+function configError(fn: () => unknown): LensfleetError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(LensfleetError);
+    return err as LensfleetError;
+  }
+  throw new Error('expected an error');
+}
+
+describe('worker config', () => {
+  it("defaults are the guide's settings", () => {
+    const c = loadWorkerConfig({});
+    expect(c.pool).toMatchObject({ minSize: 5, maxSize: 20, maxOverflow: 5, acquireTimeoutMs: 10_000, recycleSeconds: 3600, prePing: true });
+    expect(c).toMatchObject({ queueName: 'lens-queries', concurrency: 8, pooling: true, port: 9464, redisUrl: 'redis://127.0.0.1:6379', logLevel: 'info' });
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('reads every pool variable and the process settings', () => {
+    const c = loadWorkerConfig({
+      LENSFLEET_POOL_MIN_SIZE: '2',
+      LENSFLEET_POOL_MAX_SIZE: '10',
+      LENSFLEET_POOL_MAX_OVERFLOW: '0',
+      LENSFLEET_POOL_ACQUIRE_TIMEOUT_MS: '2500',
+      LENSFLEET_POOL_CONNECT_TIMEOUT_MS: '3000',
+      LENSFLEET_POOL_RECYCLE_SECONDS: '60',
+      LENSFLEET_POOL_PRE_PING: 'off',
+      LENSFLEET_POOLING: 'off',
+      LENSFLEET_CONCURRENCY: '32',
+      PORT: '8080',
+      LENSFLEET_METRICS_PORT: '9999',
+      LOG_LEVEL: 'DEBUG',
+    });
+    expect(c.pool).toMatchObject({ minSize: 2, maxSize: 10, maxOverflow: 0, acquireTimeoutMs: 2500, connectTimeoutMs: 3000, recycleSeconds: 60, prePing: false });
+    expect(c).toMatchObject({ pooling: false, concurrency: 32, port: 8080, logLevel: 'debug' });
+    expect(loadWorkerConfig({ LENSFLEET_METRICS_PORT: '9999' }).port).toBe(9999);
+  });
+
+  it('rejects bad values naming the variable', () => {
+    expect(configError(() => loadWorkerConfig({ LENSFLEET_CONCURRENCY: 'many' })).message).toMatch(/^LENSFLEET_CONCURRENCY="many": LENSFLEET_CONCURRENCY must be a whole number/);
+    expect(configError(() => loadWorkerConfig({ LENSFLEET_POOL_ACQUIRE_TIMEOUT_MS: '-5' })).message).toContain('LENSFLEET_POOL_ACQUIRE_TIMEOUT_MS');
+    expect(configError(() => loadWorkerConfig({ LENSFLEET_POOLING: 'maybe' })).message).toContain('LENSFLEET_POOLING must be one of on|off');
+    expect(configError(() => loadWorkerConfig({ LOG_LEVEL: 'loud' })).code).toBe('INVALID_CONFIG');
+    const minMax = configError(() => loadWorkerConfig({ LENSFLEET_POOL_MIN_SIZE: '30', LENSFLEET_POOL_MAX_SIZE: '10' }));
+    expect(minMax.code).toBe('INVALID_CONFIG');
+    expect(minMax.message).toContain('minSize (30) is larger than maxSize + maxOverflow (10 + 5)');
+  });
+});
+
+describe('tenant directory', () => {
+  const config = loadWorkerConfig({});
+  const secretUrl = 'postgres://reader:S3CRETpw@db.example:5432/tenant';
+
+  it('reads tenants from the environment in the guide’s naming; no default tenant', () => {
+    const dir = loadTenantDirectory(config, {
+      LENSFLEET_TENANTS: 'yTEST_YACHT_001, yOther',
+      yTEST_YACHT_001_DATABASE_URL: secretUrl,
+      yOther_SUPABASE_URL: 'https://x.supabase.co',
+      yOther_SUPABASE_SERVICE_KEY: 'service-key',
+    });
+    expect(dir.ids()).toEqual(['yTEST_YACHT_001', 'yOther']);
+    expect(dir.getPg('yTEST_YACHT_001').databaseUrl.reveal()).toBe(secretUrl);
+    expect(JSON.stringify(dir.list())).not.toContain('S3CRETpw');
+    expect(JSON.stringify(dir.list())).not.toContain('service-key');
+    const unsupported = configError(() => dir.getPg('yOther'));
+    expect(unsupported.code).toBe('TENANT_UNSUPPORTED');
+    expect(unsupported.retryable).toBe(false);
+    const missing = configError(() => dir.get('yTEST_YACHT_002'));
+    expect(missing.code).toBe('TENANT_NOT_FOUND');
+    expect(missing.retryable).toBe(false);
+    // ids are case-sensitive
+    expect(() => dir.get('ytest_yacht_001')).toThrow(/not configured/);
+  });
+
+  it('rejects a listed tenant without settings, bad ids and bad URLs without echoing them', () => {
+    expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS: 'a1' })).message).toContain('set a1_DATABASE_URL');
+    expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS: 'bad-id', 'bad-id_DATABASE_URL': secretUrl })).message).toContain('tenant id "bad-id" is invalid');
+    const badUrl = configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS: 't1', t1_DATABASE_URL: 'mysql://u:S3CRETpw@h/db' }));
+    expect(badUrl.message).toContain('t1_DATABASE_URL must start with postgres://');
+    expect(badUrl.message).not.toContain('S3CRETpw');
+    expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS: 't1', t1_SUPABASE_URL: 'https://x' })).message).toContain('needs both');
+  });
+
+  it('applies tenants-file overrides and rejects unknown keys and contradictions naming the tenant', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'lf-tenants-'));
+    const file = path.join(dir, 'tenants.json');
+    writeFileSync(file, JSON.stringify({ tenants: { yA: { databaseUrl: secretUrl, pool: { maxSize: 3, minSize: 1 }, pooling: false }, yB: {} } }));
+    const tenants = loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file, yB_DATABASE_URL: secretUrl });
+    expect(tenants.getPg('yA').pool).toEqual({ ...DEFAULT_POOL_SETTINGS, maxSize: 3, minSize: 1 });
+    expect(tenants.getPg('yA').pooling).toBe(false);
+    expect(tenants.getPg('yB').pooling).toBe(true);
+
+    writeFileSync(file, JSON.stringify({ tenants: { yA: { databaseUrl: secretUrl, pool: { maxsize: 3 } } } }));
+    expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file })).message).toMatch(/tenants\.yA\.pool: unknown key\(s\) maxsize/);
+    writeFileSync(file, JSON.stringify({ tenants: { yA: { databaseUrl: secretUrl, pool: { minSize: 9, maxSize: 2, maxOverflow: 0 } } } }));
+    expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file })).message).toContain('tenant "yA": minSize (9) is larger than maxSize + maxOverflow');
+    writeFileSync(file, '{ not json');
+    expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file })).message).toContain('not valid JSON');
+  });
+});
+
+describe('job contract', () => {
+  it('accepts version 1 and defaults params', () => {
+    expect(parseJobData({ v: 1, tenant: 'yA', lens: 'receiving.recent' })).toEqual({ v: 1, tenant: 'yA', lens: 'receiving.recent', params: {} });
+  });
+  it('rejects anything else with INVALID_JOB, naming the field, and never echoes a JWT', () => {
+    for (const bad of ['text', 42, null, [1], { v: 2, tenant: 'yA', lens: 'x' }, { v: 1, tenant: 'y A', lens: 'x' }, { v: 1, tenant: 'yA', lens: 'x', sql: 'DROP TABLE' }]) {
+      expect(configError(() => parseJobData(bad)).code).toBe('INVALID_JOB');
+    }
+    expect(configError(() => parseJobData({ v: 1, tenant: 'yA', lens: 'x', sql: 'DROP' })).message).toContain('sql');
+    const jwtErr = configError(() => parseJobData({ v: 1, tenant: 'yA', lens: 'x', auth: { jwt: 'eyJSECRET', extra: 1 } }));
+    expect(jwtErr.message).not.toContain('eyJSECRET');
+  });
+  it('rejects oversized data with PAYLOAD_TOO_LARGE', () => {
+    const e = configError(() => parseJobData({ v: 1, tenant: 'yA', lens: 'x', params: { blob: 'x'.repeat(70_000) } }));
+    expect(e.code).toBe('PAYLOAD_TOO_LARGE');
+    expect(e.retryable).toBe(false);
+  });
+});
