@@ -1,0 +1,89 @@
+-- Demo tenant database for docker compose (run once by the postgres image's entrypoint from
+-- /docker-entrypoint-initdb.d). The same file initialises every tenant database; the
+-- container's environment says which tenant it is:
+--   DEMO_YACHT_ID         yacht_id of every seeded row (compose sets it to the tenant id)
+--   DEMO_READER_PASSWORD  password of the read-only login role the workers use
+-- The schema matches src/local/tenant-db.ts, which the tests use.
+-- Needs psql 15+ (\getenv).
+
+\set ON_ERROR_STOP on
+\getenv yacht_id DEMO_YACHT_ID
+\getenv reader_password DEMO_READER_PASSWORD
+\if :{?yacht_id}
+\else
+  \set yacht_id yTEST_YACHT_001
+\endif
+\if :{?reader_password}
+\else
+  DO $$ BEGIN RAISE EXCEPTION 'DEMO_READER_PASSWORD is not set'; END $$;
+\endif
+
+BEGIN;
+
+CREATE TABLE equipment (
+  id bigserial PRIMARY KEY,
+  yacht_id text NOT NULL,
+  name text NOT NULL,
+  category text NOT NULL,
+  location text,
+  serial_number text
+);
+
+CREATE TABLE receiving (
+  id bigserial PRIMARY KEY,
+  yacht_id text NOT NULL,
+  supplier text NOT NULL,
+  reference text NOT NULL,
+  status text NOT NULL CHECK (status IN ('pending', 'received', 'rejected')),
+  received_at timestamptz NOT NULL
+);
+
+CREATE TABLE work_orders (
+  id bigserial PRIMARY KEY,
+  yacht_id text NOT NULL,
+  title text NOT NULL,
+  status text NOT NULL CHECK (status IN ('open', 'in_progress', 'done')),
+  priority text NOT NULL CHECK (priority IN ('low', 'medium', 'high', 'critical')),
+  equipment_id bigint REFERENCES equipment (id),
+  due_at timestamptz,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE INDEX receiving_received_at ON receiving (received_at DESC, id DESC);
+CREATE INDEX work_orders_status_priority ON work_orders (status, priority);
+
+INSERT INTO equipment (yacht_id, name, category, location, serial_number) VALUES
+  (:'yacht_id', 'Main engine 1',  'propulsion', 'engine room', 'SN-ME-00001'),
+  (:'yacht_id', 'Generator 1',    'electrical', 'engine room', 'SN-GE-00001'),
+  (:'yacht_id', 'Watermaker',     'hotel',      'lazarette',   'SN-WM-00001'),
+  (:'yacht_id', 'Bow thruster',   'propulsion', 'foredeck',    'SN-BT-00001'),
+  (:'yacht_id', 'Radar',          'navigation', 'bridge',      'SN-RA-00001'),
+  (:'yacht_id', 'Fire pump',      'safety',     'engine room', 'SN-FP-00001');
+
+INSERT INTO receiving (yacht_id, supplier, reference, status, received_at) VALUES
+  (:'yacht_id', 'Marine Parts Ltd',  'PO-000001', 'received', now() - interval '3 days'),
+  (:'yacht_id', 'Ocean Provisions',  'PO-000002', 'received', now() - interval '2 days'),
+  (:'yacht_id', 'Harbour Fuel',      'PO-000003', 'rejected', now() - interval '1 day'),
+  (:'yacht_id', 'Deck & Rigging Co', 'PO-000004', 'pending',  now() - interval '2 hours');
+
+INSERT INTO work_orders (yacht_id, title, status, priority, equipment_id, due_at)
+SELECT :'yacht_id', w.title, w.status, w.priority, e.id, now() + w.due_in
+  FROM (VALUES
+    ('Service Main engine 1', 'open',        'high',     'Main engine 1', interval '7 days'),
+    ('Replace Generator 1 impeller', 'in_progress', 'critical', 'Generator 1', interval '1 day'),
+    ('Descale Watermaker',    'open',        'medium',   'Watermaker',    interval '14 days'),
+    ('Test Fire pump',        'open',        'critical', 'Fire pump',     interval '2 days'),
+    ('Calibrate Radar',       'done',        'low',      'Radar',         interval '-5 days')
+  ) AS w (title, status, priority, equipment, due_in)
+  JOIN equipment e ON e.name = w.equipment;
+
+-- The workers log in as a read-only role: lenses only read, and a bug cannot write.
+CREATE ROLE lensfleet_reader LOGIN PASSWORD :'reader_password' CONNECTION LIMIT 100;
+ALTER ROLE lensfleet_reader SET default_transaction_read_only = on;
+GRANT CONNECT ON DATABASE :"DBNAME" TO lensfleet_reader;
+GRANT USAGE ON SCHEMA public TO lensfleet_reader;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO lensfleet_reader;
+
+ANALYZE;
+
+COMMIT;
