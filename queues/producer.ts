@@ -38,7 +38,7 @@ export function toJobData(req: LensRequest, maxPayloadBytes = DEFAULT_MAX_PAYLOA
 }
 
 /** Add one lens query; the job is named after the lens. */
-export function enqueue(queue: LensQueue, req: LensRequest, opts?: JobsOptions): Promise<LensJob> {
+export async function enqueue(queue: LensQueue, req: LensRequest, opts?: JobsOptions): Promise<LensJob> {
   const data = toJobData(req);
   return queue.add(data.lens, data, opts);
 }

@@ -30,6 +30,10 @@ export interface PoolSettings {
   readonly maxWaiting: number;
   /** Default statement timeout of a lens query (a lens may set its own). @defaultValue 5000 */
   readonly statementTimeoutMs: number;
+  /** A connection held longer than this logs a leak warning; 0 disables. @defaultValue 60000 */
+  readonly leakDetectionMs: number;
+  /** A tenant pool unused for this long is closed and removed; 0 disables. @defaultValue 600000 */
+  readonly poolIdleTimeoutMs: number;
 }
 
 export const DEFAULT_POOL_SETTINGS: PoolSettings = Object.freeze({
@@ -44,6 +48,8 @@ export const DEFAULT_POOL_SETTINGS: PoolSettings = Object.freeze({
   idleTimeoutMs: 30_000,
   maxWaiting: 1000,
   statementTimeoutMs: 5000,
+  leakDetectionMs: 60_000,
+  poolIdleTimeoutMs: 600_000,
 });
 
 /** Environment variable of each pool setting (defaults for every tenant). */
@@ -59,6 +65,8 @@ export const POOL_ENV: Readonly<Record<keyof PoolSettings, string>> = Object.fre
   idleTimeoutMs: 'LENSFLEET_POOL_IDLE_TIMEOUT_MS',
   maxWaiting: 'LENSFLEET_POOL_MAX_WAITING',
   statementTimeoutMs: 'LENSFLEET_STATEMENT_TIMEOUT_MS',
+  leakDetectionMs: 'LENSFLEET_POOL_LEAK_DETECTION_MS',
+  poolIdleTimeoutMs: 'LENSFLEET_POOL_IDLE_POOL_TIMEOUT_MS',
 });
 
 /** Process-wide settings of a worker. */
@@ -85,6 +93,11 @@ export interface WorkerConfig {
   readonly lensModules: readonly string[];
   /** How long SIGTERM waits for active jobs before closing anyway. @defaultValue 30000 */
   readonly shutdownTimeoutMs: number;
+  /**
+   * Connections this process may hold over all tenants; when full, the least recently used idle
+   * connection of another tenant is closed first. Must be ≥ concurrency. @defaultValue 2 × concurrency
+   */
+  readonly processMaxConnections: number;
   /** Pool settings applied to every tenant unless its tenants-file entry overrides them. */
   readonly pool: PoolSettings;
 }
@@ -123,6 +136,8 @@ export function poolSettingsShape(prefix = '') {
     idleTimeoutMs: intSetting(n('idleTimeoutMs'), 0, 86_400_000),
     maxWaiting: intSetting(n('maxWaiting'), 0, 1_000_000),
     statementTimeoutMs: intSetting(n('statementTimeoutMs'), 1, 3_600_000),
+    leakDetectionMs: intSetting(n('leakDetectionMs'), 0, 86_400_000),
+    poolIdleTimeoutMs: intSetting(n('poolIdleTimeoutMs'), 0, 604_800_000),
   };
 }
 
@@ -155,10 +170,24 @@ export function loadWorkerConfig(env: Env = process.env): WorkerConfig {
     pool[key] = parseOne(shape[key] as z.ZodType<unknown>, raw, name);
   }
   const pooling = env.LENSFLEET_POOLING;
+  const concurrency = parseOpt(intSetting('LENSFLEET_CONCURRENCY', 1, 10_000), env.LENSFLEET_CONCURRENCY, 8, 'LENSFLEET_CONCURRENCY');
+  const processMaxConnections = parseOpt(
+    intSetting('LENSFLEET_PROCESS_MAX_CONNECTIONS', 1, 1_000_000),
+    env.LENSFLEET_PROCESS_MAX_CONNECTIONS,
+    2 * concurrency,
+    'LENSFLEET_PROCESS_MAX_CONNECTIONS',
+  );
+  if (processMaxConnections < concurrency) {
+    throw new LensfleetError(
+      'INVALID_CONFIG',
+      `LENSFLEET_PROCESS_MAX_CONNECTIONS (${processMaxConnections}) is below LENSFLEET_CONCURRENCY (${concurrency}): every running job needs a connection; raise the budget or lower the concurrency`,
+    );
+  }
   const config: WorkerConfig = {
     redisUrl: env.REDIS_URL?.trim() || 'redis://127.0.0.1:6379',
     queueName: env.LENSFLEET_QUEUE?.trim() || 'lens-queries',
-    concurrency: parseOpt(intSetting('LENSFLEET_CONCURRENCY', 1, 10_000), env.LENSFLEET_CONCURRENCY, 8, 'LENSFLEET_CONCURRENCY'),
+    concurrency,
+    processMaxConnections,
     pooling: parseOpt(boolSetting('LENSFLEET_POOLING'), pooling, true, 'LENSFLEET_POOLING'),
     port: env.PORT?.trim()
       ? parseOne(intSetting('PORT', 0, 65_535), env.PORT, 'PORT')

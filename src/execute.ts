@@ -18,10 +18,10 @@ export interface LensRows {
   readonly acquireMs: number;
 }
 
-export async function executeLens<P>(pool: TenantPool, lens: Lens<P>, params: P): Promise<LensRows> {
+export async function executeLens<P>(pool: TenantPool, lens: Lens<P>, params: P, holder?: Readonly<Record<string, unknown>>): Promise<LensRows> {
   const q = lens.query(params);
   const started = performance.now();
-  const client = await pool.acquire();
+  const client = await pool.acquire(holder);
   const acquireMs = performance.now() - started;
   let failure: unknown;
   try {

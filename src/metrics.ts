@@ -10,6 +10,7 @@ import type { PoolObserver, PoolStats } from './pool.js';
 export interface ProcessSnapshot {
   readonly pools: number;
   readonly connections: number;
+  readonly maxConnections: number;
   readonly concurrency: number;
   readonly activeJobs: number;
   readonly pooling: boolean;
@@ -148,6 +149,7 @@ export class LensfleetMetrics {
       });
     proc('lensfleet_pools', 'Active tenant pools in this process.', (p) => p.pools);
     proc('lensfleet_process_connections', 'Open connections over all tenant pools of this process.', (p) => p.connections);
+    proc('lensfleet_process_max_connections', 'Connection budget of this process over all tenants (LENSFLEET_PROCESS_MAX_CONNECTIONS).', (p) => p.maxConnections);
     proc('lensfleet_worker_concurrency', 'Jobs this worker runs at once.', (p) => p.concurrency);
     proc('lensfleet_worker_active_jobs', 'Jobs running now in this worker.', (p) => p.activeJobs);
     proc('lensfleet_pooling_enabled', '1 when pooling is on, 0 when the rollback switch (LENSFLEET_POOLING=off) is set.', (p) => (p.pooling ? 1 : 0));
@@ -164,7 +166,7 @@ export class LensfleetMetrics {
         async collect() {
           this.reset();
           try {
-            const c = await counts();
+            const c = await withTimeout(counts(), 1000);
             for (const state of QUEUE_STATES) this.set({ queue, state }, c[state] ?? 0);
           } catch {
             // Redis unreachable: omit the series rather than report a false zero.
@@ -218,4 +220,12 @@ export class LensfleetMetrics {
   metrics(): Promise<string> {
     return this.registry.metrics();
   }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }

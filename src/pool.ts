@@ -1,11 +1,12 @@
 /**
  * One tenant's connections in this process: a thin wrapper around `pg.Pool` that adds what it
- * lacks — a typed acquire timeout distinct from the connect timeout, bounded waiting, warm-up to
- * minSize, overflow connections closed on release, pre-ping of idle connections, jittered
- * lifetime, destroy-on-dirty-return, and a stats snapshot. It knows nothing of lenses or BullMQ.
+ * lacks — a typed acquire timeout distinct from the connect timeout, bounded waiting, warm-up and
+ * refill to minSize, overflow connections closed on release, pre-ping of idle connections,
+ * jittered lifetime, destroy-on-dirty-return, leak detection, a process-wide connection budget
+ * hook, and a stats snapshot. It knows nothing of lenses or BullMQ.
  *
  * With `pooling: false` (the guide's rollback plan) every acquire opens a fresh connection and
- * every release closes it; stats and timeouts work the same.
+ * every release closes it; stats, timeouts and the budget work the same.
  */
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
@@ -14,17 +15,37 @@ import { LensfleetError } from './errors.js';
 import type { Secret } from './secret.js';
 
 /** Why a connection was closed (a metrics label: keep the set small and stable). */
-export type CloseReason = 'overflow' | 'recycled' | 'error' | 'dirty' | 'ping_failed' | 'idle' | 'unpooled' | 'pool_closed';
+export type CloseReason = 'overflow' | 'recycled' | 'error' | 'dirty' | 'ping_failed' | 'idle' | 'evicted' | 'unpooled' | 'pool_closed';
 /** Where a connection error happened (a metrics label). */
 export type ConnectionErrorKind = 'connect' | 'connect_timeout' | 'idle' | 'active';
 
-/** Observer of pool events; the default does nothing. Metrics implement it (the pool does not import prom-client). */
+/** Observer of pool events; every method is optional. Metrics implement it (the pool does not import prom-client). */
 export interface PoolObserver {
   acquired?(tenant: string, waitSeconds: number): void;
   connected?(tenant: string, connectSeconds: number): void;
 }
 
-/** A point-in-time snapshot of one pool; keys carry their unit. */
+/** Lifecycle and problem events, for logs. */
+export type PoolEvent =
+  | { type: 'connection_error'; kind: ConnectionErrorKind; code: string | undefined; message: string }
+  | { type: 'leak'; heldMs: number; holder: Readonly<Record<string, unknown>> | undefined }
+  | { type: 'closed_connection'; reason: CloseReason };
+
+/** The process-wide connection budget (owned by the registry). */
+export interface ConnectionBudget {
+  /**
+   * Called after a connection slot was taken (it already counts in `size`) and before it
+   * connects. Resolves when the process is within budget, evicting idle connections of other
+   * tenants if needed; rejects when no room appears within `timeoutMs`.
+   */
+  reserve(requester: TenantPool, timeoutMs: number): Promise<void>;
+  /** Connections the budget still allows to open without evicting anything. */
+  free(): number;
+  /** A connection closed somewhere: wake reservations that wait for room. */
+  released(): void;
+}
+
+/** A point-in-time snapshot of one pool; counter keys carry their unit. */
 export interface PoolStats {
   readonly tenant: string;
   readonly key: string;
@@ -46,6 +67,8 @@ export interface PoolStats {
   readonly connection_errors_total: Readonly<Record<string, number>>;
   readonly pings_failed_total: number;
   readonly leaks_total: number;
+  /** Milliseconds since the last acquire (for idle-pool eviction and LRU). */
+  readonly idle_for_ms: number;
 }
 
 export interface TenantPoolOptions {
@@ -57,7 +80,8 @@ export interface TenantPoolOptions {
   readonly max: number;
   readonly pooling: boolean;
   readonly observer?: PoolObserver;
-  readonly onError?: (kind: ConnectionErrorKind, err: Error) => void;
+  readonly budget?: ConnectionBudget;
+  readonly onEvent?: (event: PoolEvent) => void;
   readonly applicationName?: string;
 }
 
@@ -67,9 +91,13 @@ export type PoolClient = pg.PoolClient;
 interface ClientMeta {
   expiresAt: number;
   releasedAt: number;
+  leakTimer: NodeJS.Timeout | undefined;
+  /** Checked out by a job (errors then count as `active`; idle ones are pg-pool's `idle`). */
+  checkedOut: boolean;
 }
 
 const meta = new WeakMap<pg.ClientBase, ClientMeta>();
+const closeReasons = new WeakMap<pg.ClientBase, CloseReason>();
 
 export class TenantPool {
   readonly tenant: string;
@@ -81,12 +109,15 @@ export class TenantPool {
   readonly #pool: pg.Pool | undefined;
   readonly #clientConfig: pg.ClientConfig;
   readonly #observer: PoolObserver;
-  readonly #onError: (kind: ConnectionErrorKind, err: Error) => void;
+  readonly #budget: ConnectionBudget | undefined;
+  readonly #onEvent: (event: PoolEvent) => void;
   #closed = false;
   #closing: Promise<void> | undefined;
+  #refillScheduled = false;
   #waiting = 0;
   #inUse = 0;
   #unpooledOpen = 0;
+  #lastUsedAt = Date.now();
   readonly #stats = {
     requests_total: 0,
     requests_wait_ms_total: 0,
@@ -107,7 +138,8 @@ export class TenantPool {
     this.min = Math.min(opts.settings.minSize, opts.max);
     this.pooling = opts.pooling;
     this.#observer = opts.observer ?? {};
-    this.#onError = opts.onError ?? (() => {});
+    this.#budget = opts.budget;
+    this.#onEvent = opts.onEvent ?? (() => {});
     this.#clientConfig = {
       connectionString: opts.databaseUrl.reveal(),
       application_name: opts.applicationName ?? 'lensfleet',
@@ -117,47 +149,48 @@ export class TenantPool {
       options: '-c default_transaction_read_only=on',
       connectionTimeoutMillis: opts.settings.connectTimeoutMs,
     };
-    if (this.pooling) {
-      const self = this;
-      const clientConfig = this.#clientConfig;
-      // pg.Pool hands its own options to every Client; a subclass keeps the connect timeout
-      // separate from pg.Pool's connectionTimeoutMillis (which would also cap queue waiting).
-      class TimedClient extends pg.Client {
-        constructor() {
-          super(clientConfig);
-        }
-        // pg-pool always connects with a callback.
-        // eslint-disable-next-line @typescript-eslint/no-explicit-any
-        override connect(callback?: any): never {
-          const started = performance.now();
-          return super.connect((err: Error | null) => {
-            self.#connected(this as unknown as pg.ClientBase, started, err ?? undefined);
-            (callback as ((e: Error | null) => void) | undefined)?.(err);
-          }) as never;
-        }
+    if (!this.pooling) return;
+    const self = this;
+    const clientConfig = this.#clientConfig;
+    // pg.Pool hands its own options to every Client; a subclass keeps the connect timeout
+    // separate from pg.Pool's connectionTimeoutMillis (which would also cap queue waiting), and
+    // lets the budget be reserved before the connection opens.
+    class PooledClient extends pg.Client {
+      constructor() {
+        super(clientConfig);
       }
-      this.#pool = new pg.Pool({
-        Client: TimedClient as unknown as typeof pg.Client,
-        max: this.max,
-        idleTimeoutMillis: opts.settings.idleTimeoutMs,
-        min: this.min,
-      });
-      // An idle client's error (server restart, pg_terminate_backend) is emitted here; without a
-      // listener it would crash the process.
-      this.#pool.on('error', (err) => this.#error('idle', err));
-      this.#pool.on('remove', () => {});
+      // pg-pool always connects with a callback.
+      // eslint-disable-next-line @typescript-eslint/no-explicit-any
+      override connect(callback?: any): never {
+        const cb = callback as (e: Error | null) => void;
+        self.#openCounted(this as unknown as pg.Client, (open) => super.connect(open), cb);
+        return undefined as never;
+      }
     }
+    this.#pool = new pg.Pool({
+      Client: PooledClient as unknown as typeof pg.Client,
+      max: this.max,
+      min: this.min,
+      idleTimeoutMillis: opts.settings.idleTimeoutMs,
+    });
+    // An idle client's error (server restart, pg_terminate_backend) is emitted here; without a
+    // listener it would crash the process. pg-pool removes that client itself.
+    this.#pool.on('error', (err, client) => {
+      closeReasons.set(client, 'error');
+      this.#error('idle', err);
+    });
+    this.#pool.on('remove', (client) => this.#removed(client));
   }
 
-  /** Open minSize connections now (pg.Pool's `min` does not pre-open). */
+  /** Open connections up to minSize now (pg.Pool's `min` does not pre-open), within the budget. */
   async warm(): Promise<void> {
-    if (!this.#pool || this.min === 0) return;
-    const need = this.min - this.#pool.totalCount;
+    if (!this.#pool) return;
+    const need = Math.min(this.min - this.#pool.totalCount, this.#budget?.free() ?? Infinity);
     if (need <= 0) return;
     const clients = await Promise.allSettled(Array.from({ length: need }, () => this.#pool!.connect()));
     let firstError: unknown;
     for (const r of clients) {
-      if (r.status === 'fulfilled') r.value.release();
+      if (r.status === 'fulfilled') this.#giveBack(r.value, undefined);
       else firstError ??= r.reason;
     }
     if (firstError !== undefined) throw this.#connectError(firstError);
@@ -166,13 +199,14 @@ export class TenantPool {
   /**
    * Get a connection, waiting at most `acquireTimeoutMs` (`POOL_TIMEOUT`), with at most
    * `maxWaiting` acquires queued (`POOL_BUSY`). A connection that arrives after its waiter gave
-   * up goes straight back to the pool.
+   * up goes straight back to the pool. `holder` (job id, lens…) is reported if the connection leaks.
    */
-  acquire(): Promise<PoolClient> {
+  acquire(holder?: Readonly<Record<string, unknown>>): Promise<PoolClient> {
     if (this.#closed) {
       return Promise.reject(new LensfleetError('POOL_CLOSED', `pool ${this.key} is closed`, { details: { tenant: this.tenant } }));
     }
     this.#stats.requests_total++;
+    this.#lastUsedAt = Date.now();
     if (this.#waiting >= this.settings.maxWaiting) {
       this.#stats.pool_busy_total++;
       return Promise.reject(
@@ -190,29 +224,23 @@ export class TenantPool {
         settled = true;
         this.#waiting--;
         clearTimeout(timer);
+        this.#stats.requests_wait_ms_total += performance.now() - started;
       };
       const timer = setTimeout(() => {
         if (settled) return;
         finish();
         this.#stats.acquire_timeouts_total++;
-        this.#stats.requests_wait_ms_total += performance.now() - started;
         reject(
-          new LensfleetError(
-            'POOL_TIMEOUT',
-            `pool ${this.key} timed out after ${this.settings.acquireTimeoutMs} ms waiting for a connection (${this.#describe()})`,
-            { details: { tenant: this.tenant, ...this.#numbers() } },
-          ),
+          new LensfleetError('POOL_TIMEOUT', `pool ${this.key} timed out after ${this.settings.acquireTimeoutMs} ms waiting for a connection (${this.#describe()})`, {
+            details: { tenant: this.tenant, ...this.#numbers() },
+          }),
         );
       }, this.settings.acquireTimeoutMs);
       timer.unref();
       const attempt = () => {
         this.#checkout().then(
           async (client) => {
-            if (settled) {
-              // The waiter gave up: return the connection instead of leaking it.
-              this.#giveBack(client, undefined);
-              return;
-            }
+            if (settled) return this.#giveBack(client, undefined); // the waiter gave up: no leak
             const usable = await this.#validate(client);
             if (settled) {
               if (usable) this.#giveBack(client, undefined);
@@ -223,16 +251,13 @@ export class TenantPool {
               return;
             }
             finish();
-            this.#inUse++;
-            const waitMs = performance.now() - started;
-            this.#stats.requests_wait_ms_total += waitMs;
-            this.#observer.acquired?.(this.tenant, waitMs / 1000);
+            this.#handOut(client, holder);
+            this.#observer.acquired?.(this.tenant, (performance.now() - started) / 1000);
             resolve(client);
           },
           (err: unknown) => {
             if (settled) return;
             finish();
-            this.#stats.requests_wait_ms_total += performance.now() - started;
             reject(this.#connectError(err));
           },
         );
@@ -242,29 +267,69 @@ export class TenantPool {
   }
 
   /**
-   * Return a connection. It is destroyed instead of reused when the job failed, when it is left
-   * inside a transaction, when it is past its lifetime, or when it is an overflow connection.
+   * Return a connection. It is destroyed instead of reused when the job failed (`err`), when it
+   * is left inside a transaction, when it is past its lifetime, or when it is an overflow
+   * connection.
    */
   release(client: PoolClient, err?: unknown): void {
     this.#inUse--;
+    const m = meta.get(client);
+    if (m) {
+      m.checkedOut = false;
+      if (m.leakTimer) clearTimeout(m.leakTimer);
+      m.leakTimer = undefined;
+    }
     this.#giveBack(client, err);
   }
 
-  /** Close every connection; waiting and later acquires fail with `POOL_CLOSED`. Idempotent. */
+  /**
+   * Close one idle connection for another tenant that needs room in the process budget.
+   * Resolves true once it is closed, false when this pool has none to spare.
+   */
+  evictIdle(): Promise<boolean> {
+    const pool = this.#pool;
+    if (!pool || this.#closed || pool.idleCount === 0 || pool.waitingCount > 0 || this.#waiting > 0) return Promise.resolve(false);
+    return pool.connect().then(
+      (client) =>
+        new Promise<boolean>((resolve) => {
+          client.once('end', () => resolve(true));
+          this.#destroy(client, 'evicted');
+        }),
+      () => false,
+    );
+  }
+
+  /**
+   * Close every connection; waiting and later acquires fail with `POOL_CLOSED`. Checked-out
+   * connections are closed as they are released (a graceful drain). Idempotent.
+   */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
-      if (this.#pool) {
-        const open = this.#pool.totalCount;
-        await this.#pool.end();
-        this.#count('pool_closed', open);
-      }
+      await this.#pool?.end();
     })();
     return this.#closing;
   }
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Open connections (including ones being opened). */
+  get size(): number {
+    return this.#pool ? this.#pool.totalCount : this.#unpooledOpen;
+  }
+
+  get idleCount(): number {
+    return this.#pool ? this.#pool.idleCount : 0;
+  }
+
+  get lastUsedAt(): number {
+    return this.#lastUsedAt;
+  }
+
+  get busy(): boolean {
+    return this.#inUse > 0 || this.#waiting > 0;
   }
 
   stats(): PoolStats {
@@ -284,13 +349,12 @@ export class TenantPool {
       requests_wait_ms_total: Math.round(this.#stats.requests_wait_ms_total),
       connections_closed_total: { ...this.#stats.connections_closed_total },
       connection_errors_total: { ...this.#stats.connection_errors_total },
+      idle_for_ms: Date.now() - this.#lastUsedAt,
     };
   }
 
   #numbers() {
-    const total = this.#pool ? this.#pool.totalCount : this.#unpooledOpen;
-    const idle = this.#pool ? this.#pool.idleCount : 0;
-    return { total, active: this.#inUse, idle, waiting: this.#waiting };
+    return { total: this.size, active: this.#inUse, idle: this.idleCount, waiting: this.#waiting };
   }
 
   #describe(): string {
@@ -298,38 +362,68 @@ export class TenantPool {
     return `total=${n.total}, active=${n.active}, idle=${n.idle}, waiting=${n.waiting}, max=${this.max}`;
   }
 
+  /** Reserve budget, open, time and register one connection; `open` is the raw connect. */
+  #openCounted(client: pg.Client, open: (cb: (err: Error | null) => void) => void, done: (err: Error | null) => void): void {
+    const connect = () => {
+      const started = performance.now();
+      open((err) => {
+        this.#connected(client, started, err ?? undefined);
+        if (err) this.#budget?.released();
+        done(err);
+      });
+    };
+    if (!this.#budget) return connect();
+    this.#budget.reserve(this, this.settings.connectTimeoutMs).then(connect, (err: Error) => {
+      this.#error('connect', err);
+      this.#budget?.released();
+      done(err);
+    });
+  }
+
   async #checkout(): Promise<PoolClient> {
     if (this.#pool) return this.#pool.connect();
     // Rollback plan: a fresh connection per job, closed on release.
     const client = new pg.Client(this.#clientConfig);
     client.on('error', (err) => this.#error('active', err));
-    const started = performance.now();
     this.#unpooledOpen++;
     try {
-      await client.connect();
+      await new Promise<void>((resolve, reject) => this.#openCounted(client, (cb) => client.connect(cb), (err) => (err ? reject(err) : resolve())));
     } catch (err) {
       this.#unpooledOpen--;
-      this.#connected(client, started, err as Error);
       throw err;
     }
-    this.#connected(client, started);
     const c = client as unknown as PoolClient;
     c.release = () => {
       this.#unpooledOpen--;
       this.#count('unpooled');
-      void client.end().catch(() => {});
+      void client.end().catch(() => {}).finally(() => this.#budget?.released());
     };
     return c;
+  }
+
+  #handOut(client: PoolClient, holder: Readonly<Record<string, unknown>> | undefined): void {
+    this.#inUse++;
+    const leakMs = this.settings.leakDetectionMs;
+    const m = meta.get(client);
+    if (m) m.checkedOut = true;
+    if (m && leakMs > 0) {
+      const since = Date.now();
+      m.leakTimer = setTimeout(() => {
+        m.leakTimer = undefined;
+        this.#stats.leaks_total++;
+        this.#onEvent({ type: 'leak', heldMs: Date.now() - since, holder });
+      }, leakMs);
+      m.leakTimer.unref();
+    }
   }
 
   /** Pre-ping and lifetime check before hand-out; false = the connection was discarded. */
   async #validate(client: PoolClient): Promise<boolean> {
     const m = meta.get(client);
-    if (!m) return true; // fresh connection
+    if (!m || !this.#pool) return true;
     const now = Date.now();
     if (now >= m.expiresAt) {
-      this.#count('recycled');
-      client.release(true);
+      this.#destroy(client, 'recycled');
       return false;
     }
     if (this.settings.prePing && now - m.releasedAt >= this.settings.prePingIdleMs) {
@@ -337,8 +431,7 @@ export class TenantPool {
         await client.query(';');
       } catch {
         this.#stats.pings_failed_total++;
-        this.#count('ping_failed');
-        client.release(true);
+        this.#destroy(client, 'ping_failed');
         return false;
       }
     }
@@ -346,49 +439,69 @@ export class TenantPool {
   }
 
   #giveBack(client: PoolClient, err: unknown): void {
-    if (!this.#pool) {
-      client.release();
-      return;
-    }
+    if (!this.#pool) return client.release();
     let reason: CloseReason | undefined;
     const m = meta.get(client);
     if (err !== undefined) reason = 'error';
-    else if ((client as unknown as { getTransactionStatus?: () => string | null }).getTransactionStatus?.() !== 'I') reason = 'dirty';
+    else if (client.getTransactionStatus() !== 'I') reason = 'dirty';
     else if (m !== undefined && Date.now() >= m.expiresAt) reason = 'recycled';
     else if (this.#pool.totalCount > this.settings.maxSize) reason = 'overflow';
-    if (reason !== undefined) {
-      this.#count(reason);
-      client.release(true);
-      return;
-    }
+    if (reason !== undefined) return this.#destroy(client, reason);
     if (m) m.releasedAt = Date.now();
     client.release();
   }
 
+  #destroy(client: PoolClient, reason: CloseReason): void {
+    closeReasons.set(client, reason);
+    client.release(true);
+  }
+
   #connected(client: pg.ClientBase, started: number, err?: Error): void {
-    const seconds = (performance.now() - started) / 1000;
     if (err) {
       this.#error(/timeout/i.test(err.message) ? 'connect_timeout' : 'connect', err);
       return;
     }
     this.#stats.connections_opened_total++;
-    this.#observer.connected?.(this.tenant, seconds);
+    this.#observer.connected?.(this.tenant, (performance.now() - started) / 1000);
     // Lifetime jittered by up to −5 % so a pool's connections don't all reconnect together.
     const lifetimeMs = this.settings.recycleSeconds * 1000 * (1 - Math.random() * 0.05);
-    meta.set(client, { expiresAt: this.settings.recycleSeconds > 0 ? Date.now() + lifetimeMs : Infinity, releasedAt: Date.now() });
+    const m: ClientMeta = { expiresAt: this.settings.recycleSeconds > 0 ? Date.now() + lifetimeMs : Infinity, releasedAt: Date.now(), leakTimer: undefined, checkedOut: false };
+    meta.set(client, m);
     // Errors on a checked-out client are emitted on the client; without a listener a server
-    // restart would crash the worker. pg-pool only listens while the client is idle.
-    if (this.#pool) client.on('error', (e: Error) => this.#error('active', e));
+    // restart would crash the worker. pg-pool only listens (and counts `idle`) while it is idle.
+    if (this.#pool) client.on('error', (e: Error) => m.checkedOut && this.#error('active', e));
+  }
+
+  #removed(client: pg.Client): void {
+    const reason = closeReasons.get(client) ?? (this.#closed ? 'pool_closed' : 'idle');
+    this.#count(reason);
+    const m = meta.get(client);
+    if (m?.leakTimer) clearTimeout(m.leakTimer);
+    this.#budget?.released();
+    this.#scheduleRefill();
+  }
+
+  /** Top the pool back up to minSize after connections died or were recycled (in the background). */
+  #scheduleRefill(): void {
+    if (this.#refillScheduled || this.#closed || !this.#pool || this.#pool.totalCount >= this.min) return;
+    this.#refillScheduled = true;
+    setTimeout(() => {
+      this.#refillScheduled = false;
+      if (this.#closed) return;
+      this.warm().catch(() => {
+        // counted as a connection error already; the next removal or acquire tries again
+      });
+    }, 10).unref();
   }
 
   #error(kind: ConnectionErrorKind, err: Error): void {
     this.#stats.connection_errors_total[kind] = (this.#stats.connection_errors_total[kind] ?? 0) + 1;
-    if (kind === 'idle') this.#count('error');
-    this.#onError(kind, err);
+    this.#onEvent({ type: 'connection_error', kind, code: (err as { code?: string }).code, message: err.message });
   }
 
-  #count(reason: CloseReason, n = 1): void {
-    this.#stats.connections_closed_total[reason] = (this.#stats.connections_closed_total[reason] ?? 0) + n;
+  #count(reason: CloseReason): void {
+    this.#stats.connections_closed_total[reason] = (this.#stats.connections_closed_total[reason] ?? 0) + 1;
+    if (reason !== 'unpooled') this.#onEvent({ type: 'closed_connection', reason });
   }
 
   #connectError(err: unknown): LensfleetError {

@@ -4,20 +4,30 @@
  * a creation that fails is not cached. Each pool's ceiling is clamped to the worker's concurrency
  * (more connections than concurrent jobs are waste), logged once per tenant.
  *
+ * Process-wide it enforces a connection budget (closing the least recently used idle connection
+ * of another tenant when full), closes tenant pools nobody used for `poolIdleTimeoutMs`, and
+ * reconciles with a reloaded tenant directory (changed tenants get a new pool, the old drains).
+ *
  * The registry knows tenants and pools, not lenses or BullMQ.
  */
 import type { Logger } from 'pino';
 import { LensfleetError } from './errors.js';
-import { TenantPool, type ConnectionErrorKind, type PoolObserver, type PoolStats } from './pool.js';
-import type { PgTenant } from './tenants.js';
+import { TenantPool, type ConnectionBudget, type PoolEvent, type PoolObserver, type PoolStats } from './pool.js';
+import type { PgTenant, TenantDirectory } from './tenants.js';
 
 export interface RegistryOptions {
   /** Worker concurrency: the ceiling of every tenant pool. */
   readonly concurrency: number;
   readonly logger: Logger;
+  /** Connections allowed over all tenants. @defaultValue Infinity */
+  readonly processMaxConnections?: number;
   readonly observer?: PoolObserver;
+  /** Tenants whose pools are never closed for idleness (the warm ones). */
+  readonly keepWarm?: ReadonlySet<string>;
   /** Called when a pool is removed (its metric series should go with it). */
   readonly onPoolClosed?: (tenant: string) => void;
+  /** How often idle pools are looked for. @defaultValue 5000 */
+  readonly maintenanceIntervalMs?: number;
 }
 
 /** The key of a tenant's pool. It always contains the tenant id (never a default tenant). */
@@ -30,11 +40,26 @@ export function effectiveMax(tenant: PgTenant, concurrency: number): number {
   return Math.max(1, Math.min(tenant.pool.maxSize + tenant.pool.maxOverflow, concurrency));
 }
 
+/** What makes two configurations of a tenant need different pools. */
+function fingerprint(t: PgTenant): string {
+  return JSON.stringify([t.databaseUrl.reveal(), t.pooling, t.pool]);
+}
+
+interface Entry {
+  readonly pool: TenantPool;
+  readonly tenant: PgTenant;
+  readonly fingerprint: string;
+}
+
 export class PoolRegistry {
   readonly #opts: RegistryOptions;
-  readonly #pools = new Map<string, TenantPool>();
-  readonly #creating = new Map<string, Promise<TenantPool>>();
+  readonly #entries = new Map<string, Entry>();
+  readonly #creating = new Map<string, { promise: Promise<TenantPool>; fingerprint: string }>();
+  /** Every pool that holds connections: live, being created, or draining after a reload. */
+  readonly #all = new Set<TenantPool>();
   readonly #clampLogged = new Set<string>();
+  readonly #budget: ProcessBudget;
+  readonly #maintenance: NodeJS.Timeout;
   #closed = false;
   #closing: Promise<void> | undefined;
   /** Pools created since start (a pool created twice for one key would show here). */
@@ -42,63 +67,112 @@ export class PoolRegistry {
 
   constructor(opts: RegistryOptions) {
     this.#opts = opts;
+    this.#budget = new ProcessBudget(opts.processMaxConnections ?? Infinity, this.#all, opts.logger);
+    this.#maintenance = setInterval(() => this.#closeIdlePools(), opts.maintenanceIntervalMs ?? 5000);
+    this.#maintenance.unref();
   }
 
   /** The pool of this tenant, created (and warmed to minSize) on first use. */
   get(tenant: PgTenant): Promise<TenantPool> {
     const key = poolKey(tenant);
-    const pool = this.#pools.get(key);
-    if (pool !== undefined) return Promise.resolve(pool);
+    const entry = this.#entries.get(key);
+    if (entry !== undefined && (entry.tenant === tenant || entry.fingerprint === fingerprint(tenant))) return Promise.resolve(entry.pool);
     if (this.#closed) return Promise.reject(new LensfleetError('POOL_CLOSED', 'the pool registry is closed (worker shutting down)'));
-    let pending = this.#creating.get(key);
-    if (pending === undefined) {
-      pending = this.#create(tenant, key).finally(() => this.#creating.delete(key));
-      this.#creating.set(key, pending);
-    }
-    return pending;
+    if (entry !== undefined) this.#retire(key, entry, 'settings changed');
+    const fp = fingerprint(tenant);
+    const pending = this.#creating.get(key);
+    if (pending !== undefined && pending.fingerprint === fp) return pending.promise;
+    const promise = this.#create(tenant, key, fp).finally(() => {
+      if (this.#creating.get(key)?.promise === promise) this.#creating.delete(key);
+    });
+    this.#creating.set(key, { promise, fingerprint: fp });
+    return promise;
   }
 
   /** The pool for this tenant if it exists, without creating it. */
   peek(tenant: PgTenant): TenantPool | undefined {
-    return this.#pools.get(poolKey(tenant));
+    return this.#entries.get(poolKey(tenant))?.pool;
   }
 
   keys(): string[] {
-    return [...this.#pools.keys()];
+    return [...this.#entries.keys()];
   }
 
   get size(): number {
-    return this.#pools.size;
+    return this.#entries.size;
+  }
+
+  get processMaxConnections(): number {
+    return this.#budget.max;
   }
 
   stats(): PoolStats[] {
-    return [...this.#pools.values()].map((p) => p.stats());
+    return [...this.#entries.values()].map((e) => e.pool.stats());
   }
 
-  /** Open connections over all tenant pools. */
+  /** Open connections over all pools of this process (draining ones included). */
   connections(): number {
-    let n = 0;
-    for (const p of this.#pools.values()) n += p.stats().size;
-    return n;
+    return this.#budget.total();
+  }
+
+  /**
+   * Align with a reloaded tenant directory: pools of removed tenants close, pools of tenants whose
+   * connection settings changed (rotated password, pool settings, pooling switch) are replaced —
+   * new work goes to a new pool, the old one closes its connections as they are released.
+   */
+  reconcile(directory: TenantDirectory): { replaced: string[]; removed: string[] } {
+    const replaced: string[] = [];
+    const removed: string[] = [];
+    for (const [key, entry] of [...this.#entries]) {
+      const next = directory.has(entry.tenant.id) ? directory.get(entry.tenant.id) : undefined;
+      if (next === undefined || next.backend !== 'pg') {
+        this.#retire(key, entry, 'tenant removed');
+        removed.push(entry.tenant.id);
+      } else if (fingerprint(next) !== entry.fingerprint) {
+        this.#retire(key, entry, 'settings changed');
+        replaced.push(entry.tenant.id);
+      }
+    }
+    return { replaced, removed };
   }
 
   /** Close every pool; later `get` calls fail with `POOL_CLOSED`. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
-      await Promise.allSettled([...this.#creating.values()]);
-      const pools = [...this.#pools.values()];
-      this.#pools.clear();
-      const results = await Promise.allSettled(pools.map((p) => p.close()));
-      for (const [i, r] of results.entries()) {
-        if (r.status === 'rejected') this.#opts.logger.warn({ err: r.reason, pool: pools[i]?.key }, 'closing pool failed');
-        this.#opts.onPoolClosed?.(pools[i]!.tenant);
-      }
+      clearInterval(this.#maintenance);
+      await Promise.allSettled([...this.#creating.values()].map((c) => c.promise));
+      const entries = [...this.#entries.values()];
+      this.#entries.clear();
+      const results = await Promise.allSettled([...this.#all].map((p) => p.close()));
+      for (const r of results) if (r.status === 'rejected') this.#opts.logger.warn({ err: r.reason }, 'closing pool failed');
+      for (const e of entries) this.#opts.onPoolClosed?.(e.tenant.id);
+      this.#all.clear();
     })();
     return this.#closing;
   }
 
-  async #create(tenant: PgTenant, key: string): Promise<TenantPool> {
+  /** Take a pool out of service; it drains (closes connections as they are released). */
+  #retire(key: string, entry: Entry, why: string): void {
+    if (this.#entries.get(key) === entry) this.#entries.delete(key);
+    this.#opts.onPoolClosed?.(entry.tenant.id);
+    this.#opts.logger.info({ tenant: entry.tenant.id, pool: key, why, inUse: entry.pool.stats().inUse }, 'pool retired; draining');
+    void entry.pool.close().finally(() => {
+      this.#all.delete(entry.pool);
+      this.#opts.logger.info({ tenant: entry.tenant.id, pool: key }, 'pool closed');
+    });
+  }
+
+  #closeIdlePools(): void {
+    const now = Date.now();
+    for (const [key, entry] of [...this.#entries]) {
+      const limit = entry.tenant.pool.poolIdleTimeoutMs;
+      if (limit <= 0 || entry.pool.busy || this.#opts.keepWarm?.has(entry.tenant.id)) continue;
+      if (now - entry.pool.lastUsedAt >= limit) this.#retire(key, entry, `unused for ${limit} ms`);
+    }
+  }
+
+  async #create(tenant: PgTenant, key: string, fp: string): Promise<TenantPool> {
     const { concurrency, logger } = this.#opts;
     const max = effectiveMax(tenant, concurrency);
     const configured = tenant.pool.maxSize + tenant.pool.maxOverflow;
@@ -117,23 +191,114 @@ export class PoolRegistry {
       settings: tenant.pool,
       max,
       pooling: tenant.pooling,
+      budget: this.#budget,
       ...(this.#opts.observer ? { observer: this.#opts.observer } : {}),
-      onError: (kind: ConnectionErrorKind, err: Error) =>
-        log.warn({ kind, code: (err as { code?: string }).code, msg: err.message }, 'connection error'),
+      onEvent: (e) => logPoolEvent(log, e),
     });
     this.created++;
+    this.#all.add(pool);
     try {
       await pool.warm();
     } catch (err) {
+      this.#all.delete(pool);
       await pool.close().catch(() => {});
       throw err;
     }
-    if (this.#closed) {
+    if (this.#closed || this.#creating.get(key)?.fingerprint !== fp) {
+      // The registry closed, or the tenant was reconfigured while this pool was being created.
+      this.#all.delete(pool);
       await pool.close();
-      throw new LensfleetError('POOL_CLOSED', 'the pool registry is closed (worker shutting down)');
+      throw new LensfleetError('POOL_CLOSED', this.#closed ? 'the pool registry is closed (worker shutting down)' : `pool ${key} was replaced while it was being created`);
     }
-    this.#pools.set(key, pool);
-    log.info({ min: pool.min, max: pool.max, pooling: pool.pooling }, 'pool created');
+    this.#entries.set(key, { pool, tenant, fingerprint: fp });
+    log.info({ min: pool.min, max: pool.max, pooling: pool.pooling, connections: pool.size }, 'pool created');
     return pool;
+  }
+}
+
+function logPoolEvent(log: Logger, e: PoolEvent): void {
+  switch (e.type) {
+    case 'connection_error':
+      log.warn({ kind: e.kind, code: e.code }, `connection error: ${e.message}`);
+      return;
+    case 'leak':
+      log.warn({ heldMs: e.heldMs, ...e.holder }, `connection held for ${e.heldMs} ms (leak detection threshold exceeded)`);
+      return;
+    case 'closed_connection':
+      if (e.reason === 'recycled' || e.reason === 'evicted') log.info({ reason: e.reason }, `connection ${e.reason}`);
+      else log.debug({ reason: e.reason }, 'connection closed');
+      return;
+  }
+}
+
+/**
+ * The process connection budget. Derived state only: the total is the sum of the pools' sizes,
+ * so nothing can drift. When a new connection would exceed it, the least recently used idle
+ * connection of another tenant is closed first; if none is idle, the opener waits for a release.
+ */
+class ProcessBudget implements ConnectionBudget {
+  readonly max: number;
+  readonly #pools: ReadonlySet<TenantPool>;
+  readonly #log: Logger;
+  #wakers: (() => void)[] = [];
+
+  constructor(max: number, pools: ReadonlySet<TenantPool>, log: Logger) {
+    this.max = max;
+    this.#pools = pools;
+    this.#log = log;
+  }
+
+  total(): number {
+    let n = 0;
+    for (const p of this.#pools) n += p.size;
+    return n;
+  }
+
+  free(): number {
+    return Math.max(0, this.max - this.total());
+  }
+
+  released(): void {
+    const wakers = this.#wakers;
+    this.#wakers = [];
+    for (const wake of wakers) wake();
+  }
+
+  async reserve(requester: TenantPool, timeoutMs: number): Promise<void> {
+    if (this.max === Infinity) return;
+    const deadline = Date.now() + timeoutMs;
+    while (this.total() > this.max) {
+      const victim = this.#leastRecentlyUsedIdle(requester);
+      if (victim !== undefined && (await victim.evictIdle())) {
+        this.#log.debug({ tenant: victim.tenant, for: requester.tenant }, 'idle connection evicted for the process budget');
+        continue;
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(`process connection budget (${this.max}) exhausted: no idle connection to close within ${timeoutMs} ms (timeout)`);
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.min(left, 100));
+        this.#wakers.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  #leastRecentlyUsedIdle(requester: TenantPool): TenantPool | undefined {
+    let best: TenantPool | undefined;
+    for (const p of this.#pools) {
+      if (p === requester || p.idleCount === 0 || p.busy) continue;
+      if (best === undefined || p.lastUsedAt < best.lastUsedAt) best = p;
+    }
+    // A draining pool's idle connections are closed by pg-pool itself; a busy pool may still
+    // have idle ones to spare when no quiet pool has any.
+    if (best !== undefined) return best;
+    for (const p of this.#pools) {
+      if (p !== requester && p.idleCount > 0 && (best === undefined || p.lastUsedAt < best.lastUsedAt)) best = p;
+    }
+    return best;
   }
 }

@@ -55,6 +55,17 @@ async function main(): Promise<void> {
         process.exit(1);
       });
   };
+  // SIGHUP re-reads the tenants file (and the environment this process was started with).
+  process.on('SIGHUP', () => {
+    let next;
+    try {
+      next = loadTenantDirectory(loadWorkerConfig());
+    } catch (err) {
+      logger.error({ code: (err as LensfleetError).code }, `reload rejected, keeping the current tenants: ${(err as Error).message}`);
+      return;
+    }
+    service!.reload(next).catch((err: unknown) => logger.error({ msg: (err as Error).message }, 'reload: warming pools failed'));
+  });
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled rejection (kept running)'));

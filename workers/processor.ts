@@ -13,11 +13,12 @@ import { executeLens } from '../src/execute.js';
 import type { LensCatalog } from '../src/lens.js';
 import type { LensfleetMetrics } from '../src/metrics.js';
 import type { PoolRegistry } from '../src/registry.js';
-import type { TenantDirectory } from '../src/tenants.js';
+import type { PgTenant } from '../src/tenants.js';
 
 export interface ProcessorDeps {
   readonly catalog: LensCatalog;
-  readonly tenants: TenantDirectory;
+  /** Resolves a tenant id (`TENANT_NOT_FOUND` / `TENANT_UNSUPPORTED`); may change on reload. */
+  readonly tenants: { getPg(id: string): PgTenant };
   readonly registry: PoolRegistry;
   readonly logger: Logger;
   readonly metrics?: LensfleetMetrics;
@@ -47,7 +48,7 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
         throw new LensfleetError('AUTH_UNSUPPORTED', 'jobs with auth.jwt (row-level security as the user) are not supported by this worker version yet; send the job without auth for service-mode lenses');
       }
       const pool = await registry.get(tenant);
-      const r = await executeLens(pool, lens, params);
+      const r = await executeLens(pool, lens, params, { jobId: job.id, tenant: tenantId, lens: lensName });
       const durationMs = performance.now() - started;
       metrics?.jobFinished(lensName, tenantId, 'completed', durationMs / 1000);
       if (logger.isLevelEnabled('debug')) log().debug({ rowCount: r.rowCount, durationMs, acquireMs: r.acquireMs }, 'job completed');

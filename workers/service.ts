@@ -34,6 +34,13 @@ export interface WorkerService {
   readonly port: number | undefined;
   readonly draining: boolean;
   activeJobs(): number;
+  /** Tenants as of the last (re)load. */
+  tenants(): TenantDirectory;
+  /**
+   * Swap in a reloaded tenant directory (SIGHUP): removed tenants' pools close, changed tenants
+   * get new pools while the old ones drain, added tenants appear.
+   */
+  reload(next: TenantDirectory): Promise<{ replaced: string[]; removed: string[] }>;
   ready(): Promise<{ ready: boolean; reasons: string[] }>;
   /** Stop taking jobs, finish active ones (up to shutdownTimeoutMs), close pools and connections. */
   close(): Promise<void>;
@@ -42,7 +49,10 @@ export interface WorkerService {
 const redisOptions = { maxRetriesPerRequest: null, enableReadyCheck: true } as const;
 
 export async function startWorkerService(opts: WorkerServiceOptions): Promise<WorkerService> {
-  const { config, tenants, catalog } = opts;
+  const { config, catalog } = opts;
+  let tenants = opts.tenants;
+  const warmIds = (dir: TenantDirectory) => (config.warmTenants.includes('*') ? dir.ids() : config.warmTenants.filter((id) => dir.has(id)));
+  const keepWarm = new Set(warmIds(tenants));
   const logger = opts.logger ?? createLogger({ level: config.logLevel });
   const cleanups: { name: string; run: () => Promise<unknown> }[] = [];
   let draining = false;
@@ -51,14 +61,17 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
   let metrics: LensfleetMetrics | undefined;
   const registry = new PoolRegistry({
     concurrency: config.concurrency,
+    processMaxConnections: config.processMaxConnections,
+    keepWarm,
     logger,
     observer: { acquired: (t, s) => metrics?.poolObserver.acquired?.(t, s), connected: (t, s) => metrics?.poolObserver.connected?.(t, s) },
     onPoolClosed: (tenant) => metrics?.poolClosed(tenant),
   });
   cleanups.push({ name: 'pools', run: () => registry.close() });
 
-  // One connection for readiness and queue depth; BullMQ's worker keeps its own.
-  const redis = new Redis(config.redisUrl, { ...redisOptions, lazyConnect: false });
+  // One connection for readiness and queue depth; BullMQ's worker keeps its own. It fails fast
+  // while Redis is down (no offline queue), so a scrape never hangs on it.
+  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 5000 });
   redis.on('error', (err) => logger.debug({ code: (err as { code?: string }).code }, 'redis (monitor) connection error'));
   cleanups.push({ name: 'redis', run: () => redis.quit().catch(() => redis.disconnect()) });
   const queue = new Queue(config.queueName, { connection: redis });
@@ -77,6 +90,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     processStats: () => ({
       pools: registry.size,
       connections: registry.connections(),
+      maxConnections: config.processMaxConnections,
       concurrency: config.concurrency,
       activeJobs: active,
       pooling: config.pooling,
@@ -86,7 +100,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     queueName: config.queueName,
   });
 
-  const processor = createProcessor({ catalog, tenants, registry, logger, metrics, maxPayloadBytes: config.maxPayloadBytes });
+  const processor = createProcessor({ catalog, tenants: { getPg: (id) => tenants.getPg(id) }, registry, logger, metrics, maxPayloadBytes: config.maxPayloadBytes });
   const worker = new Worker<unknown, LensResult>(
     config.queueName,
     async (job) => {
@@ -117,17 +131,21 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
         { port: config.port, host: config.host, logger },
       );
       const server = http;
-      cleanups.push({ name: 'http', run: () => server.close() });
+      // Closed last, so /ready answers 503 "draining" (not connection refused) during a drain.
+      cleanups.unshift({ name: 'http', run: () => server.close() });
     }
-    const warm = config.warmTenants.includes('*') ? tenants.ids() : config.warmTenants;
-    for (const id of warm) {
-      const pool = await registry.get(tenants.getPg(id));
-      logger.info({ tenant: id, connections: pool.stats().size }, 'pool warmed');
-    }
+    await warmUp(config.warmTenants.includes('*') ? tenants.ids() : config.warmTenants);
   } catch (err) {
     await runCleanups(cleanups, logger);
     throw err;
   }
+  async function warmUp(ids: readonly string[]): Promise<void> {
+    for (const id of ids) {
+      const pool = await registry.get(tenants.getPg(id));
+      logger.info({ tenant: id, connections: pool.size }, 'pool warmed');
+    }
+  }
+
   void worker.run().catch((err: unknown) => logger.error({ err }, 'worker stopped'));
   await worker.waitUntilReady();
   logger.info(
@@ -146,6 +164,16 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
       return draining;
     },
     activeJobs: () => active,
+    tenants: () => tenants,
+    async reload(next) {
+      tenants = next;
+      keepWarm.clear();
+      for (const id of warmIds(next)) keepWarm.add(id);
+      const changes = registry.reconcile(next);
+      logger.info({ tenants: next.ids().length, ...changes }, 'tenants reloaded');
+      await warmUp([...keepWarm].filter((id) => next.get(id).backend === 'pg'));
+      return changes;
+    },
     ready,
     close() {
       closing ??= (async () => {

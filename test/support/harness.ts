@@ -89,6 +89,7 @@ export async function startTestWorker(opts: TestWorkerOptions): Promise<TestWork
     ...base,
     host: '127.0.0.1',
     concurrency: opts.concurrency ?? base.concurrency,
+    processMaxConnections: 2 * (opts.concurrency ?? base.concurrency),
     shutdownTimeoutMs: 10_000,
     pool: { ...base.pool, minSize: 0, ...opts.pool },
     ...opts.extra,
