@@ -136,6 +136,20 @@ export class PoolRegistry {
     return { replaced, removed };
   }
 
+  /**
+   * Recycle a tenant's pool as a whole: new work gets a new pool with new connections, the old
+   * connections close as they are released. Returns false when the tenant has no pool.
+   */
+  recycle(tenantId: string): boolean {
+    for (const [key, entry] of this.#entries) {
+      if (entry.tenant.id === tenantId) {
+        this.#retire(key, entry, 'recycled');
+        return true;
+      }
+    }
+    return false;
+  }
+
   /** Close every pool; later `get` calls fail with `POOL_CLOSED`. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
