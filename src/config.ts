@@ -98,6 +98,8 @@ export interface WorkerConfig {
    * connection of another tenant is closed first. Must be ≥ concurrency. @defaultValue 2 × concurrency
    */
   readonly processMaxConnections: number;
+  /** Tenants exported under their own metrics label (the busiest); the rest are tenant="other". @defaultValue 100 */
+  readonly metricsMaxTenants: number;
   /** Pool settings applied to every tenant unless its tenants-file entry overrides them. */
   readonly pool: PoolSettings;
 }
@@ -201,6 +203,7 @@ export function loadWorkerConfig(env: Env = process.env): WorkerConfig {
     ),
     maxPayloadBytes: parseOpt(intSetting('LENSFLEET_MAX_PAYLOAD_BYTES', 256, 16 * 1024 * 1024), env.LENSFLEET_MAX_PAYLOAD_BYTES, 65_536, 'LENSFLEET_MAX_PAYLOAD_BYTES'),
     warmTenants: list(env.LENSFLEET_WARM_TENANTS),
+    metricsMaxTenants: parseOpt(intSetting('LENSFLEET_METRICS_MAX_TENANTS', 1, 100_000), env.LENSFLEET_METRICS_MAX_TENANTS, 100, 'LENSFLEET_METRICS_MAX_TENANTS'),
     lensModules: list(env.LENSFLEET_LENS_MODULES),
     shutdownTimeoutMs: parseOpt(intSetting('LENSFLEET_SHUTDOWN_TIMEOUT_MS', 0, 3_600_000), env.LENSFLEET_SHUTDOWN_TIMEOUT_MS, 30_000, 'LENSFLEET_SHUTDOWN_TIMEOUT_MS'),
     pool: checkPoolSettings(pool as unknown as PoolSettings, 'environment (LENSFLEET_POOL_*)'),

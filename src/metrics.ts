@@ -5,6 +5,7 @@
  * Metric names are a contract (README, deploy/): never rename one.
  */
 import client, { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { TenantLabels, type TenantSeries } from './metrics-tenants.js';
 import type { PoolObserver, PoolStats } from './pool.js';
 
 export interface ProcessSnapshot {
@@ -27,6 +28,15 @@ export interface MetricsSources {
 
 export type JobOutcome = 'completed' | 'failed' | 'retried';
 
+export interface MetricsOptions {
+  /** Export prom-client's process metrics. @defaultValue true */
+  readonly defaultMetrics?: boolean;
+  /** Tenants exported under their own label; the rest become tenant="other". @defaultValue 100 */
+  readonly maxTenantLabels?: number;
+  /** How often the busiest tenants are re-ranked. @defaultValue 60000 */
+  readonly rerankMs?: number;
+}
+
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed'] as const;
 
@@ -39,7 +49,13 @@ export class LensfleetMetrics {
   readonly #jobDuration: Histogram<'lens'>;
   readonly #queueWait: Histogram<'lens'>;
 
-  constructor(sources: MetricsSources, opts: { defaultMetrics?: boolean } = {}) {
+  readonly #labels: TenantLabels;
+  /** When the per-scrape tenant aggregation was computed (shared by all pool metrics). */
+  #snapshotAt = -1;
+  /** lens × outcome pairs seen, to remove a dropped tenant's job series. */
+  readonly #jobKeys = new Set<string>();
+
+  constructor(sources: MetricsSources, opts: MetricsOptions = {}) {
     const registers = [this.registry];
     if (opts.defaultMetrics !== false) {
       client.collectDefaultMetrics({ register: this.registry });
@@ -48,18 +64,20 @@ export class LensfleetMetrics {
       for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name);
     }
 
-    // Snapshot once per scrape, shared by every pool metric's collect().
-    let snapshot: PoolStats[] = [];
-    let snapshotAt = -1;
-    const pools = (): PoolStats[] => {
+    // Tenant labels are bounded (busiest N named, the rest "other"); one aggregation per scrape
+    // is shared by every pool metric's collect().
+    const labels = new TenantLabels(opts.maxTenantLabels ?? 100, opts.rerankMs ?? 60_000, (label) => this.#dropLabel(label));
+    this.#labels = labels;
+    let snapshot = new Map<string, TenantSeries>();
+    const series = (): Map<string, TenantSeries> => {
       const now = Date.now();
-      if (now - snapshotAt > 50) {
-        snapshot = sources.poolStats();
-        snapshotAt = now;
+      if (now - this.#snapshotAt > 50) {
+        snapshot = labels.collect(sources.poolStats());
+        this.#snapshotAt = now;
       }
       return snapshot;
     };
-    const poolGauge = (name: string, help: string, value: (s: PoolStats) => number) =>
+    const poolGauge = (name: string, help: string, value: (s: TenantSeries) => number) =>
       new Gauge({
         name,
         help,
@@ -67,10 +85,10 @@ export class LensfleetMetrics {
         registers,
         collect() {
           this.reset();
-          for (const s of pools()) this.set({ tenant: s.tenant }, value(s));
+          for (const [tenant, s] of series()) this.set({ tenant }, value(s));
         },
       });
-    const poolCounter = (name: string, help: string, value: (s: PoolStats) => number) =>
+    const poolCounter = (name: string, help: string, key: string) =>
       new Counter({
         name,
         help,
@@ -78,10 +96,10 @@ export class LensfleetMetrics {
         registers,
         collect() {
           this.reset();
-          for (const s of pools()) this.inc({ tenant: s.tenant }, value(s));
+          for (const [tenant, s] of series()) this.inc({ tenant }, s.counters.get(key) ?? 0);
         },
       });
-    const poolCounterBy = (name: string, help: string, label: string, value: (s: PoolStats) => Readonly<Record<string, number>>) =>
+    const poolCounterBy = (name: string, help: string, label: string, prefix: string) =>
       new Counter({
         name,
         help,
@@ -89,7 +107,9 @@ export class LensfleetMetrics {
         registers,
         collect() {
           this.reset();
-          for (const s of pools()) for (const [k, v] of Object.entries(value(s))) this.inc({ tenant: s.tenant, [label]: k }, v);
+          for (const [tenant, s] of series()) {
+            for (const [k, v] of s.counters) if (k.startsWith(prefix)) this.inc({ tenant, [label]: k.slice(prefix.length) }, v);
+          }
         },
       });
 
@@ -100,9 +120,9 @@ export class LensfleetMetrics {
       registers,
       collect() {
         this.reset();
-        for (const s of pools()) {
-          this.set({ tenant: s.tenant, state: 'in_use' }, s.inUse);
-          this.set({ tenant: s.tenant, state: 'idle' }, s.idle);
+        for (const [tenant, s] of series()) {
+          this.set({ tenant, state: 'in_use' }, s.inUse);
+          this.set({ tenant, state: 'idle' }, s.idle);
         }
       },
     });
@@ -110,12 +130,12 @@ export class LensfleetMetrics {
     poolGauge('lensfleet_pool_min_connections', 'Connections a tenant pool keeps warm (min_size).', (s) => s.min);
     poolGauge('lensfleet_pool_waiting_requests', 'Acquires waiting for a connection of a tenant pool.', (s) => s.waiting);
     poolGauge('lensfleet_pool_saturation_ratio', 'Connections in use divided by the effective ceiling (0..1).', (s) => (s.max > 0 ? s.inUse / s.max : 0));
-    poolCounter('lensfleet_pool_acquire_requests_total', 'Connection acquire requests of a tenant pool.', (s) => s.requests_total);
-    poolCounter('lensfleet_pool_acquire_timeouts_total', 'Acquires that waited longer than the acquire timeout (POOL_TIMEOUT).', (s) => s.acquire_timeouts_total);
-    poolCounter('lensfleet_pool_connections_opened_total', 'Connections opened by a tenant pool.', (s) => s.connections_opened_total);
-    poolCounter('lensfleet_pool_leaks_total', 'Connections held longer than the leak detection threshold.', (s) => s.leaks_total);
-    poolCounterBy('lensfleet_pool_connection_errors_total', 'Connection errors of a tenant pool by kind (connect, connect_timeout, idle, active).', 'kind', (s) => s.connection_errors_total);
-    poolCounterBy('lensfleet_pool_connections_closed_total', 'Connections closed by a tenant pool by reason.', 'reason', (s) => s.connections_closed_total);
+    poolCounter('lensfleet_pool_acquire_requests_total', 'Connection acquire requests of a tenant pool.', 'requests');
+    poolCounter('lensfleet_pool_acquire_timeouts_total', 'Acquires that waited longer than the acquire timeout (POOL_TIMEOUT).', 'timeouts');
+    poolCounter('lensfleet_pool_connections_opened_total', 'Connections opened by a tenant pool.', 'opened');
+    poolCounter('lensfleet_pool_leaks_total', 'Connections held longer than the leak detection threshold.', 'leaks');
+    poolCounterBy('lensfleet_pool_connection_errors_total', 'Connection errors of a tenant pool by kind (connect, connect_timeout, idle, active).', 'kind', 'errors:');
+    poolCounterBy('lensfleet_pool_connections_closed_total', 'Connections closed by a tenant pool by reason.', 'reason', 'closed:');
 
     this.#acquire = new Histogram({
       name: 'lensfleet_pool_acquire_seconds',
@@ -134,8 +154,8 @@ export class LensfleetMetrics {
     const acquire = this.#acquire;
     const connect = this.#connect;
     this.poolObserver = {
-      acquired: (tenant, seconds) => acquire.observe({ tenant }, seconds),
-      connected: (tenant, seconds) => connect.observe({ tenant }, seconds),
+      acquired: (tenant, seconds) => acquire.observe({ tenant: labels.label(tenant) }, seconds),
+      connected: (tenant, seconds) => connect.observe({ tenant: labels.label(tenant) }, seconds),
     };
 
     const proc = (name: string, help: string, value: (p: ProcessSnapshot) => number) =>
@@ -199,7 +219,9 @@ export class LensfleetMetrics {
 
   /** Record a finished job attempt. `lens`/`tenant` must be known names or "unknown" (bounded cardinality). */
   jobFinished(lens: string, tenant: string, outcome: JobOutcome, durationSeconds: number): void {
-    this.#jobs.inc({ lens, tenant, outcome });
+    const label = tenant === 'unknown' ? tenant : this.#labels.label(tenant);
+    this.#jobs.inc({ lens, tenant: label, outcome });
+    this.#jobKeys.add(`${lens}\u0000${outcome}`);
     this.#jobDuration.observe({ lens }, durationSeconds);
   }
 
@@ -207,10 +229,19 @@ export class LensfleetMetrics {
     if (queueWaitSeconds >= 0) this.#queueWait.observe({ lens }, queueWaitSeconds);
   }
 
-  /** Remove the series of a tenant whose pool closed. */
+  /** A tenant's pool closed: its series go (a named tenant) or it stops adding to "other". */
   poolClosed(tenant: string): void {
-    this.#acquire.remove({ tenant });
-    this.#connect.remove({ tenant });
+    this.#labels.forget(tenant);
+    this.#snapshotAt = -1;
+  }
+
+  #dropLabel(label: string): void {
+    this.#acquire.remove({ tenant: label });
+    this.#connect.remove({ tenant: label });
+    for (const key of this.#jobKeys) {
+      const [lens, outcome] = key.split('\u0000') as [string, string];
+      this.#jobs.remove({ lens, tenant: label, outcome });
+    }
   }
 
   contentType(): string {

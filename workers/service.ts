@@ -98,7 +98,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     }),
     queueCounts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed'),
     queueName: config.queueName,
-  });
+  }, { maxTenantLabels: config.metricsMaxTenants });
 
   const processor = createProcessor({ catalog, tenants: { getPg: (id) => tenants.getPg(id) }, registry, logger, metrics, maxPayloadBytes: config.maxPayloadBytes });
   const worker = new Worker<unknown, LensResult>(
