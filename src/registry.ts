@@ -47,7 +47,8 @@ function fingerprint(t: PgTenant): string {
 
 interface Entry {
   readonly pool: TenantPool;
-  readonly tenant: PgTenant;
+  /** The tenant object last seen for this pool (identity check first: no hashing per job). */
+  tenant: PgTenant;
   readonly fingerprint: string;
 }
 
@@ -131,6 +132,8 @@ export class PoolRegistry {
       } else if (fingerprint(next) !== entry.fingerprint) {
         this.#retire(key, entry, 'settings changed');
         replaced.push(entry.tenant.id);
+      } else {
+        entry.tenant = next;
       }
     }
     return { replaced, removed };

@@ -220,3 +220,38 @@ export function redisClient(): Redis {
 }
 
 export { DEFAULT_POOL_SETTINGS };
+
+/**
+ * `pg_terminate_backend` the client backends of a database — only idle ones unless `idleOnly` is
+ * false, optionally only those with one `application_name`. Returns how many were terminated.
+ */
+export async function terminateBackends(database: string, opts: { idleOnly?: boolean; applicationName?: string } = {}): Promise<number> {
+  const c = new pg.Client({ connectionString: pgAdminUrl() });
+  await c.connect();
+  try {
+    const r = await c.query<{ ok: boolean }>(
+      `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity
+        WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+          AND ($2::boolean IS NOT TRUE OR state = 'idle') AND ($3::text IS NULL OR application_name = $3)`,
+      [database, opts.idleOnly ?? true, opts.applicationName ?? null],
+    );
+    return r.rows.filter((row) => row.ok).length;
+  } finally {
+    await c.end();
+  }
+}
+
+/** Count client backends of a database with one `application_name` (one pool's connections). */
+export async function countBackends(database: string, applicationName: string): Promise<number> {
+  const c = new pg.Client({ connectionString: pgAdminUrl() });
+  await c.connect();
+  try {
+    const r = await c.query<{ n: string }>(
+      "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend' AND application_name = $2",
+      [database, applicationName],
+    );
+    return Number(r.rows[0]?.n ?? 0);
+  } finally {
+    await c.end();
+  }
+}
