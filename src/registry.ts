@@ -77,7 +77,13 @@ export class PoolRegistry {
   get(tenant: PgTenant): Promise<TenantPool> {
     const key = poolKey(tenant);
     const entry = this.#entries.get(key);
-    if (entry !== undefined && (entry.tenant === tenant || entry.fingerprint === fingerprint(tenant))) return Promise.resolve(entry.pool);
+    if (entry !== undefined) {
+      if (entry.tenant === tenant) return Promise.resolve(entry.pool);
+      if (entry.fingerprint === fingerprint(tenant)) {
+        entry.tenant = tenant;
+        return Promise.resolve(entry.pool);
+      }
+    }
     if (this.#closed) return Promise.reject(new LensfleetError('POOL_CLOSED', 'the pool registry is closed (worker shutting down)'));
     if (entry !== undefined) this.#retire(key, entry, 'settings changed');
     const fp = fingerprint(tenant);
