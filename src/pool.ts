@@ -54,7 +54,10 @@ export interface PoolStats {
   readonly max: number;
   readonly min: number;
   readonly maxSize: number;
+  /** Open connections. */
   readonly size: number;
+  /** Connections being opened (waiting for the process budget or connecting). */
+  readonly opening: number;
   readonly inUse: number;
   readonly idle: number;
   readonly waiting: number;
@@ -117,6 +120,8 @@ export class TenantPool {
   #waiting = 0;
   #inUse = 0;
   #unpooledOpen = 0;
+  /** Connections counted in `size` that are still waiting for the budget or connecting. */
+  #opening = 0;
   #lastUsedAt = Date.now();
   readonly #stats = {
     requests_total: 0,
@@ -315,9 +320,14 @@ export class TenantPool {
     return this.#closed;
   }
 
-  /** Open connections (including ones being opened). */
+  /** Connection slots taken, including ones still waiting for the budget or connecting (what the budget counts). */
   get size(): number {
     return this.#pool ? this.#pool.totalCount : this.#unpooledOpen;
+  }
+
+  /** Connections actually open (what the database sees). */
+  get open(): number {
+    return this.size - this.#opening;
   }
 
   get idleCount(): number {
@@ -342,6 +352,7 @@ export class TenantPool {
       min: this.min,
       maxSize: this.settings.maxSize,
       size: n.total,
+      opening: n.opening,
       inUse: n.active,
       idle: n.idle,
       waiting: n.waiting,
@@ -354,7 +365,7 @@ export class TenantPool {
   }
 
   #numbers() {
-    return { total: this.size, active: this.#inUse, idle: this.idleCount, waiting: this.#waiting };
+    return { total: this.open, opening: this.#opening, active: this.#inUse, idle: this.idleCount, waiting: this.#waiting };
   }
 
   #describe(): string {
@@ -364,9 +375,11 @@ export class TenantPool {
 
   /** Reserve budget, open, time and register one connection; `open` is the raw connect. */
   #openCounted(client: pg.Client, open: (cb: (err: Error | null) => void) => void, done: (err: Error | null) => void): void {
+    this.#opening++;
     const connect = () => {
       const started = performance.now();
       open((err) => {
+        this.#opening--;
         this.#connected(client, started, err ?? undefined);
         if (err) this.#budget?.released();
         done(err);
@@ -374,6 +387,7 @@ export class TenantPool {
     };
     if (!this.#budget) return connect();
     this.#budget.reserve(this, this.settings.connectTimeoutMs).then(connect, (err: Error) => {
+      this.#opening--;
       this.#error('connect', err);
       this.#budget?.released();
       done(err);

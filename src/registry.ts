@@ -119,7 +119,9 @@ export class PoolRegistry {
 
   /** Open connections over all pools of this process (draining ones included). */
   connections(): number {
-    return this.#budget.total();
+    let n = 0;
+    for (const p of this.#all) n += p.open;
+    return n;
   }
 
   /**

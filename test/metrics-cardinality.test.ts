@@ -17,6 +17,7 @@ function stats(tenant: string, requests: number, inUse = 1): PoolStats {
     min: 1,
     maxSize: 20,
     size: 2,
+    opening: 0,
     inUse,
     idle: 2 - inUse,
     waiting: 0,
