@@ -34,6 +34,8 @@ export interface PoolSettings {
   readonly leakDetectionMs: number;
   /** A tenant pool unused for this long is closed and removed; 0 disables. @defaultValue 600000 */
   readonly poolIdleTimeoutMs: number;
+  /** `RESET ALL` before a connection is reused, so no session state reaches the next job. @defaultValue true */
+  readonly resetOnReturn: boolean;
 }
 
 export const DEFAULT_POOL_SETTINGS: PoolSettings = Object.freeze({
@@ -50,6 +52,7 @@ export const DEFAULT_POOL_SETTINGS: PoolSettings = Object.freeze({
   statementTimeoutMs: 5000,
   leakDetectionMs: 60_000,
   poolIdleTimeoutMs: 600_000,
+  resetOnReturn: true,
 });
 
 /** Environment variable of each pool setting (defaults for every tenant). */
@@ -67,6 +70,7 @@ export const POOL_ENV: Readonly<Record<keyof PoolSettings, string>> = Object.fre
   statementTimeoutMs: 'LENSFLEET_STATEMENT_TIMEOUT_MS',
   leakDetectionMs: 'LENSFLEET_POOL_LEAK_DETECTION_MS',
   poolIdleTimeoutMs: 'LENSFLEET_POOL_IDLE_POOL_TIMEOUT_MS',
+  resetOnReturn: 'LENSFLEET_POOL_RESET_ON_RETURN',
 });
 
 /** Process-wide settings of a worker. */
@@ -140,6 +144,7 @@ export function poolSettingsShape(prefix = '') {
     statementTimeoutMs: intSetting(n('statementTimeoutMs'), 1, 3_600_000),
     leakDetectionMs: intSetting(n('leakDetectionMs'), 0, 86_400_000),
     poolIdleTimeoutMs: intSetting(n('poolIdleTimeoutMs'), 0, 604_800_000),
+    resetOnReturn: z.union([z.boolean(), boolSetting(n('resetOnReturn'))]),
   };
 }
 

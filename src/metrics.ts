@@ -7,6 +7,7 @@
 import client, { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { TenantLabels, type TenantSeries } from './metrics-tenants.js';
 import type { PoolObserver, PoolStats } from './pool.js';
+import { withTimeout } from './timeout.js';
 
 export interface ProcessSnapshot {
   readonly pools: number;
@@ -254,10 +255,3 @@ export class LensfleetMetrics {
   }
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}

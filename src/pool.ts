@@ -13,6 +13,7 @@ import pg from 'pg';
 import type { PoolSettings } from './config.js';
 import { LensfleetError } from './errors.js';
 import type { Secret } from './secret.js';
+import { withTimeout } from './timeout.js';
 
 /** Why a connection was closed (a metrics label: keep the set small and stable). */
 export type CloseReason = 'overflow' | 'recycled' | 'error' | 'dirty' | 'ping_failed' | 'idle' | 'evicted' | 'unpooled' | 'pool_closed';
@@ -100,6 +101,9 @@ interface ClientMeta {
 }
 
 const meta = new WeakMap<pg.ClientBase, ClientMeta>();
+/** A pre-ping slower than this counts as failed (the connection is destroyed, another is used). */
+const PING_TIMEOUT_MS = 2000;
+
 const closeReasons = new WeakMap<pg.ClientBase, CloseReason>();
 
 export class TenantPool {
@@ -189,13 +193,19 @@ export class TenantPool {
 
   /** Open connections up to minSize now (pg.Pool's `min` does not pre-open), within the budget. */
   async warm(): Promise<void> {
-    if (!this.#pool) return;
-    const need = Math.min(this.min - this.#pool.totalCount, this.#budget?.free() ?? Infinity);
+    const pool = this.#pool;
+    if (!pool) return;
+    const need = Math.min(this.min - pool.totalCount, this.#budget?.free() ?? Infinity);
     if (need <= 0) return;
-    const clients = await Promise.allSettled(Array.from({ length: need }, () => this.#pool!.connect()));
+    // pg.Pool hands out idle connections before it opens new ones: borrow those too, so that
+    // `need` new connections really open.
+    const borrow = pool.idleCount;
+    const clients = await Promise.allSettled(Array.from({ length: need + borrow }, () => pool.connect()));
     let firstError: unknown;
     for (const r of clients) {
-      if (r.status === 'fulfilled') this.#giveBack(r.value, undefined);
+      // Straight back, without touching releasedAt: a borrowed connection keeps its idle age
+      // (and so its pre-ping), a new one is fresh.
+      if (r.status === 'fulfilled') r.value.release();
       else firstError ??= r.reason;
     }
     if (firstError !== undefined) throw this.#connectError(firstError);
@@ -278,11 +288,19 @@ export class TenantPool {
    */
   release(client: PoolClient, err?: unknown): void {
     this.#inUse--;
+    this.#lastUsedAt = Date.now();
     const m = meta.get(client);
     if (m) {
       m.checkedOut = false;
       if (m.leakTimer) clearTimeout(m.leakTimer);
       m.leakTimer = undefined;
+    }
+    if (this.#pool && this.settings.resetOnReturn && this.#unusable(client, err) === undefined) {
+      // Session state a job set (SET outside a transaction, SET ROLE…) must not reach the next
+      // job: reset to the connection's startup defaults (read-only, statement timeout). The
+      // command is queued on the connection, so the next user's query runs after it; if it
+      // fails, the connection errors and is replaced. Prepared statements survive RESET ALL.
+      client.query('RESET ALL').catch(() => {});
     }
     this.#giveBack(client, err);
   }
@@ -442,7 +460,8 @@ export class TenantPool {
     }
     if (this.settings.prePing && now - m.releasedAt >= this.settings.prePingIdleMs) {
       try {
-        await client.query(';');
+        // A connection that stopped answering (network partition) must not stall the acquire.
+        await withTimeout(client.query(';'), PING_TIMEOUT_MS);
       } catch {
         this.#stats.pings_failed_total++;
         this.#destroy(client, 'ping_failed');
@@ -454,15 +473,21 @@ export class TenantPool {
 
   #giveBack(client: PoolClient, err: unknown): void {
     if (!this.#pool) return client.release();
-    let reason: CloseReason | undefined;
-    const m = meta.get(client);
-    if (err !== undefined) reason = 'error';
-    else if (client.getTransactionStatus() !== 'I') reason = 'dirty';
-    else if (m !== undefined && Date.now() >= m.expiresAt) reason = 'recycled';
-    else if (this.#pool.totalCount > this.settings.maxSize) reason = 'overflow';
+    const reason = this.#unusable(client, err);
     if (reason !== undefined) return this.#destroy(client, reason);
+    const m = meta.get(client);
     if (m) m.releasedAt = Date.now();
     client.release();
+  }
+
+  /** Why a returned connection must be closed instead of reused, if it must. */
+  #unusable(client: PoolClient, err: unknown): CloseReason | undefined {
+    if (err !== undefined) return 'error';
+    if (client.getTransactionStatus() !== 'I') return 'dirty';
+    const m = meta.get(client);
+    if (m !== undefined && Date.now() >= m.expiresAt) return 'recycled';
+    if (this.#pool !== undefined && this.#pool.totalCount > this.settings.maxSize) return 'overflow';
+    return undefined;
   }
 
   #destroy(client: PoolClient, reason: CloseReason): void {
@@ -497,7 +522,8 @@ export class TenantPool {
 
   /** Top the pool back up to minSize after connections died or were recycled (in the background). */
   #scheduleRefill(): void {
-    if (this.#refillScheduled || this.#closed || !this.#pool || this.#pool.totalCount >= this.min) return;
+    // With acquires waiting, the pool is opening connections anyway.
+    if (this.#refillScheduled || this.#closed || !this.#pool || this.#pool.totalCount >= this.min || this.#waiting > 0) return;
     this.#refillScheduled = true;
     setTimeout(() => {
       this.#refillScheduled = false;

@@ -1,0 +1,178 @@
+/**
+ * Pool lifecycle against real Postgres (issue 3): leak detection (pool event, log line with job id,
+ * tenant and lens, metric), idle eviction of connections above minSize, and idle eviction of whole
+ * tenant pools by the registry (connections closed, metric series removed, keepWarm spared).
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { enqueue } from '../queues/producer.js';
+import { DEFAULT_POOL_SETTINGS, type PoolSettings } from '../src/config.js';
+import { TenantPool, type PoolClient, type PoolEvent } from '../src/pool.js';
+import { PoolRegistry } from '../src/registry.js';
+import { Secret } from '../src/secret.js';
+import type { PgTenant } from '../src/tenants.js';
+import { countBackends, countConnections, createTenants, LogCapture, sleep, startTestWorker, uniqueId, waitFor } from './support/harness.js';
+
+const A = uniqueId('yPlcA');
+const B = uniqueId('yPlcB');
+const W = uniqueId('yPlcW');
+
+let tenants: Awaited<ReturnType<typeof createTenants>>;
+const url = (id: string): string => tenants.env[`${id}_DATABASE_URL`]!;
+const db = (id: string): string => `lf_${id}`;
+const cleanups: (() => Promise<unknown>)[] = [];
+
+beforeAll(async () => {
+  tenants = await createTenants([A, B, W], 5);
+});
+afterEach(async () => {
+  // A pool closes gracefully (waits for checked-out connections): a test that failed while holding
+  // one must not hang here; the databases are dropped WITH (FORCE) anyway.
+  await Promise.race([Promise.allSettled(cleanups.splice(0).map((c) => c())), sleep(5000)]);
+});
+afterAll(async () => {
+  await tenants?.drop();
+});
+
+function makePool(overrides: Partial<PoolSettings>, max: number): { pool: TenantPool; events: PoolEvent[]; app: string } {
+  const events: PoolEvent[] = [];
+  const app = uniqueId('lfplc');
+  const pool = new TenantPool({
+    tenant: A,
+    key: `${A}:service`,
+    databaseUrl: new Secret(url(A)),
+    settings: { ...DEFAULT_POOL_SETTINGS, ...overrides },
+    max,
+    pooling: true,
+    onEvent: (e) => events.push(e),
+    applicationName: app,
+  });
+  cleanups.push(() => pool.close());
+  return { pool, events, app };
+}
+
+function pgTenant(id: string, pool: Partial<PoolSettings>): PgTenant {
+  return { id, backend: 'pg', databaseUrl: new Secret(url(id)), pool: { ...DEFAULT_POOL_SETTINGS, ...pool }, pooling: true };
+}
+
+async function scrape(port: number | undefined): Promise<string> {
+  const r = await fetch(`http://127.0.0.1:${port}/metrics`);
+  expect(r.status).toBe(200);
+  return r.text();
+}
+
+const leaks = (events: PoolEvent[]) => events.filter((e): e is Extract<PoolEvent, { type: 'leak' }> => e.type === 'leak');
+
+describe('leak detection', () => {
+  it('a connection held past leakDetectionMs (200) emits a leak event with its holder and counts it; one released in time does not', async () => {
+    const { pool, events } = makePool({ minSize: 0, maxSize: 2, maxOverflow: 0, leakDetectionMs: 200 }, 2);
+    const c = await pool.acquire({ jobId: 'j1', lens: 'x' });
+    await sleep(300);
+    expect(leaks(events)).toHaveLength(1);
+    expect(leaks(events)[0]!.holder).toEqual({ jobId: 'j1', lens: 'x' });
+    expect(leaks(events)[0]!.heldMs).toBeGreaterThanOrEqual(190);
+    expect(pool.stats().leaks_total).toBe(1);
+    pool.release(c);
+
+    const quick = await pool.acquire({ jobId: 'j2', lens: 'y' });
+    await sleep(50);
+    pool.release(quick);
+    await sleep(300);
+    expect(leaks(events)).toHaveLength(1);
+    expect(pool.stats().leaks_total).toBe(1);
+  });
+
+  it('in a worker: a job holding its connection 0.5 s logs a warning with job id, tenant and lens, and lensfleet_pool_leaks_total is 1', async () => {
+    const w = await startTestWorker({ env: tenants.env, concurrency: 2, pool: { leakDetectionMs: 200 } });
+    cleanups.push(() => w.close());
+    const job = await enqueue(w.queue, { tenant: W, lens: 'test.sleep', params: { seconds: 0.5 } });
+    await job.waitUntilFinished(w.events, 10_000);
+    const lines = w.logs.find((e) => e.level === 40 && typeof e.msg === 'string' && e.msg.includes('leak detection'));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ jobId: job.id, tenant: W, lens: 'test.sleep' });
+    expect(lines[0]!.heldMs).toBeGreaterThanOrEqual(190);
+    const metrics = await scrape(w.service.port);
+    expect(metrics).toContain(`lensfleet_pool_leaks_total{tenant="${W}"} 1\n`);
+  });
+});
+
+describe('idle eviction of connections', () => {
+  it('minSize 1, idleTimeoutMs 200: after 4 were held and released, the 3 above minSize close as idle; 1 stays', async () => {
+    const { pool, app } = makePool({ minSize: 1, maxSize: 4, maxOverflow: 0, idleTimeoutMs: 200 }, 4);
+    const held: PoolClient[] = [];
+    for (let i = 0; i < 4; i++) held.push(await pool.acquire());
+    for (const c of held) pool.release(c);
+    expect(pool.stats()).toMatchObject({ size: 4, idle: 4 }); // up to maxSize stay idle …
+    await sleep(400); // … until idleTimeoutMs
+    await waitFor('idle connections above minSize to close', () => pool.stats().size === 1 && pool.stats().connections_closed_total.idle === 3, 2000, 10);
+    await waitFor('1 backend left', async () => (await countBackends(db(A), app)) === 1, 3000);
+    await sleep(300);
+    // the one at minSize is kept, not closed and reopened
+    expect(pool.stats()).toMatchObject({ size: 1, idle: 1, connections_opened_total: 4, connections_closed_total: { idle: 3 } });
+  });
+});
+
+describe('idle eviction of tenant pools', () => {
+  it('a pool unused for poolIdleTimeoutMs is closed and removed (onPoolClosed, backends gone); a keepWarm pool is not', async () => {
+    const closed: string[] = [];
+    const registry = new PoolRegistry({
+      concurrency: 4,
+      logger: new LogCapture().logger,
+      keepWarm: new Set([B]),
+      onPoolClosed: (t) => closed.push(t),
+      maintenanceIntervalMs: 50,
+    });
+    cleanups.push(() => registry.close());
+    // used right after creation (a pool is idle from its creation on)
+    const a = await registry.get(pgTenant(A, { minSize: 1, poolIdleTimeoutMs: 300 }));
+    a.release(await a.acquire());
+    const b = await registry.get(pgTenant(B, { minSize: 1, poolIdleTimeoutMs: 300 }));
+    b.release(await b.acquire());
+    expect(registry.keys()).toContain(`${B}:service`);
+
+    await waitFor(`${A}'s pool to be evicted`, () => !registry.keys().includes(`${A}:service`), 3000, 10);
+    expect(closed).toEqual([A]);
+    expect(a.closed).toBe(true);
+    await waitFor(`${A}'s backends to close`, async () => (await countConnections(db(A))) === 0, 3000);
+
+    await sleep(400);
+    expect(registry.keys()).toEqual([`${B}:service`]);
+    expect(b.closed).toBe(false);
+    expect(closed).toEqual([A]);
+    expect(await countConnections(db(B))).toBe(1);
+    // the next job for the evicted tenant gets a new pool
+    const again = await registry.get(pgTenant(A, { minSize: 1, poolIdleTimeoutMs: 300 }));
+    expect(again).not.toBe(a);
+  });
+
+  it('a pool busy longer than poolIdleTimeoutMs is not evicted while busy, nor right after its connection is released', async () => {
+    const closed: string[] = [];
+    const registry = new PoolRegistry({ concurrency: 4, logger: new LogCapture().logger, onPoolClosed: (t) => closed.push(t), maintenanceIntervalMs: 50 });
+    cleanups.push(() => registry.close());
+    const a = await registry.get(pgTenant(A, { minSize: 0, poolIdleTimeoutMs: 300 }));
+    const c = await a.acquire();
+    await sleep(500);
+    expect(closed).toEqual([]); // busy: kept
+    a.release(c);
+    // BUG (minor; src/pool.ts release() does not touch #lastUsedAt, src/registry.ts #closeIdlePools):
+    // idleness is measured from the last acquire, not the last release, so a pool
+    // whose job just finished is evicted at the next maintenance tick (~50 ms), although it has
+    // been unused for far less than poolIdleTimeoutMs (300 ms).
+    await sleep(150);
+    expect(closed).toEqual([]);
+    expect(registry.keys()).toEqual([`${A}:service`]);
+  });
+
+  it('in a worker: after eviction the tenant’s lensfleet_pool_* series disappear from /metrics (default 5 s maintenance interval)', async () => {
+    const w = await startTestWorker({ env: tenants.env, concurrency: 2, pool: { poolIdleTimeoutMs: 300 } });
+    cleanups.push(() => w.close());
+    const job = await enqueue(w.queue, { tenant: W, lens: 'test.whoami' });
+    await job.waitUntilFinished(w.events, 10_000);
+    const series = (text: string) => text.split('\n').filter((l) => l.startsWith('lensfleet_pool_') && l.includes(`tenant="${W}"`));
+    const before = series(await scrape(w.service.port));
+    expect(before.some((l) => l.startsWith(`lensfleet_pool_max_connections{tenant="${W}"}`))).toBe(true);
+
+    await waitFor('the pool to be evicted', () => w.service.registry.keys().length === 0, 8000, 50);
+    expect(series(await scrape(w.service.port))).toEqual([]);
+    await waitFor(`${W}'s backends to close`, async () => (await countConnections(db(W))) === 0, 3000);
+  });
+});

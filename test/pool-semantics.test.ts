@@ -1,0 +1,508 @@
+/**
+ * Pool semantics against real Postgres (issue 3), on TenantPool directly: min_size warm-up and
+ * refill, max_size / max_overflow, the two timeouts (CONNECT_TIMEOUT vs POOL_TIMEOUT), bounded
+ * waiting (POOL_BUSY), recycle (per connection and per pool), pre_ping, and reset on return.
+ * Each pool gets its own application_name so its backends can be counted and killed in
+ * pg_stat_activity without touching any other pool's.
+ */
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_POOL_SETTINGS, type PoolSettings } from '../src/config.js';
+import { LensfleetError } from '../src/errors.js';
+import { TenantPool, type PoolClient, type PoolEvent } from '../src/pool.js';
+import { PoolRegistry } from '../src/registry.js';
+import { Secret } from '../src/secret.js';
+import type { PgTenant } from '../src/tenants.js';
+import { countBackends, countConnections, createTenants, LogCapture, pgAdminUrl, sleep, terminateBackends, uniqueId, waitFor } from './support/harness.js';
+
+const TENANT = uniqueId('yPsem');
+
+let tenants: Awaited<ReturnType<typeof createTenants>>;
+let database: string;
+let databaseUrl: string;
+const cleanups: (() => Promise<unknown>)[] = [];
+
+beforeAll(async () => {
+  tenants = await createTenants([TENANT], 5);
+  database = tenants.dbs[0]!.database;
+  databaseUrl = tenants.dbs[0]!.databaseUrl;
+});
+afterEach(async () => {
+  // A pool closes gracefully (waits for checked-out connections): a test that failed while holding
+  // one must not hang here; the databases are dropped WITH (FORCE) anyway.
+  await Promise.race([Promise.allSettled(cleanups.splice(0).map((c) => c())), sleep(5000)]);
+});
+afterAll(async () => {
+  await tenants?.drop();
+});
+
+interface Made {
+  pool: TenantPool;
+  events: PoolEvent[];
+  app: string;
+}
+
+/** A TenantPool on the tenant database (or `url`), closed after the test. */
+function makePool(overrides: Partial<PoolSettings>, max: number, opts: { url?: string; app?: string } = {}): Made {
+  const events: PoolEvent[] = [];
+  const app = opts.app ?? uniqueId('lfpsem');
+  const pool = new TenantPool({
+    tenant: TENANT,
+    key: `${TENANT}:service`,
+    databaseUrl: new Secret(opts.url ?? databaseUrl),
+    settings: { ...DEFAULT_POOL_SETTINGS, ...overrides },
+    max,
+    pooling: true,
+    onEvent: (e) => events.push(e),
+    applicationName: app,
+  });
+  cleanups.push(() => pool.close());
+  return { pool, events, app };
+}
+
+const pidOf = async (c: PoolClient): Promise<number> => (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+const errorOf = (p: Promise<unknown>): Promise<unknown> => p.then(() => undefined, (e: unknown) => e);
+
+describe('min_size', () => {
+  it('warm() opens minSize connections, and the pool refills to minSize after its idle backends are terminated', async () => {
+    const { pool, app } = makePool({ minSize: 3, maxSize: 5, maxOverflow: 0 }, 5);
+    expect(await countBackends(database, app)).toBe(0); // pg.Pool's `min` alone opens nothing
+    await pool.warm();
+    expect(pool.stats()).toMatchObject({ size: 3, idle: 3, inUse: 0, connections_opened_total: 3 });
+    expect(await countBackends(database, app)).toBe(3);
+
+    expect(await terminateBackends(database, { applicationName: app })).toBe(3);
+    const closedTotal = () => Object.values(pool.stats().connections_closed_total).reduce((a, b) => a + b, 0);
+    // (the backends die one by one: a refill may start before the last death is noticed, and a
+    // dead client it checks out is then closed as 'idle' rather than 'error')
+    await waitFor(
+      'the pool to refill to minSize by itself',
+      async () => pool.stats().size === 3 && pool.stats().idle === 3 && closedTotal() === 3 && (await countBackends(database, app)) === 3,
+      5000,
+    );
+    const s = pool.stats();
+    expect(s.connections_closed_total.error).toBeGreaterThanOrEqual(1);
+    expect(s.connections_opened_total).toBe(6);
+  });
+
+  // BUG (src/pool.ts, TenantPool.warm): a refill checks out `min - totalCount` clients with
+  // pg.Pool#connect(), which hands out the *idle* clients first; only the surplus opens new ones.
+  // After 1 of 3 dies, need = 1, connect() returns one of the 2 idle clients, and nothing is opened.
+  it('refills to minSize when only some connections died (idle ones remain)', async () => {
+    const { pool, app } = makePool({ minSize: 3, maxSize: 5, maxOverflow: 0 }, 5);
+    await pool.warm();
+    expect(await countBackends(database, app)).toBe(3);
+    // kill exactly one of the idle backends
+    const c = await pool.acquire();
+    const victim = await pidOf(c);
+    pool.release(c);
+    await terminatePid(victim);
+    await waitFor('the dead connection to be removed', () => (pool.stats().connections_closed_total.error ?? 0) === 1, 3000, 10);
+    await waitFor(
+      'the pool to refill from 2 to minSize 3',
+      async () => pool.stats().size === 3 && (await countBackends(database, app)) === 3,
+      2000,
+    ).catch(async (err: Error) => {
+      throw new Error(`${err.message}; stats.size=${pool.stats().size}, backends=${await countBackends(database, app)}`);
+    });
+  });
+});
+
+describe('max_size / max_overflow', () => {
+  it('maxSize 2 + maxOverflow 2: 4 held at once are 4 backends; on release the 2 overflow ones close, 2 stay for reuse', async () => {
+    const { pool, app } = makePool({ minSize: 0, maxSize: 2, maxOverflow: 2, acquireTimeoutMs: 600 }, 4);
+    const held: PoolClient[] = [];
+    for (let i = 0; i < 4; i++) held.push(await pool.acquire()); // one at a time: each waits only for its own connect
+    expect(pool.stats()).toMatchObject({ size: 4, inUse: 4 });
+    expect(await countBackends(database, app)).toBe(4);
+    // a 5th is not opened: the ceiling is 4
+    expect(await errorOf(pool.acquire())).toMatchObject({ code: 'POOL_TIMEOUT' });
+    expect(await countBackends(database, app)).toBe(4);
+
+    for (const c of held) pool.release(c);
+    expect(pool.stats()).toMatchObject({ size: 2, inUse: 0 });
+    // (the timed-out 5th waiter is still queued in pg.Pool: it receives one kept connection and
+    // hands it straight back, so both are idle a moment later)
+    await waitFor('2 idle', () => pool.stats().idle === 2, 2000, 10);
+    await waitFor('overflow closes to be counted', () => pool.stats().connections_closed_total.overflow === 2, 3000, 10);
+    await waitFor('2 backends left', async () => (await countBackends(database, app)) === 2, 3000);
+    // the 2 kept are reused: nothing new opens
+    const again = await Promise.all([pool.acquire(), pool.acquire()]);
+    for (const c of again) pool.release(c);
+    expect(pool.stats()).toMatchObject({ size: 2, connections_opened_total: 4 });
+    expect(pool.stats().connections_closed_total).toEqual({ overflow: 2 });
+  });
+});
+
+describe('two timeouts, two errors', () => {
+  let server: net.Server;
+  const sockets = new Set<net.Socket>();
+  let blackholeUrl: string;
+
+  beforeAll(async () => {
+    // Accepts TCP connections and never says a word (a dead host behind a live load balancer).
+    server = net.createServer((s) => {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {});
+      s.resume(); // read (and drop) the startup message, so the client's close is seen
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    blackholeUrl = `postgres://nobody:pw@127.0.0.1:${(server.address() as net.AddressInfo).port}/none`;
+  });
+  afterAll(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+
+  it('a server that accepts and never answers: CONNECT_TIMEOUT after connectTimeoutMs (300), not acquireTimeoutMs (5000)', async () => {
+    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0, connectTimeoutMs: 300, acquireTimeoutMs: 5000 }, 1, { url: blackholeUrl });
+    const started = performance.now();
+    const err = await errorOf(pool.acquire());
+    const took = performance.now() - started;
+    expect(err).toBeInstanceOf(LensfleetError);
+    expect((err as LensfleetError).code).toBe('CONNECT_TIMEOUT');
+    expect((err as LensfleetError).retryable).toBe(true);
+    expect(took).toBeGreaterThanOrEqual(280);
+    expect(took).toBeLessThan(1500);
+    const s = pool.stats();
+    expect(s.connection_errors_total.connect_timeout).toBeGreaterThanOrEqual(1);
+    expect(s.acquire_timeouts_total).toBe(0);
+    expect(s).toMatchObject({ size: 0, inUse: 0, waiting: 0 });
+    // the half-open socket is closed by the client, not left dangling
+    await waitFor('the client to drop its socket', () => sockets.size === 0, 2000, 10);
+  });
+
+  it('waiting for a busy pool is POOL_TIMEOUT, a different code and counter', async () => {
+    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0, connectTimeoutMs: 300, acquireTimeoutMs: 200 }, 1);
+    const held = await pool.acquire();
+    try {
+      const err = await errorOf(pool.acquire());
+      expect(err).toBeInstanceOf(LensfleetError);
+      expect((err as LensfleetError).code).toBe('POOL_TIMEOUT');
+      expect((err as LensfleetError).code).not.toBe('CONNECT_TIMEOUT');
+      expect((err as LensfleetError).retryable).toBe(true);
+      expect(pool.stats().acquire_timeouts_total).toBe(1);
+      expect(pool.stats().connection_errors_total).toEqual({});
+    } finally {
+      pool.release(held);
+    }
+  });
+});
+
+describe('bounded waiting', () => {
+  it('maxWaiting 2: with the only connection held, 2 acquires wait, the 3rd fails at once with POOL_BUSY; the 2 are served after release', async () => {
+    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0, maxWaiting: 2, acquireTimeoutMs: 5000 }, 1);
+    const held = await pool.acquire();
+    const w1 = pool.acquire();
+    const w2 = pool.acquire();
+    expect(pool.stats().waiting).toBe(2);
+
+    const started = performance.now();
+    const err = await errorOf(pool.acquire());
+    const took = performance.now() - started;
+    expect(err).toBeInstanceOf(LensfleetError);
+    expect((err as LensfleetError).code).toBe('POOL_BUSY');
+    expect((err as LensfleetError).retryable).toBe(true);
+    expect(took).toBeLessThan(50);
+    expect(pool.stats()).toMatchObject({ pool_busy_total: 1, waiting: 2, acquire_timeouts_total: 0 });
+
+    pool.release(held);
+    const c1 = await w1;
+    expect((await c1.query('SELECT 1 AS one')).rows[0]).toEqual({ one: 1 });
+    pool.release(c1);
+    const c2 = await w2;
+    expect((await c2.query('SELECT 1 AS one')).rows[0]).toEqual({ one: 1 });
+    pool.release(c2);
+    expect(pool.stats()).toMatchObject({ pool_busy_total: 1, waiting: 0, inUse: 0, size: 1, requests_total: 4 });
+  });
+});
+
+describe('recycle', () => {
+  it('recycleSeconds 1 (lifetime jittered into [950, 1000] ms): same backend before, a new one after; counted as recycled', async () => {
+    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0, recycleSeconds: 1 }, 1);
+    const beforeOpen = performance.now(); // the connection's clock starts between these two
+    const c1 = await pool.acquire();
+    const afterOpen = performance.now();
+    const pid1 = await pidOf(c1);
+    pool.release(c1);
+
+    // still within the shortest possible lifetime (950 ms): reused
+    await sleep(Math.max(0, 750 - (performance.now() - beforeOpen)));
+    const c2 = await pool.acquire();
+    expect(await pidOf(c2)).toBe(pid1);
+    pool.release(c2);
+
+    await sleep(Math.max(0, 1100 - (performance.now() - afterOpen)));
+    const c3 = await pool.acquire();
+    const pid3 = await pidOf(c3);
+    pool.release(c3);
+    expect(pid3).not.toBe(pid1);
+    await waitFor('the recycle to be counted', () => (pool.stats().connections_closed_total.recycled ?? 0) >= 1, 2000, 10);
+    expect(pool.stats()).toMatchObject({ size: 1, connections_opened_total: 2 });
+  });
+
+  it('a connection past its lifetime while checked out is closed on release', async () => {
+    const { pool, app } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0, recycleSeconds: 1 }, 1);
+    const c = await pool.acquire();
+    await sleep(1050);
+    pool.release(c);
+    expect(pool.stats().size).toBe(0);
+    await waitFor('recycled on release', () => pool.stats().connections_closed_total.recycled === 1, 2000, 10);
+    await waitFor('its backend to go', async () => (await countBackends(database, app)) === 0, 3000);
+  });
+
+  it('registry.recycle(tenant): new pool for new work; the old pool drains (checked-out connection works, closed on release)', async () => {
+    const registry = new PoolRegistry({ concurrency: 4, logger: new LogCapture().logger });
+    cleanups.push(() => registry.close());
+    const tenant: PgTenant = { id: TENANT, backend: 'pg', databaseUrl: new Secret(databaseUrl), pool: { ...DEFAULT_POOL_SETTINGS, minSize: 1, maxSize: 2, maxOverflow: 0 }, pooling: true };
+    const before = await countConnections(database);
+    const old = await registry.get(tenant);
+    const held = await old.acquire();
+    const heldPid = await pidOf(held);
+    expect(await countConnections(database)).toBe(before + 1);
+
+    expect(registry.recycle(TENANT)).toBe(true);
+    expect(old.closed).toBe(true);
+    expect(await errorOf(old.acquire())).toMatchObject({ code: 'POOL_CLOSED' });
+
+    const fresh = await registry.get(tenant);
+    expect(fresh).not.toBe(old);
+    expect(registry.created).toBe(2);
+    const c = await fresh.acquire();
+    expect(await pidOf(c)).not.toBe(heldPid);
+    fresh.release(c);
+    expect(await countConnections(database)).toBe(before + 2); // the held one + the new pool's
+
+    // the checked-out connection of the old pool still works …
+    expect((await held.query('SELECT 1 AS one')).rows[0]).toEqual({ one: 1 });
+    // … and is closed on release
+    old.release(held);
+    await waitFor('the old pool to be empty', () => old.size === 0 && old.stats().connections_closed_total.pool_closed === 1, 3000, 10);
+    await waitFor('its backend to go', async () => (await countConnections(database)) === before + 1, 3000);
+  });
+});
+
+describe('pre_ping', () => {
+  it('right after its idle backends are terminated, 20 acquire → SELECT 1 → release cycles never fail', async () => {
+    const { pool, app } = makePool({ minSize: 2, maxSize: 2, maxOverflow: 0, prePing: true, prePingIdleMs: 0 }, 2);
+    await pool.warm();
+    const killed = await terminateBackends(database, { applicationName: app });
+    expect(killed).toBe(2);
+    for (let i = 0; i < 20; i++) {
+      const c = await pool.acquire();
+      try {
+        expect((await c.query('SELECT 1 AS one')).rows[0]).toEqual({ one: 1 });
+      } finally {
+        pool.release(c);
+      }
+    }
+    // every killed connection was either dropped by its idle error or failed its ping
+    await waitFor('both dead connections to be accounted for', () => {
+      const s = pool.stats();
+      return s.pings_failed_total + (s.connections_closed_total.error ?? 0) >= killed;
+    }, 3000, 10);
+  });
+
+  describe('a connection that died silently while idle (terminated behind a proxy that hides the close)', () => {
+    let proxy: SilentDeathProxy;
+    beforeAll(async () => {
+      proxy = await SilentDeathProxy.start(new URL(databaseUrl));
+    });
+    afterAll(async () => {
+      await proxy?.close();
+    });
+
+    /** Warm one connection through the proxy, then kill its backend without the client noticing. */
+    async function warmAndKill(prePing: boolean): Promise<Made & { deadPid: number }> {
+      // resetOnReturn off: its RESET ALL after the probe would be swallowed by the hiding proxy and
+      // stall the connection, which is a different failure than the one pre-ping is for.
+      const made = makePool({ minSize: 1, maxSize: 1, maxOverflow: 0, prePing, prePingIdleMs: 0, resetOnReturn: false }, 1, { url: proxy.url(databaseUrl) });
+      await made.pool.warm();
+      const probe = await made.pool.acquire();
+      const deadPid = await pidOf(probe);
+      made.pool.release(probe);
+      proxy.hideCloses();
+      expect(await terminateBackends(database, { applicationName: made.app })).toBe(1);
+      await waitFor('the backend to be gone and the proxy to see it', async () => (await countBackends(database, made.app)) === 0 && proxy.deadLinks() === 1, 3000);
+      proxy.showCloses();
+      expect(made.pool.stats()).toMatchObject({ size: 1, idle: 1 }); // the pool still believes in it
+      return { ...made, deadPid };
+    }
+
+    it('prePing false: the dead connection is handed out and the query fails (what pre_ping prevents)', async () => {
+      const { pool } = await warmAndKill(false);
+      const c = await pool.acquire();
+      const err = await errorOf(Promise.race([c.query('SELECT 1'), sleep(5000).then(() => 'no answer')]));
+      pool.release(c, err ?? new Error('test'));
+      expect(err).toBeInstanceOf(Error);
+      expect(pool.stats().pings_failed_total).toBe(0);
+    });
+
+    it('prePing true: the dead connection fails its ping, is discarded, and a live one is handed out', async () => {
+      const { pool, deadPid } = await warmAndKill(true);
+      const c = await pool.acquire();
+      try {
+        const pid = await pidOf(c);
+        expect(pid).not.toBe(deadPid);
+      } finally {
+        pool.release(c);
+      }
+      expect(pool.stats().pings_failed_total).toBe(1);
+      await waitFor('the ping failure to be counted as a close', () => pool.stats().connections_closed_total.ping_failed === 1, 2000, 10);
+      expect(pool.stats().connection_errors_total.active ?? 0).toBe(0);
+    });
+  });
+});
+
+describe('reset on return', () => {
+  it('a connection released inside an open transaction is destroyed (dirty); the next job gets a clean session', async () => {
+    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0 }, 1, { app: 'lensfleet' });
+    const c1 = await pool.acquire();
+    const pid1 = await pidOf(c1);
+    await c1.query('BEGIN');
+    await c1.query("SET application_name = 'leaked_from_job_1'");
+    pool.release(c1); // no error: the job "forgot" its transaction
+    expect(pool.stats().size).toBe(0);
+    await waitFor('dirty close counted', () => pool.stats().connections_closed_total.dirty === 1, 2000, 10);
+
+    const c2 = await pool.acquire();
+    try {
+      expect(await pidOf(c2)).not.toBe(pid1);
+      expect(c2.getTransactionStatus()).toBe('I');
+      const r = await c2.query<{ app: string; xid: string | null }>("SELECT current_setting('application_name') AS app, txid_current_if_assigned()::text AS xid");
+      expect(r.rows[0]).toEqual({ app: 'lensfleet', xid: null });
+    } finally {
+      pool.release(c2);
+    }
+  });
+
+  it('a connection released in an aborted transaction is destroyed (dirty)', async () => {
+    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0 }, 1);
+    const c1 = await pool.acquire();
+    await c1.query('BEGIN');
+    await errorOf(c1.query('SELECT 1/0'));
+    const status = await waitFor('the aborted status', () => (c1.getTransactionStatus() === 'E' ? 'E' : undefined), 1000, 5).catch(() => c1.getTransactionStatus());
+    pool.release(c1);
+    expect(status).toBe('E');
+    await waitFor('dirty close counted', () => pool.stats().connections_closed_total.dirty === 1, 2000, 10);
+    const c2 = await pool.acquire();
+    try {
+      expect((await c2.query('SELECT 1 AS one')).rows[0]).toEqual({ one: 1 });
+    } finally {
+      pool.release(c2);
+    }
+  });
+
+  // GAP (src/pool.ts, TenantPool.#giveBack): only the transaction status is checked on return, so a
+  // session-level SET made outside a transaction survives into the next job on the same
+  // connection. The issue says "session state cannot leak between jobs".
+  it('session state set outside a transaction does not leak into the next job', async () => {
+    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0 }, 1, { app: 'lensfleet' });
+    const c1 = await pool.acquire();
+    await c1.query("SET application_name = 'leaked_from_job_1'");
+    expect(c1.getTransactionStatus()).toBe('I');
+    pool.release(c1);
+    const c2 = await pool.acquire();
+    try {
+      const r = await c2.query<{ app: string }>("SELECT current_setting('application_name') AS app");
+      expect(r.rows[0]!.app).toBe('lensfleet');
+    } finally {
+      pool.release(c2);
+    }
+  });
+});
+
+async function terminatePid(pid: number): Promise<void> {
+  const c = new pg.Client({ connectionString: pgAdminUrl() });
+  await c.connect();
+  try {
+    await c.query('SELECT pg_terminate_backend($1)', [pid]);
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * A TCP proxy to Postgres that can hide a backend's death from the client: while hiding, a closed
+ * server side leaves the client side open (like a silently dropped NAT entry), and the client
+ * learns of it only when it next writes (its socket is then reset).
+ */
+class SilentDeathProxy {
+  readonly #server: net.Server;
+  readonly #links = new Set<{ client: net.Socket; upstream: net.Socket; dead: boolean }>();
+  #hiding = false;
+
+  private constructor(server: net.Server) {
+    this.#server = server;
+  }
+
+  static async start(target: URL): Promise<SilentDeathProxy> {
+    const server = net.createServer();
+    const proxy = new SilentDeathProxy(server);
+    server.on('connection', (client) => proxy.#link(client, target));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    return proxy;
+  }
+
+  url(databaseUrl: string): string {
+    const u = new URL(databaseUrl);
+    u.hostname = '127.0.0.1';
+    u.port = String((this.#server.address() as net.AddressInfo).port);
+    return u.toString();
+  }
+
+  hideCloses(): void {
+    this.#hiding = true;
+  }
+
+  showCloses(): void {
+    this.#hiding = false;
+  }
+
+  deadLinks(): number {
+    let n = 0;
+    for (const l of this.#links) if (l.dead) n++;
+    return n;
+  }
+
+  async close(): Promise<void> {
+    for (const l of this.#links) {
+      l.client.destroy();
+      l.upstream.destroy();
+    }
+    await new Promise<void>((r) => this.#server.close(() => r()));
+  }
+
+  #link(client: net.Socket, target: URL): void {
+    const upstream = net.connect(Number(target.port || 5432), target.hostname);
+    const link = { client, upstream, dead: false };
+    this.#links.add(link);
+    const hidden = () => this.#hiding;
+    let swallowing = false;
+    client.on('error', () => {});
+    upstream.on('error', () => {});
+    upstream.on('data', (d: Buffer) => {
+      // once hiding, the FATAL "terminating connection" message is swallowed too
+      if (hidden()) swallowing = true;
+      if (!swallowing) client.write(d);
+    });
+    upstream.on('close', () => {
+      if (swallowing || hidden()) link.dead = true;
+      else {
+        client.destroy();
+        this.#links.delete(link);
+      }
+    });
+    client.on('data', (d: Buffer) => {
+      if (link.dead) client.resetAndDestroy();
+      else upstream.write(d);
+    });
+    client.on('close', () => {
+      upstream.destroy();
+      this.#links.delete(link);
+    });
+  }
+}
