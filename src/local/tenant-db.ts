@@ -5,6 +5,9 @@
  * tests and the benchmarks; production tenants bring their own databases.
  */
 import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 
 export interface TenantDatabase {
@@ -31,36 +34,16 @@ export function tenantDatabaseName(tenant: string): string {
   return `lf_${tenant}`;
 }
 
-export const SCHEMA_SQL = `
-CREATE TABLE equipment (
-  id bigserial PRIMARY KEY,
-  yacht_id text NOT NULL,
-  name text NOT NULL,
-  category text NOT NULL,
-  location text,
-  serial_number text
-);
-CREATE TABLE receiving (
-  id bigserial PRIMARY KEY,
-  yacht_id text NOT NULL,
-  supplier text NOT NULL,
-  reference text NOT NULL,
-  status text NOT NULL CHECK (status IN ('pending', 'received', 'rejected')),
-  received_at timestamptz NOT NULL
-);
-CREATE TABLE work_orders (
-  id bigserial PRIMARY KEY,
-  yacht_id text NOT NULL,
-  title text NOT NULL,
-  status text NOT NULL CHECK (status IN ('open', 'in_progress', 'done')),
-  priority text NOT NULL CHECK (priority IN ('low', 'medium', 'high', 'critical')),
-  equipment_id bigint REFERENCES equipment(id),
-  due_at timestamptz,
-  created_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX receiving_received_at ON receiving (received_at DESC, id DESC);
-CREATE INDEX work_orders_status_priority ON work_orders (status, priority);
-`;
+/** The demo schema, shared with docker compose: `deploy/postgres/init/00-schema.sql`. */
+export function schemaSql(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  // src/local (vitest) and dist/src/local (compiled) sit at different depths below the root.
+  for (let i = 0; i < 5; i++, dir = path.dirname(dir)) {
+    const file = path.join(dir, 'deploy/postgres/init/00-schema.sql');
+    if (existsSync(file)) return readFileSync(file, 'utf8');
+  }
+  throw new Error('deploy/postgres/init/00-schema.sql not found above ' + fileURLToPath(import.meta.url));
+}
 
 function seedSql(tenant: string, rows: number): string {
   const t = literal(tenant);
@@ -119,7 +102,7 @@ export async function createTenantDatabase(adminUrl: string, tenant: string, opt
   const db = new pg.Client({ connectionString: url.toString() });
   await db.connect();
   try {
-    await db.query(SCHEMA_SQL);
+    await db.query(schemaSql());
     await db.query(seedSql(tenant, opts.rows ?? 40));
     await db.query(`REVOKE ALL ON DATABASE ${ident(database)} FROM PUBLIC`);
     await db.query(`GRANT CONNECT ON DATABASE ${ident(database)} TO ${ident(role)}`);

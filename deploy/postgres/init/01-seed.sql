@@ -1,9 +1,9 @@
--- Demo tenant database for docker compose (run once by the postgres image's entrypoint from
+-- Demo tenant data for docker compose (run once by the postgres image's entrypoint from
 -- /docker-entrypoint-initdb.d). The same file initialises every tenant database; the
 -- container's environment says which tenant it is:
 --   DEMO_YACHT_ID         yacht_id of every seeded row (compose sets it to the tenant id)
 --   DEMO_READER_PASSWORD  password of the read-only login role the workers use
--- The schema matches src/local/tenant-db.ts, which the tests use.
+-- The schema itself is 00-schema.sql (shared with src/local/tenant-db.ts).
 -- Needs psql 15+ (\getenv).
 
 \set ON_ERROR_STOP on
@@ -17,40 +17,6 @@
 \else
   DO $$ BEGIN RAISE EXCEPTION 'DEMO_READER_PASSWORD is not set'; END $$;
 \endif
-
-BEGIN;
-
-CREATE TABLE equipment (
-  id bigserial PRIMARY KEY,
-  yacht_id text NOT NULL,
-  name text NOT NULL,
-  category text NOT NULL,
-  location text,
-  serial_number text
-);
-
-CREATE TABLE receiving (
-  id bigserial PRIMARY KEY,
-  yacht_id text NOT NULL,
-  supplier text NOT NULL,
-  reference text NOT NULL,
-  status text NOT NULL CHECK (status IN ('pending', 'received', 'rejected')),
-  received_at timestamptz NOT NULL
-);
-
-CREATE TABLE work_orders (
-  id bigserial PRIMARY KEY,
-  yacht_id text NOT NULL,
-  title text NOT NULL,
-  status text NOT NULL CHECK (status IN ('open', 'in_progress', 'done')),
-  priority text NOT NULL CHECK (priority IN ('low', 'medium', 'high', 'critical')),
-  equipment_id bigint REFERENCES equipment (id),
-  due_at timestamptz,
-  created_at timestamptz NOT NULL DEFAULT now()
-);
-
-CREATE INDEX receiving_received_at ON receiving (received_at DESC, id DESC);
-CREATE INDEX work_orders_status_priority ON work_orders (status, priority);
 
 INSERT INTO equipment (yacht_id, name, category, location, serial_number) VALUES
   (:'yacht_id', 'Main engine 1',  'propulsion', 'engine room', 'SN-ME-00001'),
@@ -86,4 +52,3 @@ GRANT SELECT ON ALL TABLES IN SCHEMA public TO lensfleet_reader;
 
 ANALYZE;
 
-COMMIT;
