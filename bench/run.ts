@@ -1,0 +1,220 @@
+/**
+ * `npm run bench`: lensfleet against the worker a user would write, on servers this command
+ * starts itself (loopback Redis and Postgres, SCRAM, fsync on), interleaved repetitions, results
+ * to bench/results/<timestamp>.json and a markdown report (docs/BENCHMARKS.md on a full run).
+ *
+ *   npm run bench                        full run (≈ 10 min on 2 cores)
+ *   npm run bench -- --quick             ≈ 2 min, 1 repetition, smaller counts
+ *   npm run bench -- --only local,micro  some workloads (local, pooling, remote, tenants, micro)
+ *   npm run bench -- --only local --variants baseline-16,lensfleet-16   some local variants
+ *   npm run bench -- --cpu-prof          also write V8 CPU profiles of the local worker children
+ *   npm run bench -- --docs / --no-docs  force writing docs/BENCHMARKS.md, or not
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { cleanupAll } from './lib/cleanup.js';
+import { snapshotCode } from './lib/code.js';
+import { startBenchEnv, tlsUrl, withPort, type BenchEnv } from './lib/env.js';
+import { writeDocs, machineInfo, renderMarkdown } from './lib/docs.js';
+import { FULL, QUICK, type Plan } from './lib/plan.js';
+import { createProgress } from './lib/progress.js';
+import type { WorkloadReport } from './lib/report.js';
+import { killAllWorkers } from './lib/worker-handle.js';
+import { loadAverage } from './lib/procstat.js';
+import { summarize } from './lib/stats.js';
+import { runLocal, type LocalVariant } from './workloads/local.js';
+import { runMicro } from './workloads/micro.js';
+import { runPooling } from './workloads/pooling.js';
+import { runTenants } from './workloads/tenants.js';
+
+let interrupted = false;
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const LOCAL_VARIANTS: readonly LocalVariant[] = ['noop-16', 'baseline-16', 'lensfleet-16', 'baseline-64', 'lensfleet-64'];
+const WORKLOADS = ['local', 'pooling', 'remote', 'tenants', 'micro'] as const;
+type Workload = (typeof WORKLOADS)[number];
+/** Accepted aliases: the issue's names for the parts of `local` and `pooling`. */
+const ALIASES: Record<string, Workload> = { ceiling: 'local', pooled: 'local', 'pooling-off': 'pooling', 'many-tenants': 'tenants' };
+
+function parseCli() {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      only: { type: 'string' },
+      variants: { type: 'string' },
+      'cpu-prof': { type: 'boolean', default: false },
+      docs: { type: 'boolean' },
+      'no-docs': { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(`usage: npm run bench -- [--quick] [--only ${WORKLOADS.join(',')}] [--cpu-prof] [--docs|--no-docs]`);
+    process.exit(0);
+  }
+  const only = new Set<Workload>();
+  for (const name of (values.only ?? WORKLOADS.join(',')).split(',').map((s) => s.trim()).filter(Boolean)) {
+    const w = ALIASES[name] ?? (WORKLOADS as readonly string[]).find((x) => x === name);
+    if (w === undefined) {
+      console.error(`--only: unknown workload "${name}"; choose from ${WORKLOADS.join(', ')}`);
+      process.exit(2);
+    }
+    only.add(w as Workload);
+  }
+  const plan: Plan = values.quick ? QUICK : FULL;
+  const complete = only.size === WORKLOADS.length;
+  const docs = values['no-docs'] ? false : (values.docs ?? (complete && plan.mode === 'full'));
+  const variants = (values.variants ?? LOCAL_VARIANTS.join(',')).split(',').map((s) => s.trim()) as LocalVariant[];
+  const unknown = variants.filter((v) => !LOCAL_VARIANTS.includes(v));
+  if (unknown.length) {
+    console.error(`--variants: unknown ${unknown.join(', ')}; choose from ${LOCAL_VARIANTS.join(', ')}`);
+    process.exit(2);
+  }
+  return { plan, only, variants, cpuProf: values['cpu-prof'], docs: docs && values.variants === undefined, argv: process.argv.slice(2) };
+}
+
+async function main(): Promise<void> {
+  const cli = parseCli();
+  const { plan } = cli;
+  const progress = createProgress();
+  const started = new Date();
+  const stamp = started.toISOString().replace(/[:.]/g, '-');
+  const resultsDir = path.join(ROOT, 'bench', 'results');
+  await mkdir(resultsDir, { recursive: true });
+  progress.line(`lensfleet benchmarks, ${plan.mode} run (${plan.reps} repetition${plan.reps > 1 ? 's' : ''}), workloads: ${[...cli.only].join(', ')}`);
+
+  // The machine is shared: the load average during the run goes into the report.
+  const loads: number[] = [loadAverage()];
+  const loadTimer = setInterval(() => loads.push(loadAverage()), 5000);
+  loadTimer.unref();
+
+  const setup = progress.phase('setup');
+  // Children run a private copy of dist/, immune to rebuilds by anyone else during the run.
+  await snapshotCode();
+  const env: BenchEnv = await startBenchEnv((l) => setup.update(l), 200 + plan.tenants.concurrency * 4);
+  setup.line(`Redis ${env.versions.redis} pid ${env.redisPid}, Postgres ${env.versions.postgres} pid ${env.postmasterPid} (SCRAM, fsync on${env.tls ? ', ssl on' : ''})`);
+  // The library's default seed (40 rows per table): small tables keep the comparison on the
+  // worker's own cost; Postgres work per job is the same lens SQL for every variant.
+  const [mainDb] = await env.createTenants(['bench_main'], 40, (l) => setup.update(l));
+  const tenant = { id: mainDb!.tenant, url: mainDb!.databaseUrl };
+
+  const reports: WorkloadReport[] = [];
+  const failures: { workload: string; error: string }[] = [];
+  const attempt = async (name: string, fn: () => Promise<WorkloadReport>): Promise<void> => {
+    if (interrupted) return;
+    try {
+      reports.push(await fn());
+    } catch (err) {
+      if (interrupted) return;
+      killAllWorkers();
+      const error = (err as Error)?.stack ?? String(err);
+      failures.push({ workload: name, error });
+      progress.line(`workload ${name} FAILED: ${error.split('\n').slice(0, 6).join('\n')}`);
+    }
+  };
+
+  if (cli.only.has('local')) {
+    const profDir = path.join(resultsDir, `prof-${stamp}`);
+    await attempt('local', () =>
+      runLocal({
+        env,
+        plan,
+        progress,
+        tenant,
+        variants: cli.variants,
+        // One profile per variant, from the first repetition only (profiling slows the worker).
+        ...(cli.cpuProf ? { execArgv: (v: LocalVariant, rep: number) => (rep === 0 ? ['--cpu-prof', `--cpu-prof-dir=${path.join(profDir, v)}`] : undefined) } : {}),
+      }),
+    );
+    if (cli.cpuProf) progress.line(`CPU profiles in ${path.relative(ROOT, profDir)} (summarise with: node dist/bench/prof-top.js <file.cpuprofile>)`);
+  }
+  if (cli.only.has('pooling')) {
+    await attempt('pooling', () => runPooling({ env, plan, progress, where: 'local', path: 'loopback', tenant }));
+  }
+  if (cli.only.has('remote')) {
+    await attempt('remote', async () => {
+      const port = await env.startProxy(plan.remote.delayMs);
+      const url = env.tls ? tlsUrl(withPort(tenant.url, port)) : withPort(tenant.url, port);
+      await checkRemotePath(url, env.tls);
+      const d = plan.remote.delayMs;
+      return runPooling({ env, plan, progress, where: 'remote', path: `through a delay proxy (${d} ms each way, ${2 * d} ms round trip)${env.tls ? ' with TLS' : ''}`, tenant: { id: tenant.id, url } });
+    });
+  }
+  if (cli.only.has('tenants')) {
+    await attempt('tenants', async () => {
+      const ids = Array.from({ length: plan.tenants.databases }, (_, i) => `bench_many${i}`);
+      const dbs = await env.createTenants(ids, 40, (l) => progress.phase('tenants').update(l));
+      return runTenants({ env, plan, progress, databaseUrls: dbs.map((d) => d.databaseUrl) });
+    });
+  }
+  if (cli.only.has('micro')) {
+    await attempt('micro', () => runMicro({ plan, progress, tenant }));
+  }
+
+  clearInterval(loadTimer);
+  if (interrupted) return; // partial results of an interrupted run are not written
+  const finished = new Date();
+  const machine = machineInfo();
+  const command = `npm run bench${cli.argv.length ? ` -- ${cli.argv.join(' ')}` : ''}`;
+  const load = summarize(loads);
+  const code = gitDescribe();
+  const meta = { code, load: { median: load.median, min: load.min, max: load.max }, started: started.toISOString(), finished: finished.toISOString(), seconds: Math.round((finished.getTime() - started.getTime()) / 1000), command, plan, machine, versions: env.versions, tls: env.tls };
+  const file = path.join(resultsDir, `${stamp}.json`);
+  await writeFile(file, JSON.stringify({ ...meta, reports, failures }, null, 2));
+  const markdown = renderMarkdown(meta, reports, failures);
+  process.stdout.write(`\n${markdown}\n`);
+  progress.line(`results: ${path.relative(ROOT, file)}`);
+  if (cli.docs) {
+    const docsFile = path.join(ROOT, 'docs', 'BENCHMARKS.md');
+    await writeDocs(docsFile, markdown);
+    progress.line(`wrote ${path.relative(ROOT, docsFile)}`);
+  }
+  if (failures.length > 0) process.exitCode = 1;
+}
+
+/** The commit measured, and whether the tree had uncommitted changes (other work in progress). */
+function gitDescribe(): string {
+  try {
+    const git = (args: string[]): string => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const dirty = git(['status', '--porcelain', '--untracked-files=no']) !== '';
+    return `${git(['rev-parse', '--short', 'HEAD'])}${dirty ? ' + uncommitted changes' : ''}`;
+  } catch {
+    return 'unknown (not a git checkout)';
+  }
+}
+
+/** One connection over the remote path, proving the proxy works and TLS is on. */
+async function checkRemotePath(url: string, tls: boolean): Promise<void> {
+  const { default: pg } = await import('pg');
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const r = await client.query<{ ssl: boolean }>('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()');
+    if (tls && r.rows[0]?.ssl !== true) throw new Error('the remote path does not use TLS');
+  } finally {
+    await client.end();
+  }
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    process.stdout.write(`\n${signal}: stopping workers and servers…\n`);
+    killAllWorkers();
+    void cleanupAll().finally(() => process.exit(130));
+  });
+}
+
+main()
+  .catch((err: unknown) => {
+    process.stderr.write(`\nbenchmark failed: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exitCode = 1;
+  })
+  .finally(async () => {
+    killAllWorkers();
+    await cleanupAll();
+    process.exit();
+  });

@@ -1,0 +1,153 @@
+/**
+ * Workloads 1 and 2 — the ceiling and lensfleet pooled, interleaved in one loop so that every
+ * ratio compares runs made minutes apart on the same machine:
+ * - `noop-16`: BullMQ worker whose processor does nothing (the queue's own ceiling);
+ * - `baseline-16`/`baseline-64`: hand-written BullMQ worker + bare pg.Pool(max = concurrency);
+ * - `lensfleet-16`/`lensfleet-64`: the product, production defaults, pooling on.
+ * Each session: warm-up, then (concurrency-16 variants) open loops at fixed arrival rates, then a
+ * drain of a pre-filled queue.
+ */
+import type { BenchEnv } from '../lib/env.js';
+import { drain, openLoop, warmUp, type DrainResult, type OpenLoopResult } from '../lib/jobs.js';
+import type { Plan } from '../lib/plan.js';
+import type { Progress } from '../lib/progress.js';
+import type { WorkerMode } from '../lib/protocol.js';
+import { interleaved, maxTarget, med, ratios, ratioTarget, type TargetResult, type WorkloadReport } from '../lib/report.js';
+import { tenantEnv, withSession } from '../lib/session.js';
+
+export type LocalVariant = 'noop-16' | 'baseline-16' | 'lensfleet-16' | 'baseline-64' | 'lensfleet-64';
+
+const MODE: Record<LocalVariant, WorkerMode> = {
+  'noop-16': 'noop',
+  'baseline-16': 'baseline',
+  'lensfleet-16': 'lensfleet',
+  'baseline-64': 'baseline',
+  'lensfleet-64': 'lensfleet',
+};
+
+export interface LocalRun {
+  /** One per rate of plan.local.openRates; empty for the concurrency-64 variants. */
+  readonly open: OpenLoopResult[];
+  readonly drain: DrainResult;
+}
+
+/** Open loops run at concurrency 16 only (the 64 variants are compared on drains), to fit the time. */
+const hasOpenLoop = (v: LocalVariant): boolean => v.endsWith('-16');
+
+export interface LocalOptions {
+  readonly env: BenchEnv;
+  readonly plan: Plan;
+  readonly progress: Progress;
+  readonly tenant: { readonly id: string; readonly url: string };
+  readonly variants: readonly LocalVariant[];
+  readonly execArgv?: (variant: LocalVariant, rep: number) => readonly string[] | undefined;
+}
+
+export async function runLocal(opts: LocalOptions): Promise<WorkloadReport> {
+  const { plan, env } = opts;
+  const total = opts.variants.length * plan.reps;
+  let n = 0;
+  const runs = await interleaved(opts.variants, plan.reps, async (variant, rep) => {
+    const progress = opts.progress.phase(`local ${++n}/${total} ${variant} rep ${rep + 1}`);
+    const concurrency = variant.endsWith('-64') ? 64 : 16;
+    const execArgv = opts.execArgv?.(variant, rep);
+    const result = await withSession(
+      {
+        env,
+        mode: MODE[variant],
+        label: variant,
+        queueName: `bench-local-${variant}-r${rep}`,
+        tenants: [opts.tenant.id],
+        workerEnv: { ...tenantEnv({ [opts.tenant.id]: opts.tenant.url }), LENSFLEET_CONCURRENCY: String(concurrency) },
+        progress,
+        ...(execArgv ? { execArgv } : {}),
+      },
+      async (d): Promise<LocalRun> => {
+        progress.update('warm-up');
+        await warmUp(d, plan.local.warmUpJobs);
+        const open: OpenLoopResult[] = [];
+        if (hasOpenLoop(variant)) for (const rate of plan.local.openRates) open.push(await openLoop(d, rate, plan.local.openSeconds, plan.local.openGraceSeconds));
+        const drained = await drain(d, plan.local.drainJobs, plan.local.drainCapSeconds);
+        return { open, drain: drained };
+      },
+    );
+    const failed = result.drain.failed + result.open.reduce((a, o) => a + o.failed, 0);
+    progress.line(
+      `drain ${Math.round(result.drain.jobsPerSecond)} jobs/s${result.drain.capped ? ` (capped, ${result.drain.completed} jobs)` : ''}, ` +
+        `${result.drain.cpuMsPerJob.total.toFixed(3)} CPU ms/job` +
+        (Number.isFinite(result.drain.connectsPer1000) ? `, ${result.drain.connectsPer1000.toFixed(1)} connects/1k jobs ${JSON.stringify(result.drain.closedByReason)}` : '') +
+        result.open.map((o) => `; ${o.ratePerSecond}/s: p50 ${o.e2eP50Ms} ms p99 ${o.e2eP99Ms} ms`).join('') +
+        (failed > 0 ? `; ${failed} failed attempts (${result.drain.firstFailure ?? ''})` : ''),
+    );
+    return result;
+  });
+  return report(opts, runs);
+}
+
+function report(opts: LocalOptions, runs: Record<LocalVariant, LocalRun[]>): WorkloadReport {
+  const { plan } = opts;
+  const pick = (v: LocalVariant, f: (r: LocalRun) => number): number[] => (runs[v] ?? []).map(f);
+  const tput = (v: LocalVariant) => pick(v, (r) => r.drain.jobsPerSecond);
+  const cpu = (v: LocalVariant) => pick(v, (r) => r.drain.cpuMsPerJob.total);
+  const has = (v: LocalVariant) => opts.variants.includes(v);
+  const rows = opts.variants.map((v) => [
+    v,
+    med(tput(v)),
+    med(pick(v, (r) => r.drain.cpuMsPerJob.total), 3),
+    med(pick(v, (r) => r.drain.cpuMsPerJob.worker), 3),
+    med(pick(v, (r) => r.drain.cpuMsPerJob.redis), 3),
+    med(pick(v, (r) => r.drain.cpuMsPerJob.postgres), 3),
+    MODE[v] === 'lensfleet' ? med(pick(v, (r) => r.drain.connectsPer1000), 1) : 'n/a',
+    String(pick(v, (r) => r.drain.failed).reduce((a, b) => a + b, 0)),
+  ]);
+  const rates = plan.local.openRates;
+  const openAt = (v: LocalVariant, i: number, f: (o: OpenLoopResult) => number): number[] =>
+    pick(v, (r) => (r.open[i] ? f(r.open[i]) : Number.NaN));
+  const openRows = opts.variants.filter(hasOpenLoop).map((v) => [
+    v,
+    ...rates.flatMap((_, i) => [med(openAt(v, i, (o) => o.achievedPerSecond)), med(openAt(v, i, (o) => o.e2eP50Ms)), med(openAt(v, i, (o) => o.e2eP99Ms))]),
+  ]);
+  const ratioRows: string[][] = [];
+  const targets: TargetResult[] = [];
+  for (const c of ['16', '64'] as const) {
+    const lf = `lensfleet-${c}` as LocalVariant;
+    const base = `baseline-${c}` as LocalVariant;
+    if (!has(lf) || !has(base)) continue;
+    const t = ratios(tput(lf), tput(base));
+    const u = ratios(cpu(lf), cpu(base));
+    ratioRows.push([`lensfleet-${c} ÷ baseline-${c}`, med(t, 2, '×'), med(u, 2, '×')]);
+    targets.push(ratioTarget(`pooled drain ≥ 1.10× baseline (concurrency ${c})`, t, 1.1, true));
+    targets.push(ratioTarget(`CPU/job (worker+Redis+Postgres) ≤ 0.9× baseline (concurrency ${c})`, u, 0.9, false));
+  }
+  if (has('noop-16') && has('lensfleet-16')) {
+    ratioRows.push(['lensfleet-16 ÷ noop-16', med(ratios(tput('lensfleet-16'), tput('noop-16')), 2, '×'), med(ratios(cpu('lensfleet-16'), cpu('noop-16')), 2, '×')]);
+  }
+  if (has('baseline-16') && has('noop-16')) {
+    ratioRows.push(['baseline-16 ÷ noop-16', med(ratios(tput('baseline-16'), tput('noop-16')), 2, '×'), med(ratios(cpu('baseline-16'), cpu('noop-16')), 2, '×')]);
+  }
+  if (has('lensfleet-16') && rates[0] !== undefined) {
+    const v = 'lensfleet-16';
+    targets.push(maxTarget(`open loop ${rates[0]}/s, ${v}: e2e p50 ≤ 5 ms`, openAt(v, 0, (o) => o.e2eP50Ms), 5, 0, ' ms'));
+    targets.push(maxTarget(`open loop ${rates[0]}/s, ${v}: e2e p99 ≤ 30 ms`, openAt(v, 0, (o) => o.e2eP99Ms), 30, 0, ' ms'));
+  }
+  return {
+    name: 'local',
+    title: 'Ceiling and lensfleet pooled (loopback, one tenant)',
+    tables: [
+      {
+        title: `Drain of ${plan.local.drainJobs.toLocaleString('en-US')} pre-filled jobs (CPU ms per job from /proc: worker process, redis-server, postmaster and backends)`,
+        headers: ['variant', 'drain jobs/s', 'CPU ms/job total', 'worker', 'Redis', 'Postgres', 'connections opened per 1k jobs', 'failed'],
+        rows,
+      },
+      {
+        title: `Open loop, ${plan.local.openSeconds} s at each fixed arrival rate; e2e = finishedOn − job.timestamp`,
+        headers: ['variant', ...rates.flatMap((r) => [`${r}/s: achieved/s`, 'e2e p50 ms', 'e2e p99 ms'])],
+        rows: openRows,
+      },
+      { title: 'Ratios, computed per repetition pair', headers: ['pair', 'drain throughput', 'CPU/job'], rows: ratioRows },
+    ],
+    targets,
+    notes: [],
+    raw: runs,
+  };
+}
