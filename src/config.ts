@@ -34,7 +34,11 @@ export interface PoolSettings {
   readonly leakDetectionMs: number;
   /** A tenant pool unused for this long is closed and removed; 0 disables. @defaultValue 600000 */
   readonly poolIdleTimeoutMs: number;
-  /** `RESET ALL` before a connection is reused, so no session state reaches the next job. @defaultValue true */
+  /**
+   * `RESET ALL` before a connection is reused. Off by default: lensfleet's own path only sets
+   * transaction-local state and lens SQL that sets session state is rejected; turn it on for lens
+   * modules that may change session settings some other way. @defaultValue false
+   */
   readonly resetOnReturn: boolean;
 }
 
@@ -52,7 +56,7 @@ export const DEFAULT_POOL_SETTINGS: PoolSettings = Object.freeze({
   statementTimeoutMs: 5000,
   leakDetectionMs: 60_000,
   poolIdleTimeoutMs: 600_000,
-  resetOnReturn: true,
+  resetOnReturn: false,
 });
 
 /** Environment variable of each pool setting (defaults for every tenant). */

@@ -54,6 +54,15 @@ export function defineLens<P>(def: LensDefinition<P>): Lens<P> {
   const statementName = (text: string): string => {
     let n = names.get(text);
     if (n === undefined) {
+      // Checked once per distinct SQL text: pooled connections are reused by the next job
+      // without a reset, so a lens must not change session state.
+      if (changesSessionState(text)) {
+        throw new LensfleetError(
+          'QUERY_FAILED',
+          `lens ${def.name} builds SQL that changes session state (SET/RESET/DISCARD or set_config(…, false)); lenses only read — use a transaction-local setting`,
+          { details: { lens: def.name } },
+        );
+      }
       n = `lf_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`;
       names.set(text, n);
     }
@@ -76,6 +85,27 @@ export function defineLens<P>(def: LensDefinition<P>): Lens<P> {
       return { name: statementName(q.text), text: q.text, values: q.values };
     },
   });
+}
+
+/**
+ * Whether SQL text would change session state that outlives its statement: a SET/RESET/DISCARD
+ * statement, or set_config(…) whose third argument is not `true` (transaction-local).
+ */
+export function changesSessionState(text: string): boolean {
+  if (/^\s*(set|reset|discard)\b/i.test(text)) return true;
+  const re = /\bset_config\s*\(/gi;
+  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+    let depth = 1;
+    let i = re.lastIndex;
+    const start = i;
+    for (; i < text.length && depth > 0; i++) {
+      if (text[i] === '(') depth++;
+      else if (text[i] === ')') depth--;
+    }
+    const args = text.slice(start, i - 1);
+    if (!/,\s*true\s*$/i.test(args)) return true;
+  }
+  return false;
 }
 
 export function formatIssues(error: z.ZodError): string {

@@ -95,7 +95,10 @@ export type PoolClient = pg.PoolClient;
 interface ClientMeta {
   expiresAt: number;
   releasedAt: number;
-  leakTimer: NodeJS.Timeout | undefined;
+  /** When a job got it (for leak detection); 0 while idle. */
+  handedOutAt: number;
+  holder: Readonly<Record<string, unknown>> | undefined;
+  leakReported: boolean;
   /** Checked out by a job (errors then count as `active`; idle ones are pg-pool's `idle`). */
   checkedOut: boolean;
 }
@@ -127,6 +130,9 @@ export class TenantPool {
   /** Connections counted in `size` that are still waiting for the budget or connecting. */
   #opening = 0;
   #lastUsedAt = Date.now();
+  /** Checked-out connections watched for leaks. */
+  readonly #held = new Set<ClientMeta>();
+  #leakSweeper: NodeJS.Timeout | undefined;
   readonly #stats = {
     requests_total: 0,
     requests_wait_ms_total: 0,
@@ -252,23 +258,27 @@ export class TenantPool {
         );
       }, this.settings.acquireTimeoutMs);
       timer.unref();
+      const validated = (client: PoolClient, usable: boolean) => {
+        if (settled) {
+          if (usable) this.#giveBack(client, undefined);
+          return;
+        }
+        if (!usable) {
+          if (performance.now() < deadline) attempt();
+          return;
+        }
+        finish();
+        this.#handOut(client, holder);
+        this.#observer.acquired?.(this.tenant, (performance.now() - started) / 1000);
+        resolve(client);
+      };
       const attempt = () => {
         this.#checkout().then(
-          async (client) => {
+          (client) => {
             if (settled) return this.#giveBack(client, undefined); // the waiter gave up: no leak
-            const usable = await this.#validate(client);
-            if (settled) {
-              if (usable) this.#giveBack(client, undefined);
-              return;
-            }
-            if (!usable) {
-              if (performance.now() < deadline) attempt();
-              return;
-            }
-            finish();
-            this.#handOut(client, holder);
-            this.#observer.acquired?.(this.tenant, (performance.now() - started) / 1000);
-            resolve(client);
+            const v = this.#validate(client);
+            if (v === true || v === false) validated(client, v);
+            else void v.then((usable) => validated(client, usable));
           },
           (err: unknown) => {
             if (settled) return;
@@ -292,8 +302,8 @@ export class TenantPool {
     const m = meta.get(client);
     if (m) {
       m.checkedOut = false;
-      if (m.leakTimer) clearTimeout(m.leakTimer);
-      m.leakTimer = undefined;
+      m.holder = undefined;
+      this.#held.delete(m);
     }
     if (this.#pool && this.settings.resetOnReturn && this.#unusable(client, err) === undefined) {
       // Session state a job set (SET outside a transaction, SET ROLE…) must not reach the next
@@ -330,6 +340,7 @@ export class TenantPool {
     this.#closing ??= (async () => {
       this.#closed = true;
       await this.#pool?.end();
+      clearInterval(this.#leakSweeper);
     })();
     return this.#closing;
   }
@@ -435,22 +446,36 @@ export class TenantPool {
 
   #handOut(client: PoolClient, holder: Readonly<Record<string, unknown>> | undefined): void {
     this.#inUse++;
-    const leakMs = this.settings.leakDetectionMs;
     const m = meta.get(client);
-    if (m) m.checkedOut = true;
-    if (m && leakMs > 0) {
-      const since = Date.now();
-      m.leakTimer = setTimeout(() => {
-        m.leakTimer = undefined;
-        this.#stats.leaks_total++;
-        this.#onEvent({ type: 'leak', heldMs: Date.now() - since, holder });
-      }, leakMs);
-      m.leakTimer.unref();
+    if (!m) return;
+    m.checkedOut = true;
+    if (this.settings.leakDetectionMs > 0) {
+      m.handedOutAt = Date.now();
+      m.holder = holder;
+      m.leakReported = false;
+      this.#held.add(m);
+      this.#leakSweeper ??= this.#startLeakSweeper();
     }
   }
 
+  /** One timer per pool, not one per acquire: checks held connections a few times per threshold. */
+  #startLeakSweeper(): NodeJS.Timeout {
+    const threshold = this.settings.leakDetectionMs;
+    const timer = setInterval(() => {
+      const now = Date.now();
+      for (const m of this.#held) {
+        if (m.leakReported || now - m.handedOutAt < threshold) continue;
+        m.leakReported = true;
+        this.#stats.leaks_total++;
+        this.#onEvent({ type: 'leak', heldMs: now - m.handedOutAt, holder: m.holder });
+      }
+    }, Math.max(10, Math.min(1000, Math.floor(threshold / 4))));
+    timer.unref();
+    return timer;
+  }
+
   /** Pre-ping and lifetime check before hand-out; false = the connection was discarded. */
-  async #validate(client: PoolClient): Promise<boolean> {
+  #validate(client: PoolClient): boolean | Promise<boolean> {
     const m = meta.get(client);
     if (!m || !this.#pool) return true;
     const now = Date.now();
@@ -458,17 +483,16 @@ export class TenantPool {
       this.#destroy(client, 'recycled');
       return false;
     }
-    if (this.settings.prePing && now - m.releasedAt >= this.settings.prePingIdleMs) {
-      try {
-        // A connection that stopped answering (network partition) must not stall the acquire.
-        await withTimeout(client.query(';'), PING_TIMEOUT_MS);
-      } catch {
+    if (!this.settings.prePing || now - m.releasedAt < this.settings.prePingIdleMs) return true; // no round trip
+    // A connection that stopped answering (network partition) must not stall the acquire.
+    return withTimeout(client.query(';'), PING_TIMEOUT_MS).then(
+      () => true,
+      () => {
         this.#stats.pings_failed_total++;
         this.#destroy(client, 'ping_failed');
         return false;
-      }
-    }
-    return true;
+      },
+    );
   }
 
   #giveBack(client: PoolClient, err: unknown): void {
@@ -486,7 +510,9 @@ export class TenantPool {
     if (client.getTransactionStatus() !== 'I') return 'dirty';
     const m = meta.get(client);
     if (m !== undefined && Date.now() >= m.expiresAt) return 'recycled';
-    if (this.#pool !== undefined && this.#pool.totalCount > this.settings.maxSize) return 'overflow';
+    // Overflow connections close once nobody waits for them (SQLAlchemy's QueuePool rule);
+    // closing one while acquires wait would only make the pool open another.
+    if (this.#pool !== undefined && this.#pool.totalCount > this.settings.maxSize && this.#waiting === 0) return 'overflow';
     return undefined;
   }
 
@@ -504,7 +530,14 @@ export class TenantPool {
     this.#observer.connected?.(this.tenant, (performance.now() - started) / 1000);
     // Lifetime jittered by up to −5 % so a pool's connections don't all reconnect together.
     const lifetimeMs = this.settings.recycleSeconds * 1000 * (1 - Math.random() * 0.05);
-    const m: ClientMeta = { expiresAt: this.settings.recycleSeconds > 0 ? Date.now() + lifetimeMs : Infinity, releasedAt: Date.now(), leakTimer: undefined, checkedOut: false };
+    const m: ClientMeta = {
+      expiresAt: this.settings.recycleSeconds > 0 ? Date.now() + lifetimeMs : Infinity,
+      releasedAt: Date.now(),
+      handedOutAt: 0,
+      holder: undefined,
+      leakReported: false,
+      checkedOut: false,
+    };
     meta.set(client, m);
     // Errors on a checked-out client are emitted on the client; without a listener a server
     // restart would crash the worker. pg-pool only listens (and counts `idle`) while it is idle.
@@ -515,7 +548,7 @@ export class TenantPool {
     const reason = closeReasons.get(client) ?? (this.#closed ? 'pool_closed' : 'idle');
     this.#count(reason);
     const m = meta.get(client);
-    if (m?.leakTimer) clearTimeout(m.leakTimer);
+    if (m) this.#held.delete(m);
     this.#budget?.released();
     this.#scheduleRefill();
   }

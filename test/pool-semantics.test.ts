@@ -14,6 +14,8 @@ import { LensfleetError } from '../src/errors.js';
 import { TenantPool, type PoolClient, type PoolEvent } from '../src/pool.js';
 import { PoolRegistry } from '../src/registry.js';
 import { Secret } from '../src/secret.js';
+import { defineLens } from '../src/lens.js';
+import { z } from 'zod';
 import type { PgTenant } from '../src/tenants.js';
 import { countBackends, countConnections, createTenants, LogCapture, pgAdminUrl, sleep, terminateBackends, uniqueId, waitFor } from './support/harness.js';
 
@@ -133,6 +135,22 @@ describe('max_size / max_overflow', () => {
     for (const c of again) pool.release(c);
     expect(pool.stats()).toMatchObject({ size: 2, connections_opened_total: 4 });
     expect(pool.stats().connections_closed_total).toEqual({ overflow: 2 });
+  });
+
+  it('an overflow connection is kept while acquires wait for it (closing it would only open another)', async () => {
+    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 1, acquireTimeoutMs: 3000 }, 2);
+    const a = await pool.acquire();
+    const b = await pool.acquire();
+    const waiter = pool.acquire();
+    await waitFor('the third acquire to wait', () => pool.stats().waiting === 1, 2000, 5);
+    pool.release(b); // size 2 > maxSize 1, but someone waits: handed over, not closed
+    const c = await waiter;
+    expect(pool.stats()).toMatchObject({ size: 2, connections_opened_total: 2 });
+    expect(pool.stats().connections_closed_total.overflow ?? 0).toBe(0);
+    pool.release(c); // nobody waits now: the overflow one closes
+    pool.release(a);
+    await waitFor('overflow closed', () => pool.stats().connections_closed_total.overflow === 1, 2000, 10);
+    expect(pool.stats().size).toBe(1);
   });
 });
 
@@ -399,8 +417,8 @@ describe('reset on return', () => {
   // GAP (src/pool.ts, TenantPool.#giveBack): only the transaction status is checked on return, so a
   // session-level SET made outside a transaction survives into the next job on the same
   // connection. The issue says "session state cannot leak between jobs".
-  it('session state set outside a transaction does not leak into the next job', async () => {
-    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0 }, 1, { app: 'lensfleet' });
+  it('resetOnReturn on: session state set outside a transaction does not leak into the next job', async () => {
+    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0, resetOnReturn: true }, 1, { app: 'lensfleet' });
     const c1 = await pool.acquire();
     await c1.query("SET application_name = 'leaked_from_job_1'");
     expect(c1.getTransactionStatus()).toBe('I');
@@ -412,6 +430,32 @@ describe('reset on return', () => {
     } finally {
       pool.release(c2);
     }
+  });
+
+  it('by default a lens cannot change session state: its SQL is rejected before it runs', () => {
+    const sneaky = defineLens({
+      name: 'test.sneaky',
+      params: z.object({ mode: z.enum(['set', 'config', 'local']) }),
+      sql: ({ mode }) =>
+        mode === 'set'
+          ? { text: "SET application_name = 'x'", values: [] }
+          : { text: `SELECT set_config('application_name', 'x', ${mode === 'local' ? 'true' : 'false'}) AS v`, values: [] },
+    });
+    for (const mode of ['set', 'config'] as const) {
+      const err = (() => {
+        try {
+          sneaky.query({ mode });
+        } catch (e) {
+          return e as LensfleetError;
+        }
+        return undefined;
+      })();
+      expect(err?.code).toBe('QUERY_FAILED');
+      expect(err?.retryable).toBe(false);
+      expect(err?.message).toContain('changes session state');
+    }
+    // transaction-local settings are fine
+    expect(sneaky.query({ mode: 'local' }).name).toMatch(/^lf_/);
   });
 });
 
