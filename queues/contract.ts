@@ -55,13 +55,41 @@ export function parseJobData(raw: unknown, maxPayloadBytes = DEFAULT_MAX_PAYLOAD
     const kind = raw === null ? 'null' : Array.isArray(raw) ? 'an array' : typeof raw;
     throw new LensfleetError('INVALID_JOB', `job data must be an object {v, tenant, lens, params}, got ${kind}`);
   }
-  const size = jsonSize(raw);
-  if (size > maxPayloadBytes) {
-    throw new LensfleetError('PAYLOAD_TOO_LARGE', `job data is ${size} bytes, more than the limit of ${maxPayloadBytes} (LENSFLEET_MAX_PAYLOAD_BYTES); send ids, not documents`);
+  // Characters are not bytes (UTF-8 takes up to 4 per character), so only a job that is clearly
+  // small skips the exact measure.
+  if (jsonSizeUpTo(raw, maxPayloadBytes) > maxPayloadBytes / 4) {
+    const size = jsonSize(raw);
+    if (size > maxPayloadBytes) {
+      throw new LensfleetError('PAYLOAD_TOO_LARGE', `job data is ${size} bytes, more than the limit of ${maxPayloadBytes} (LENSFLEET_MAX_PAYLOAD_BYTES); send ids, not documents`);
+    }
   }
+  // Hot path: plain checks for a well-formed job; the schema only runs to explain a bad one.
+  const quick = wellFormed(raw as Record<string, unknown>);
+  if (quick !== undefined) return quick;
   const r = jobDataV1.safeParse(raw);
   if (!r.success) throw new LensfleetError('INVALID_JOB', `job data is invalid: ${formatIssues(r.error)}`);
   return r.data;
+}
+
+const JOB_KEYS = new Set(['v', 'tenant', 'lens', 'params', 'auth']);
+
+/** The job data if it is a valid version-1 job (same rules as `jobDataV1`), else undefined. */
+function wellFormed(d: Record<string, unknown>): LensJobData | undefined {
+  for (const k in d) if (!JOB_KEYS.has(k)) return undefined;
+  const { v, tenant, lens, params, auth } = d;
+  if (v !== 1 || typeof tenant !== 'string' || !TENANT_ID_PATTERN.test(tenant)) return undefined;
+  if (typeof lens !== 'string' || lens.length > 128 || !LENS_NAME_PATTERN.test(lens)) return undefined;
+  if (params !== undefined && (params === null || typeof params !== 'object' || Array.isArray(params))) return undefined;
+  if (auth !== undefined) {
+    if (auth === null || typeof auth !== 'object') return undefined;
+    const a = auth as Record<string, unknown>;
+    for (const k in a) if (k !== 'jwt') return undefined;
+    if (typeof a.jwt !== 'string' || a.jwt.length < 1 || a.jwt.length > 16_384) return undefined;
+  }
+  if (params !== undefined && auth === undefined) return d as LensJobData; // nothing to default: no copy
+  const out: LensJobData = { v: 1, tenant, lens, params: (params ?? {}) as Record<string, unknown> };
+  if (auth !== undefined) out.auth = auth as { jwt: string };
+  return out;
 }
 
 function jsonSize(value: unknown): number {
@@ -70,6 +98,32 @@ function jsonSize(value: unknown): number {
   } catch {
     return Number.POSITIVE_INFINITY;
   }
+}
+
+/**
+ * A lower bound of the serialised size, computed without serialising, that stops as soon as it
+ * passes `limit` (a job of a few hundred bytes costs a handful of property visits).
+ */
+function jsonSizeUpTo(value: unknown, limit: number): number {
+  let size = 0;
+  const stack: unknown[] = [value];
+  while (stack.length > 0 && size <= limit) {
+    const v = stack.pop();
+    if (typeof v === 'string') size += v.length + 2;
+    else if (v === null || typeof v !== 'object') size += 5;
+    else if (Array.isArray(v)) {
+      size += 2 + v.length;
+      for (const x of v) stack.push(x);
+    } else {
+      size += 2;
+      for (const k in v as Record<string, unknown>) {
+        size += k.length + 4;
+        stack.push((v as Record<string, unknown>)[k]);
+      }
+    }
+    if (stack.length > 100_000) return Number.POSITIVE_INFINITY;
+  }
+  return size;
 }
 
 /**

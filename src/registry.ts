@@ -96,6 +96,12 @@ export class PoolRegistry {
     return promise;
   }
 
+  /** The live pool of exactly this tenant object, synchronously (the per-job fast path), or undefined. */
+  current(tenant: PgTenant): TenantPool | undefined {
+    const entry = this.#entries.get(poolKey(tenant));
+    return entry !== undefined && entry.tenant === tenant ? entry.pool : undefined;
+  }
+
   /** The pool for this tenant if it exists, without creating it. */
   peek(tenant: PgTenant): TenantPool | undefined {
     return this.#entries.get(poolKey(tenant))?.pool;

@@ -6,7 +6,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseJobData } from '../queues/contract.js';
+import { jobDataV1, parseJobData } from '../queues/contract.js';
 import { DEFAULT_POOL_SETTINGS, loadWorkerConfig } from '../src/config.js';
 import { LensfleetError } from '../src/errors.js';
 import { loadTenantDirectory } from '../src/tenants.js';
@@ -124,6 +124,33 @@ describe('job contract', () => {
     const jwtErr = configError(() => parseJobData({ v: 1, tenant: 'yA', lens: 'x', auth: { jwt: 'eyJSECRET', extra: 1 } }));
     expect(jwtErr.message).not.toContain('eyJSECRET');
   });
+  it('the fast path accepts exactly what the schema accepts', () => {
+    const ok = [
+      { v: 1, tenant: 'yA', lens: 'receiving.recent', params: { limit: 5 } },
+      { v: 1, tenant: 'yA', lens: 'receiving.recent' },
+      { v: 1, tenant: 'y_A9', lens: 'a.b_c', params: {}, auth: { jwt: 'x.y.z' } },
+    ];
+    for (const d of ok) expect(parseJobData(d)).toEqual(jobDataV1.parse(d));
+    const bad = [
+      { v: 1, tenant: 'yA', lens: 'x', params: null },
+      { v: 1, tenant: 'yA', lens: 'x', params: [] },
+      { v: 1, tenant: 'yA', lens: 'X' },
+      { v: 1, tenant: 'yA', lens: 'x', auth: { jwt: '' } },
+      { v: 1, tenant: 'yA', lens: 'x', auth: { jwt: 'a', role: 'admin' } },
+      { v: '1', tenant: 'yA', lens: 'x' },
+      { v: 1, tenant: 'y'.repeat(65), lens: 'x' },
+    ];
+    for (const d of bad) {
+      expect(jobDataV1.safeParse(d).success).toBe(false);
+      expect(configError(() => parseJobData(d)).code).toBe('INVALID_JOB');
+    }
+  });
+
+  it('counts bytes, not characters: 20,000 four-byte characters exceed a 65,536-byte limit', () => {
+    const e = configError(() => parseJobData({ v: 1, tenant: 'yA', lens: 'x', params: { s: '😀'.repeat(20_000) } }));
+    expect(e.code).toBe('PAYLOAD_TOO_LARGE');
+  });
+
   it('rejects oversized data with PAYLOAD_TOO_LARGE', () => {
     const e = configError(() => parseJobData({ v: 1, tenant: 'yA', lens: 'x', params: { blob: 'x'.repeat(70_000) } }));
     expect(e.code).toBe('PAYLOAD_TOO_LARGE');

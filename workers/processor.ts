@@ -47,7 +47,7 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
         // Running a user's job with the service role would bypass row-level security.
         throw new LensfleetError('AUTH_UNSUPPORTED', 'jobs with auth.jwt (row-level security as the user) are not supported by this worker version yet; send the job without auth for service-mode lenses');
       }
-      const pool = await registry.get(tenant);
+      const pool = registry.current(tenant) ?? (await registry.get(tenant));
       const r = await executeLens(pool, lens, params, { jobId: job.id, tenant: tenantId, lens: lensName });
       const durationMs = performance.now() - started;
       metrics?.jobFinished(lensName, tenantId, 'completed', durationMs / 1000);
