@@ -510,9 +510,12 @@ export class TenantPool {
     if (client.getTransactionStatus() !== 'I') return 'dirty';
     const m = meta.get(client);
     if (m !== undefined && Date.now() >= m.expiresAt) return 'recycled';
-    // Overflow connections close once nobody waits for them (SQLAlchemy's QueuePool rule);
-    // closing one while acquires wait would only make the pool open another.
-    if (this.#pool !== undefined && this.#pool.totalCount > this.settings.maxSize && this.#waiting === 0) return 'overflow';
+    // SQLAlchemy's QueuePool rule: a returned connection is closed as overflow only when the
+    // pool already keeps maxSize idle ones. Closing it sooner (say, whenever nobody waits at
+    // that instant) churns connections under steady load: each reconnect costs far more than
+    // keeping it.
+    const pool = this.#pool;
+    if (pool !== undefined && pool.totalCount > this.settings.maxSize && pool.idleCount >= this.settings.maxSize && this.#waiting === 0) return 'overflow';
     return undefined;
   }
 
