@@ -6,11 +6,11 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue } from '../queues/producer.js';
 import { DEFAULT_POOL_SETTINGS, type PoolSettings } from '../src/config.js';
-import { TenantPool, type PoolClient, type PoolEvent } from '../src/pool.js';
+import type { PoolClient, PoolEvent } from '../src/pool.js';
 import { PoolRegistry } from '../src/registry.js';
 import { Secret } from '../src/secret.js';
 import type { PgTenant } from '../src/tenants.js';
-import { countBackends, countConnections, createTenants, LogCapture, sleep, startTestWorker, uniqueId, waitFor } from './support/harness.js';
+import { countBackends, countConnections, createTenants, LogCapture, makeTestPool, sleep, startTestWorker, uniqueId, waitFor, type TestPool } from './support/harness.js';
 
 const A = uniqueId('yPlcA');
 const B = uniqueId('yPlcB');
@@ -33,21 +33,10 @@ afterAll(async () => {
   await tenants?.drop();
 });
 
-function makePool(overrides: Partial<PoolSettings>, max: number): { pool: TenantPool; events: PoolEvent[]; app: string } {
-  const events: PoolEvent[] = [];
-  const app = uniqueId('lfplc');
-  const pool = new TenantPool({
-    tenant: A,
-    key: `${A}:service`,
-    databaseUrl: new Secret(url(A)),
-    settings: { ...DEFAULT_POOL_SETTINGS, ...overrides },
-    max,
-    pooling: true,
-    onEvent: (e) => events.push(e),
-    applicationName: app,
-  });
-  cleanups.push(() => pool.close());
-  return { pool, events, app };
+function makePool(overrides: Partial<PoolSettings>, max: number): TestPool {
+  const made = makeTestPool(A, url(A), overrides, max, uniqueId('lfplc'));
+  cleanups.push(() => made.pool.close());
+  return made;
 }
 
 function pgTenant(id: string, pool: Partial<PoolSettings>): PgTenant {

@@ -11,13 +11,13 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_POOL_SETTINGS, type PoolSettings } from '../src/config.js';
 import { LensfleetError } from '../src/errors.js';
-import { TenantPool, type PoolClient, type PoolEvent } from '../src/pool.js';
+import type { PoolClient } from '../src/pool.js';
 import { PoolRegistry } from '../src/registry.js';
 import { Secret } from '../src/secret.js';
 import { defineLens } from '../src/lens.js';
 import { z } from 'zod';
 import type { PgTenant } from '../src/tenants.js';
-import { countBackends, countConnections, createTenants, LogCapture, pgAdminUrl, sleep, terminateBackends, uniqueId, waitFor } from './support/harness.js';
+import { countBackends, countConnections, createTenants, LogCapture, makeTestPool, pgAdminUrl, sleep, terminateBackends, uniqueId, waitFor, type TestPool } from './support/harness.js';
 
 const TENANT = uniqueId('yPsem');
 
@@ -40,28 +40,13 @@ afterAll(async () => {
   await tenants?.drop();
 });
 
-interface Made {
-  pool: TenantPool;
-  events: PoolEvent[];
-  app: string;
-}
+type Made = TestPool;
 
 /** A TenantPool on the tenant database (or `url`), closed after the test. */
 function makePool(overrides: Partial<PoolSettings>, max: number, opts: { url?: string; app?: string } = {}): Made {
-  const events: PoolEvent[] = [];
-  const app = opts.app ?? uniqueId('lfpsem');
-  const pool = new TenantPool({
-    tenant: TENANT,
-    key: `${TENANT}:service`,
-    databaseUrl: new Secret(opts.url ?? databaseUrl),
-    settings: { ...DEFAULT_POOL_SETTINGS, ...overrides },
-    max,
-    pooling: true,
-    onEvent: (e) => events.push(e),
-    applicationName: app,
-  });
-  cleanups.push(() => pool.close());
-  return { pool, events, app };
+  const made = makeTestPool(TENANT, opts.url ?? databaseUrl, overrides, max, opts.app ?? uniqueId('lfpsem'));
+  cleanups.push(() => made.pool.close());
+  return made;
 }
 
 const pidOf = async (c: PoolClient): Promise<number> => (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;

@@ -77,7 +77,8 @@ function onPath(command: string): string | undefined {
   return undefined;
 }
 
-function isExecutable(file: string): boolean {
+/** Whether `file` exists and may be executed. */
+export function isExecutable(file: string): boolean {
   try {
     accessSync(file, constants.X_OK);
     return true;
@@ -217,7 +218,11 @@ function onFatalSignal(signal: NodeJS.Signals): void {
   process.kill(process.pid, signal);
 }
 
-function registerEmergencyKill(kill: () => void): () => void {
+/**
+ * Run `kill` synchronously if this process exits (or dies of a signal nobody handles) while the
+ * server it stops is still running. Returns the function that unregisters it.
+ */
+export function registerEmergencyKill(kill: () => void): () => void {
   if (!hooksInstalled) {
     hooksInstalled = true;
     process.once('exit', runEmergencyKills);

@@ -21,6 +21,8 @@ import { REDACT_PATHS } from '../../src/logger.js';
 import { createTenantDatabase, dropTenantDatabase, type TenantDatabase } from '../../src/local/tenant-db.js';
 import { loadTenantDirectory, TenantDirectory } from '../../src/tenants.js';
 import { startWorkerService, type WorkerService } from '../../workers/service.js';
+import { TenantPool, type PoolEvent } from '../../src/pool.js';
+import { Secret } from '../../src/secret.js';
 import { lenses as testLenses } from './test-lenses.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -255,4 +257,27 @@ export async function countBackends(database: string, applicationName: string): 
   } finally {
     await c.end();
   }
+}
+
+export interface TestPool {
+  pool: TenantPool;
+  events: PoolEvent[];
+  /** The pool's application_name: counts and kills only this pool's backends. */
+  app: string;
+}
+
+/** A TenantPool of one tenant with its events recorded; the caller closes it. */
+export function makeTestPool(tenant: string, url: string, overrides: Partial<PoolSettings>, max: number, app = uniqueId('lfpool')): TestPool {
+  const events: PoolEvent[] = [];
+  const pool = new TenantPool({
+    tenant,
+    key: `${tenant}:service`,
+    databaseUrl: new Secret(url),
+    settings: { ...DEFAULT_POOL_SETTINGS, ...overrides },
+    max,
+    pooling: true,
+    onEvent: (e) => events.push(e),
+    applicationName: app,
+  });
+  return { pool, events, app };
 }

@@ -8,11 +8,11 @@
  * it and removes the dir; a process `exit` hook does the same if a test run dies first.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort } from '../../src/local/servers.js';
+import { freePort, isExecutable, registerEmergencyKill } from '../../src/local/servers.js';
 
 export const PROMETHEUS_BIN = '/usr/bin/prometheus';
 const TAIL_CHARS = 8000;
@@ -74,37 +74,10 @@ export interface LocalPrometheus {
   stop(): Promise<void>;
 }
 
-function isExecutable(file: string): boolean {
-  try {
-    accessSync(file, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-// Emergency cleanup: a Prometheus still running when this (vitest fork) process exits is killed
-// synchronously and its dir removed, so a crashed or timed-out test leaves nothing behind.
-const emergencyKills = new Set<() => void>();
-let exitHookInstalled = false;
-function registerEmergencyKill(kill: () => void): () => void {
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.once('exit', () => {
-      for (const k of emergencyKills) {
-        try {
-          k();
-        } catch {
-          /* best effort: we are exiting */
-        }
-      }
-    });
-  }
-  emergencyKills.add(kill);
-  return () => emergencyKills.delete(kill);
-}
+// A Prometheus still running when this (vitest fork) process exits is killed synchronously and
+// its dir removed (servers.ts's emergency hook), so a crashed or timed-out test leaves nothing.
 
 /** Start Prometheus scraping `targets` and evaluating `ruleFiles`; resolves when `/-/ready` answers 200. */
 export async function startPrometheus(opts: PrometheusOptions): Promise<LocalPrometheus> {
