@@ -163,13 +163,13 @@ async function main(): Promise<void> {
     say(`  throughput ${((completed / (last - first)) * 1000).toFixed(0)} jobs/s (first enqueue → last completion, ${((last - first) / 1000).toFixed(2)} s)`);
     say(`  end-to-end latency (enqueue → completed): p50 ${pct(latencies, 0.5)} ms, p99 ${pct(latencies, 0.99)} ms, max ${latencies.at(-1)} ms`);
 
-    step('pool stats per worker and tenant (GET /pools)');
-    say(`  ${'worker'.padEnd(8)} ${'tenant'.padEnd(16)} ${'size'.padStart(4)} ${'inUse'.padStart(5)} ${'idle'.padStart(4)} ${'max'.padStart(4)} ${'min'.padStart(4)} ${'requests'.padStart(8)} ${'wait ms'.padStart(8)} ${'timeouts'.padStart(8)} ${'opened'.padStart(6)}`);
+    step(`pool stats per worker and tenant (GET /pools; process budget ${2 * CONCURRENCY} connections, so tenants share it: "evicted" = an idle connection closed for another tenant)`);
+    say(`  ${'worker'.padEnd(8)} ${'tenant'.padEnd(16)} ${'size'.padStart(4)} ${'inUse'.padStart(5)} ${'idle'.padStart(4)} ${'max'.padStart(4)} ${'min'.padStart(4)} ${'requests'.padStart(8)} ${'wait ms'.padStart(8)} ${'timeouts'.padStart(8)} ${'opened'.padStart(6)}  closed (reason)`);
     for (const w of workers) {
       const { pools } = (await (await fetch(`http://127.0.0.1:${w.port}/pools`)).json()) as { pools: PoolStats[] };
       for (const p of pools) {
         say(
-          `  ${String(w.proc.pid).padEnd(8)} ${p.tenant.padEnd(16)} ${String(p.size).padStart(4)} ${String(p.inUse).padStart(5)} ${String(p.idle).padStart(4)} ${String(p.max).padStart(4)} ${String(p.min).padStart(4)} ${String(p.requests_total).padStart(8)} ${String(p.requests_wait_ms_total).padStart(8)} ${String(p.acquire_timeouts_total).padStart(8)} ${String(p.connections_opened_total).padStart(6)}`,
+          `  ${String(w.proc.pid).padEnd(8)} ${p.tenant.padEnd(16)} ${String(p.size).padStart(4)} ${String(p.inUse).padStart(5)} ${String(p.idle).padStart(4)} ${String(p.max).padStart(4)} ${String(p.min).padStart(4)} ${String(p.requests_total).padStart(8)} ${String(p.requests_wait_ms_total).padStart(8)} ${String(p.acquire_timeouts_total).padStart(8)} ${String(p.connections_opened_total).padStart(6)}  ${Object.entries(p.connections_closed_total).map(([r, n]) => `${n} ${r}`).join(', ') || '-'}`,
         );
       }
     }
