@@ -6,7 +6,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLensQueue, enqueueMany, QueueEvents, type LensQueue } from '../queues/producer.js';
-import { createTenants, pgAdminUrl, redisUrl, spawnWorker, uniqueId, waitFor, type ChildWorker } from './support/harness.js';
+import { createTenants, pgAdminUrl, redisUrl, spawnWorker, uniqueId, waitFor, type ChildWorker, killWorker } from './support/harness.js';
 
 const TENANT = uniqueId('yRes');
 const QUEUE = uniqueId('q_res');
@@ -37,10 +37,7 @@ describe('resilience of a worker process', () => {
     child = await spawnWorker({ ...tenants.env, LENSFLEET_QUEUE: QUEUE, LENSFLEET_CONCURRENCY: '4', LENSFLEET_POOL_MIN_SIZE: '4' });
   });
   afterAll(async () => {
-    if (child && child.proc.exitCode === null && child.proc.signalCode === null) {
-      child.proc.kill('SIGKILL');
-      await child.exited;
-    }
+    await killWorker(child);
     await events?.close();
     await queue?.obliterate({ force: true }).catch(() => {});
     await queue?.close();

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLensQueue, enqueue, enqueueMany, QueueEvents, type LensJob, type LensQueue } from '../queues/producer.js';
-import { countConnections, createTenants, redisUrl, sleep, spawnWorker, uniqueId, waitFor, type ChildWorker } from './support/harness.js';
+import { countConnections, createTenants, redisUrl, sleep, spawnWorker, uniqueId, waitFor, type ChildWorker, killWorker } from './support/harness.js';
 
 const TENANT = uniqueId('yShut');
 const QUEUE = uniqueId('q_shut');
@@ -34,12 +34,7 @@ describe('graceful shutdown of a worker process', () => {
     children.push(first);
   });
   afterAll(async () => {
-    for (const c of children) {
-      if (c.proc.exitCode === null && c.proc.signalCode === null) {
-        c.proc.kill('SIGKILL');
-        await c.exited;
-      }
-    }
+    for (const c of children) await killWorker(c);
     await events?.close();
     await queue?.obliterate({ force: true }).catch(() => {});
     await queue?.close();

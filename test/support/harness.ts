@@ -281,3 +281,11 @@ export function makeTestPool(tenant: string, url: string, overrides: Partial<Poo
   });
   return { pool, events, app };
 }
+
+/** Test teardown: kill a child worker that is still running (SIGKILL) and wait for its exit. */
+export async function killWorker(child: ChildWorker | undefined): Promise<void> {
+  if (child && child.proc.exitCode === null && child.proc.signalCode === null) {
+    child.proc.kill('SIGKILL');
+    await child.exited;
+  }
+}
