@@ -58,14 +58,31 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
   let draining = false;
   let active = 0;
 
-  let metrics: LensfleetMetrics | undefined;
+  // The metrics read the registry, the worker and Redis only at scrape time, after start.
+  const metrics: LensfleetMetrics = new LensfleetMetrics(
+    {
+      poolStats: () => registry.stats(),
+      processStats: () => ({
+        pools: registry.size,
+        connections: registry.connections(),
+        maxConnections: config.processMaxConnections,
+        concurrency: config.concurrency,
+        activeJobs: active,
+        pooling: config.pooling,
+        ready: notReadyReasons().length === 0,
+      }),
+      queueCounts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed'),
+      queueName: config.queueName,
+    },
+    { maxTenantLabels: config.metricsMaxTenants },
+  );
   const registry = new PoolRegistry({
     concurrency: config.concurrency,
     processMaxConnections: config.processMaxConnections,
     keepWarm,
     logger,
-    observer: { acquired: (t, s) => metrics?.poolObserver.acquired?.(t, s), connected: (t, s) => metrics?.poolObserver.connected?.(t, s) },
-    onPoolClosed: (tenant) => metrics?.poolClosed(tenant),
+    observer: metrics.poolObserver,
+    onPoolClosed: (tenant) => metrics.poolClosed(tenant),
   });
   cleanups.push({ name: 'pools', run: () => registry.close() });
 
@@ -77,28 +94,17 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
   const queue = new Queue(config.queueName, { connection: redis });
   cleanups.push({ name: 'queue', run: () => queue.close() });
 
-  const ready = async () => {
+  const notReadyReasons = (): string[] => {
     const reasons: string[] = [];
     if (draining) reasons.push('draining');
     if (redis.status !== 'ready') reasons.push(`redis ${redis.status}`);
     else if (!worker.isRunning()) reasons.push('worker not running');
+    return reasons;
+  };
+  const ready = async () => {
+    const reasons = notReadyReasons();
     return { ready: reasons.length === 0, reasons };
   };
-
-  metrics = new LensfleetMetrics({
-    poolStats: () => registry.stats(),
-    processStats: () => ({
-      pools: registry.size,
-      connections: registry.connections(),
-      maxConnections: config.processMaxConnections,
-      concurrency: config.concurrency,
-      activeJobs: active,
-      pooling: config.pooling,
-      ready: !draining && redis.status === 'ready' && worker.isRunning(),
-    }),
-    queueCounts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed'),
-    queueName: config.queueName,
-  }, { maxTenantLabels: config.metricsMaxTenants });
 
   const processor = createProcessor({ catalog, tenants: { getPg: (id) => tenants.getPg(id) }, registry, logger, metrics, maxPayloadBytes: config.maxPayloadBytes });
   const worker = new Worker<unknown, LensResult>(
@@ -122,7 +128,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     if (opts.http !== false) {
       http = await startHttpServer(
         {
-          metrics: async () => ({ contentType: metrics!.contentType(), body: await metrics!.metrics() }),
+          metrics: async () => ({ contentType: metrics.contentType(), body: await metrics.metrics() }),
           poolStats: () => registry.stats(),
           poolKeys: () => registry.keys(),
           ready,
