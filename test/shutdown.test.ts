@@ -52,6 +52,8 @@ describe('graceful shutdown of a worker process', () => {
     expect(metrics).toMatch(/^lensfleet_worker_active_jobs 4$/m);
 
     first.proc.kill('SIGTERM');
+    // The signal is handled asynchronously: poll once the worker says it is draining.
+    await waitFor('the worker to start draining', () => first.output().includes('draining: no new jobs'), 5000, 5);
     // Poll /ready while the worker drains, until the process is gone.
     const poller = (async () => {
       while (first.proc.exitCode === null && first.proc.signalCode === null) {
