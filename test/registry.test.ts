@@ -9,7 +9,7 @@ import { LensfleetError } from '../src/errors.js';
 import { PoolRegistry } from '../src/registry.js';
 import { Secret } from '../src/secret.js';
 import type { PgTenant } from '../src/tenants.js';
-import { createTenants, LogCapture, sampleConnections, startTestWorker, uniqueId } from './support/harness.js';
+import { countConnections, createTenants, LogCapture, sampleConnections, startTestWorker, uniqueId } from './support/harness.js';
 
 const A = uniqueId('ySF');
 const B = uniqueId('yClamp');
@@ -110,6 +110,18 @@ describe('pool registry', () => {
       expect(registry.keys()).toEqual([]);
     } finally {
       await registry.close();
+    }
+  });
+
+  it('warm-up on start: LENSFLEET_WARM_TENANTS pools exist with min_size connections before any job', async () => {
+    const w = await startTestWorker({ env: tenants.env, concurrency: 4, pool: { minSize: 3 }, extra: { warmTenants: [B] } });
+    try {
+      expect(w.service.registry.keys()).toEqual([`${B}:service`]);
+      expect(w.service.registry.stats()[0]).toMatchObject({ size: 3, requests_total: 0 });
+      expect(await countConnections(`lf_${B}`)).toBe(3);
+      expect(w.logs.find((e) => e.msg === 'pool warmed' && e.tenant === B)).toHaveLength(1);
+    } finally {
+      await w.close();
     }
   });
 
