@@ -106,6 +106,8 @@ interface ClientMeta {
 const meta = new WeakMap<pg.ClientBase, ClientMeta>();
 /** A pre-ping slower than this counts as failed (the connection is destroyed, another is used). */
 const PING_TIMEOUT_MS = 2000;
+/** Longest wait for an evicted connection's socket to close. */
+const EVICT_WAIT_MS = 1000;
 
 const closeReasons = new WeakMap<pg.ClientBase, CloseReason>();
 
@@ -325,7 +327,13 @@ export class TenantPool {
     return pool.connect().then(
       (client) =>
         new Promise<boolean>((resolve) => {
-          client.once('end', () => resolve(true));
+          // Wait for the socket to close, so the server has one connection fewer before the
+          // requester opens its own; it no longer counts here either way, so never wait long.
+          const timer = setTimeout(() => resolve(true), EVICT_WAIT_MS);
+          client.once('end', () => {
+            clearTimeout(timer);
+            resolve(true);
+          });
           this.#destroy(client, 'evicted');
         }),
       () => false,
