@@ -107,7 +107,9 @@ export function parseTenantsFile(text: string, source: string): TenantsFile {
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new LensfleetError('INVALID_CONFIG', `${source}: not valid JSON (${(err as Error).message})`);
+    // Only the position: V8's message can quote the start of the text, which may be a secret.
+    const at = /position (\d+)/.exec((err as Error).message)?.[1];
+    throw new LensfleetError('INVALID_CONFIG', `${source}: not valid JSON${at === undefined ? '' : ` (syntax error at character ${at})`}`);
   }
   const r = tenantsFileSchema.safeParse(json);
   if (!r.success) {

@@ -108,7 +108,12 @@ describe('tenant directory', () => {
     writeFileSync(file, JSON.stringify({ tenants: { yA: { databaseUrl: secretUrl, pool: { minSize: 9, maxSize: 2, maxOverflow: 0 } } } }));
     expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file })).message).toContain('tenant "yA": minSize (9) is larger than maxSize + maxOverflow');
     writeFileSync(file, '{ not json');
-    expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file })).message).toContain('not valid JSON');
+    expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file })).message).toContain('not valid JSON (syntax error at character 2)');
+    // the parser's own message may quote the text; ours never does
+    writeFileSync(file, 'S3CRETpw://not-json');
+    const quoted = configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file }));
+    expect(quoted.message).toContain('not valid JSON');
+    expect(quoted.message).not.toContain('S3CRET');
   });
 });
 
