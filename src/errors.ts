@@ -80,11 +80,6 @@ export function isLensfleetError(err: unknown): err is LensfleetError {
   return err instanceof LensfleetError;
 }
 
-/** Whether a job failing with `err` should be retried (unknown errors are assumed transient). */
-export function isRetryable(err: unknown): boolean {
-  return isLensfleetError(err) ? err.retryable : true;
-}
-
 // Postgres SQLSTATE classes a retry can fix: connection exceptions (08), insufficient resources
 // (53: 53300 too_many_connections), operator intervention (57: admin shutdown, crash recovery,
 // cannot connect now), serialization/deadlock (40).

@@ -32,9 +32,3 @@ export class Secret {
   }
 }
 
-/** Replace every occurrence of each secret in `text` (for messages built from third-party errors). */
-export function scrub(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const s of secrets) if (s.length >= 4) out = out.split(s).join(REDACTED);
-  return out;
-}
