@@ -8,6 +8,7 @@
  *   npm run bench -- --only local,micro  some workloads (local, pooling, remote, tenants, micro)
  *   npm run bench -- --only local --variants baseline-16,lensfleet-16   some local variants
  *   npm run bench -- --cpu-prof          also write V8 CPU profiles of the local worker children
+ *   npm run bench -- --only local --open-rates 1000,2000,2500 --reps 1   find the open-loop knee
  *   npm run bench -- --docs / --no-docs  force writing docs/BENCHMARKS.md, or not
  */
 import { execFileSync } from 'node:child_process';
@@ -45,13 +46,15 @@ function parseCli() {
       only: { type: 'string' },
       variants: { type: 'string' },
       'cpu-prof': { type: 'boolean', default: false },
+      'open-rates': { type: 'string' },
+      reps: { type: 'string' },
       docs: { type: 'boolean' },
       'no-docs': { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
-    console.log(`usage: npm run bench -- [--quick] [--only ${WORKLOADS.join(',')}] [--cpu-prof] [--docs|--no-docs]`);
+    console.log(`usage: npm run bench -- [--quick] [--only ${WORKLOADS.join(',')}] [--variants ${LOCAL_VARIANTS.join(',')}] [--open-rates R1,R2] [--reps N] [--cpu-prof] [--docs|--no-docs]`);
     process.exit(0);
   }
   const only = new Set<Workload>();
@@ -63,16 +66,33 @@ function parseCli() {
     }
     only.add(w as Workload);
   }
-  const plan: Plan = values.quick ? QUICK : FULL;
+  let plan: Plan = values.quick ? QUICK : FULL;
   const complete = only.size === WORKLOADS.length;
   const docs = values['no-docs'] ? false : (values.docs ?? (complete && plan.mode === 'full'));
+  const custom = values['open-rates'] !== undefined || values.reps !== undefined;
+  if (values['open-rates'] !== undefined) {
+    const rates = values['open-rates'].split(',').map(Number);
+    if (rates.length === 0 || rates.some((r) => !Number.isInteger(r) || r <= 0)) fail(`--open-rates: expected positive integers separated by commas, got "${values['open-rates']}"`);
+    plan = { ...plan, local: { ...plan.local, openRates: rates } };
+  }
+  if (values.reps !== undefined) {
+    const reps = Number(values.reps);
+    if (!Number.isInteger(reps) || reps < 1 || reps > 20) fail(`--reps: expected an integer from 1 to 20, got "${values.reps}"`);
+    plan = { ...plan, reps };
+  }
   const variants = (values.variants ?? LOCAL_VARIANTS.join(',')).split(',').map((s) => s.trim()) as LocalVariant[];
   const unknown = variants.filter((v) => !LOCAL_VARIANTS.includes(v));
   if (unknown.length) {
     console.error(`--variants: unknown ${unknown.join(', ')}; choose from ${LOCAL_VARIANTS.join(', ')}`);
     process.exit(2);
   }
-  return { plan, only, variants, cpuProf: values['cpu-prof'], docs: docs && values.variants === undefined, argv: process.argv.slice(2) };
+  // The docs quote the standard plan only.
+  return { plan, only, variants, cpuProf: values['cpu-prof'], docs: docs && values.variants === undefined && !custom, argv: process.argv.slice(2) };
+}
+
+function fail(message: string): never {
+  console.error(message);
+  process.exit(2);
 }
 
 async function main(): Promise<void> {

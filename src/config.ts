@@ -12,8 +12,15 @@ export interface PoolSettings {
   readonly minSize: number;
   /** Connections kept for reuse. @defaultValue 20 */
   readonly maxSize: number;
-  /** Extra connections beyond maxSize, closed as soon as they are released. @defaultValue 5 */
+  /** Extra connections beyond maxSize, closed when released and no longer needed (see overflowLingerMs). @defaultValue 5 */
   readonly maxOverflow: number;
+  /**
+   * Overflow connections close once demand (connections in use plus acquires waiting) has not
+   * exceeded maxSize for this long. 0 closes one on release as soon as maxSize others are idle
+   * (SQLAlchemy's QueuePool rule), which churns connections when demand hovers around maxSize.
+   * @defaultValue 1000
+   */
+  readonly overflowLingerMs: number;
   /** How long a job may wait for a free connection before `POOL_TIMEOUT`. @defaultValue 10000 */
   readonly acquireTimeoutMs: number;
   /** How long opening one connection may take before `CONNECT_TIMEOUT`. @defaultValue 10000 */
@@ -46,6 +53,7 @@ export const DEFAULT_POOL_SETTINGS: PoolSettings = Object.freeze({
   minSize: 5,
   maxSize: 20,
   maxOverflow: 5,
+  overflowLingerMs: 1000,
   acquireTimeoutMs: 10_000,
   connectTimeoutMs: 10_000,
   recycleSeconds: 3600,
@@ -64,6 +72,7 @@ export const POOL_ENV: Readonly<Record<keyof PoolSettings, string>> = Object.fre
   minSize: 'LENSFLEET_POOL_MIN_SIZE',
   maxSize: 'LENSFLEET_POOL_MAX_SIZE',
   maxOverflow: 'LENSFLEET_POOL_MAX_OVERFLOW',
+  overflowLingerMs: 'LENSFLEET_POOL_OVERFLOW_LINGER_MS',
   acquireTimeoutMs: 'LENSFLEET_POOL_ACQUIRE_TIMEOUT_MS',
   connectTimeoutMs: 'LENSFLEET_POOL_CONNECT_TIMEOUT_MS',
   recycleSeconds: 'LENSFLEET_POOL_RECYCLE_SECONDS',
@@ -138,6 +147,7 @@ export function poolSettingsShape(prefix = '') {
     minSize: intSetting(n('minSize'), 0, 10_000),
     maxSize: intSetting(n('maxSize'), 1, 10_000),
     maxOverflow: intSetting(n('maxOverflow'), 0, 10_000),
+    overflowLingerMs: intSetting(n('overflowLingerMs'), 0, 3_600_000),
     acquireTimeoutMs: intSetting(n('acquireTimeoutMs'), 1, 3_600_000),
     connectTimeoutMs: intSetting(n('connectTimeoutMs'), 1, 3_600_000),
     recycleSeconds: intSetting(n('recycleSeconds'), 0, 31_536_000),

@@ -135,6 +135,10 @@ export class TenantPool {
   /** Checked-out connections watched for leaks. */
   readonly #held = new Set<ClientMeta>();
   #leakSweeper: NodeJS.Timeout | undefined;
+  /** Armed while the pool holds overflow connections: closes them once demand stayed ≤ maxSize. */
+  #overflowTimer: NodeJS.Timeout | undefined;
+  /** Highest demand (in use + waiting) since the overflow timer was armed. */
+  #peakDemand = 0;
   readonly #stats = {
     requests_total: 0,
     requests_wait_ms_total: 0,
@@ -347,6 +351,7 @@ export class TenantPool {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
+      clearTimeout(this.#overflowTimer);
       await this.#pool?.end();
       clearInterval(this.#leakSweeper);
     })();
@@ -454,6 +459,8 @@ export class TenantPool {
 
   #handOut(client: PoolClient, holder: Readonly<Record<string, unknown>> | undefined): void {
     this.#inUse++;
+    const demand = this.#inUse + this.#waiting;
+    if (demand > this.#peakDemand) this.#peakDemand = demand;
     const m = meta.get(client);
     if (!m) return;
     m.checkedOut = true;
@@ -510,6 +517,44 @@ export class TenantPool {
     const m = meta.get(client);
     if (m) m.releasedAt = Date.now();
     client.release();
+    if (this.#overflowTimer === undefined && this.settings.overflowLingerMs > 0 && this.#pool.totalCount > this.settings.maxSize) this.#armOverflowTrim();
+  }
+
+  /**
+   * Overflow connections stay while they are needed: they close once demand has not exceeded
+   * maxSize for a whole overflowLingerMs. Under steady demand around maxSize (a worker whose
+   * concurrency is above maxSize) they are reused instead of reopened for every burst.
+   */
+  #armOverflowTrim(): void {
+    this.#peakDemand = this.#inUse + this.#waiting;
+    this.#overflowTimer = setTimeout(() => {
+      this.#overflowTimer = undefined;
+      const pool = this.#pool;
+      if (this.#closed || pool === undefined) return;
+      const excess = pool.totalCount - this.settings.maxSize;
+      if (excess <= 0) return;
+      if (this.#peakDemand <= this.settings.maxSize) {
+        this.#closeIdle(excess, 'overflow');
+      }
+      // Overflow still open (in use, or needed in this window): look again after another window.
+      if (pool.totalCount - this.settings.maxSize > 0) this.#armOverflowTrim();
+    }, this.settings.overflowLingerMs);
+    this.#overflowTimer.unref();
+  }
+
+  /**
+   * Close up to `count` idle connections. Checked out through pg.Pool, which hands out idle
+   * connections before it opens any: so only when nobody queues there and as many as are idle.
+   */
+  #closeIdle(count: number, reason: CloseReason): void {
+    const pool = this.#pool;
+    if (!pool || pool.waitingCount > 0) return;
+    for (let i = Math.min(count, pool.idleCount); i > 0; i--) {
+      pool.connect().then(
+        (client) => this.#destroy(client, reason),
+        () => {},
+      );
+    }
   }
 
   /** Why a returned connection must be closed instead of reused, if it must. */
@@ -518,12 +563,11 @@ export class TenantPool {
     if (client.getTransactionStatus() !== 'I') return 'dirty';
     const m = meta.get(client);
     if (m !== undefined && Date.now() >= m.expiresAt) return 'recycled';
-    // SQLAlchemy's QueuePool rule: a returned connection is closed as overflow only when the
-    // pool already keeps maxSize idle ones. Closing it sooner (say, whenever nobody waits at
-    // that instant) churns connections under steady load: each reconnect costs far more than
-    // keeping it.
+    // With overflowLingerMs = 0, SQLAlchemy's QueuePool rule: a returned connection is closed as
+    // overflow when the pool already keeps maxSize idle ones. (Otherwise #armOverflowTrim closes
+    // overflow once demand has stayed at or below maxSize for the linger.)
     const pool = this.#pool;
-    if (pool !== undefined && pool.totalCount > this.settings.maxSize && pool.idleCount >= this.settings.maxSize && this.#waiting === 0) return 'overflow';
+    if (this.settings.overflowLingerMs === 0 && pool !== undefined && pool.totalCount > this.settings.maxSize && pool.idleCount >= this.settings.maxSize && this.#waiting === 0) return 'overflow';
     return undefined;
   }
 

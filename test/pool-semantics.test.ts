@@ -98,8 +98,8 @@ describe('min_size', () => {
 });
 
 describe('max_size / max_overflow', () => {
-  it('maxSize 2 + maxOverflow 2: 4 held at once are 4 backends; on release the 2 overflow ones close, 2 stay for reuse', async () => {
-    const { pool, app } = makePool({ minSize: 0, maxSize: 2, maxOverflow: 2, acquireTimeoutMs: 600 }, 4);
+  it('maxSize 2 + maxOverflow 2 (overflowLingerMs 0): 4 held at once are 4 backends; on release the 2 overflow ones close, 2 stay for reuse', async () => {
+    const { pool, app } = makePool({ minSize: 0, maxSize: 2, maxOverflow: 2, overflowLingerMs: 0, acquireTimeoutMs: 600 }, 4);
     const held: PoolClient[] = [];
     for (let i = 0; i < 4; i++) held.push(await pool.acquire()); // one at a time: each waits only for its own connect
     expect(pool.stats()).toMatchObject({ size: 4, inUse: 4 });
@@ -125,7 +125,7 @@ describe('max_size / max_overflow', () => {
   });
 
   it('an overflow connection is kept while acquires wait for it (closing it would only open another)', async () => {
-    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 1, acquireTimeoutMs: 3000 }, 2);
+    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 1, overflowLingerMs: 0, acquireTimeoutMs: 3000 }, 2);
     const a = await pool.acquire();
     const b = await pool.acquire();
     const waiter = pool.acquire();
@@ -138,6 +138,55 @@ describe('max_size / max_overflow', () => {
     pool.release(a);
     await waitFor('overflow closed', () => pool.stats().connections_closed_total.overflow === 1, 2000, 10);
     expect(pool.stats().size).toBe(1);
+  });
+
+  /** Bursts of 4 concurrent holds with pauses in between, for `ms`: demand jumps between 0 and 4. */
+  const bursts = async (pool: TestPool['pool'], ms: number): Promise<void> => {
+    const until = performance.now() + ms;
+    while (performance.now() < until) {
+      const held = await Promise.all([pool.acquire(), pool.acquire(), pool.acquire(), pool.acquire()]);
+      await sleep(15);
+      for (const c of held) pool.release(c);
+      await sleep(40);
+    }
+  };
+
+  it('overflowLingerMs 300: overflow connections are reused across bursts above maxSize (no churn) and close once demand stays ≤ maxSize for the linger', async () => {
+    const lingering = makePool({ minSize: 0, maxSize: 2, maxOverflow: 2, overflowLingerMs: 300 }, 4);
+    await bursts(lingering.pool, 1200);
+    expect(lingering.pool.stats()).toMatchObject({ size: 4, connections_opened_total: 4 });
+    expect(lingering.pool.stats().connections_closed_total.overflow ?? 0).toBe(0);
+    const quiet = performance.now();
+    await waitFor('the 2 overflow connections to close', () => lingering.pool.stats().connections_closed_total.overflow === 2, 3000, 10);
+    const closedAfterMs = performance.now() - quiet;
+    // demand fell to 0 inside the running window or at its start: closed after one or two
+    // windows (bound with room for a loaded machine; pg-pool's idle timeout would take 30 s)
+    expect(closedAfterMs).toBeLessThan(1500);
+    await waitFor('2 backends left', async () => (await countBackends(database, lingering.app)) === 2, 3000);
+    expect(lingering.pool.stats()).toMatchObject({ size: 2, connections_opened_total: 4 });
+
+    // The same bursts with the immediate rule (overflowLingerMs 0) close and reopen overflow
+    // connections at every pause: the churn the linger avoids.
+    const immediate = makePool({ minSize: 0, maxSize: 2, maxOverflow: 2, overflowLingerMs: 0 }, 4);
+    await bursts(immediate.pool, 1200);
+    expect(immediate.pool.stats().connections_closed_total.overflow ?? 0).toBeGreaterThanOrEqual(4);
+    expect(immediate.pool.stats().connections_opened_total).toBeGreaterThanOrEqual(8);
+  });
+
+  it('overflowLingerMs 200: demand steady at maxSize (not above) closes the overflow connection after the linger, though the pool stays busy', async () => {
+    // demand 3 (> maxSize 2) once, then steady at 2: the overflow one closes after the linger
+    // even though the pool stays busy, because demand no longer exceeds maxSize.
+    const { pool } = makePool({ minSize: 0, maxSize: 2, maxOverflow: 2, overflowLingerMs: 200 }, 4);
+    const three = await Promise.all([pool.acquire(), pool.acquire(), pool.acquire()]);
+    for (const c of three) pool.release(c);
+    const until = performance.now() + 900;
+    while (performance.now() < until) {
+      const two = await Promise.all([pool.acquire(), pool.acquire()]);
+      await sleep(10);
+      for (const c of two) pool.release(c);
+    }
+    expect(pool.stats().connections_closed_total.overflow).toBe(1);
+    expect(pool.stats()).toMatchObject({ size: 2, connections_opened_total: 3 });
   });
 });
 
