@@ -56,9 +56,11 @@ function viaRegistry(url: string, concurrency: number): Acquirer {
   // One tenant, so one pool: release goes to the pool the last get returned.
   let pool: Awaited<ReturnType<PoolRegistry['get']>> | undefined;
   return {
-    acquire: async () => {
-      pool = await registry.get(tenant);
-      return pool.acquire();
+    // As the job processor does it: the synchronous lookup once the pool exists.
+    acquire: () => {
+      const current = registry.current(tenant);
+      if (current !== undefined) return (pool = current).acquire();
+      return registry.get(tenant).then((p) => (pool = p).acquire());
     },
     release: (client) => pool!.release(client),
     close: () => registry.close(),

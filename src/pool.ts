@@ -110,6 +110,20 @@ const PING_TIMEOUT_MS = 2000;
 const EVICT_WAIT_MS = 1000;
 
 const closeReasons = new WeakMap<pg.ClientBase, CloseReason>();
+/** Waiters queued behind a long wait before settled ones are dropped from the deadline queue. */
+const COMPACT_MIN = 1024;
+
+/** One acquire in progress. */
+interface Waiter {
+  /** performance.now() at the start, and the deadline on the same clock. */
+  readonly started: number;
+  readonly deadline: number;
+  readonly holder: Readonly<Record<string, unknown>> | undefined;
+  readonly resolve: (client: PoolClient) => void;
+  readonly reject: (err: Error) => void;
+  /** Granted, failed or timed out: whatever comes later is handed back. */
+  settled: boolean;
+}
 
 export class TenantPool {
   readonly tenant: string;
@@ -135,6 +149,11 @@ export class TenantPool {
   /** Checked-out connections watched for leaks. */
   readonly #held = new Set<ClientMeta>();
   #leakSweeper: NodeJS.Timeout | undefined;
+  /** Acquires in start order, for their deadlines; settled ones are skipped (see #trackDeadline). */
+  readonly #deadlines: Waiter[] = [];
+  #deadlineHead = 0;
+  #deadlineTimer: NodeJS.Timeout | undefined;
+  #compactAt = COMPACT_MIN;
   /** Armed while the pool holds overflow connections: closes them once demand stayed ≤ maxSize. */
   #overflowTimer: NodeJS.Timeout | undefined;
   /** Highest demand (in use + waiting) since the overflow timer was armed. */
@@ -242,60 +261,113 @@ export class TenantPool {
         }),
       );
     }
-    const started = performance.now();
-    const deadline = started + this.settings.acquireTimeoutMs;
     this.#waiting++;
     return new Promise<PoolClient>((resolve, reject) => {
-      let settled = false;
-      const finish = () => {
-        settled = true;
-        this.#waiting--;
-        clearTimeout(timer);
-        this.#stats.requests_wait_ms_total += performance.now() - started;
-      };
-      const timer = setTimeout(() => {
-        if (settled) return;
-        finish();
-        this.#stats.acquire_timeouts_total++;
-        reject(
-          new LensfleetError('POOL_TIMEOUT', `pool ${this.key} timed out after ${this.settings.acquireTimeoutMs} ms waiting for a connection (${this.#describe()})`, {
-            details: { tenant: this.tenant, ...this.#numbers() },
-          }),
-        );
-      }, this.settings.acquireTimeoutMs);
-      timer.unref();
-      const validated = (client: PoolClient, usable: boolean) => {
-        if (settled) {
-          if (usable) this.#giveBack(client, undefined);
-          return;
-        }
-        if (!usable) {
-          if (performance.now() < deadline) attempt();
-          return;
-        }
-        finish();
-        this.#handOut(client, holder);
-        this.#observer.acquired?.(this.tenant, (performance.now() - started) / 1000);
-        resolve(client);
-      };
-      const attempt = () => {
-        this.#checkout().then(
-          (client) => {
-            if (settled) return this.#giveBack(client, undefined); // the waiter gave up: no leak
-            const v = this.#validate(client);
-            if (v === true || v === false) validated(client, v);
-            else void v.then((usable) => validated(client, usable));
-          },
-          (err: unknown) => {
-            if (settled) return;
-            finish();
-            reject(this.#connectError(err));
-          },
-        );
-      };
-      attempt();
+      const now = performance.now();
+      const w: Waiter = { started: now, deadline: now + this.settings.acquireTimeoutMs, holder, resolve, reject, settled: false };
+      this.#trackDeadline(w);
+      this.#attempt(w);
     });
   }
+
+  #attempt(w: Waiter): void {
+    // pg.Pool's callback form: no promise of its own per checkout.
+    if (this.#pool) this.#pool.connect((err, client) => this.#checkedOut(w, err, client));
+    else this.#checkout().then((client) => this.#checkedOut(w, undefined, client), (err: Error) => this.#checkedOut(w, err, undefined));
+  }
+
+  #checkedOut(w: Waiter, err: Error | null | undefined, client: PoolClient | undefined): void {
+    if (err || client === undefined) {
+      if (w.settled) return;
+      this.#settle(w);
+      w.reject(this.#connectError(err ?? new Error("pg.Pool returned no connection")));
+      return;
+    }
+    if (w.settled) return this.#giveBack(client, undefined); // the waiter gave up: no leak
+    const usable = this.#validate(client);
+    if (usable === true) this.#grant(w, client);
+    else if (usable === false) this.#retry(w);
+    else
+      void usable.then((ok) => {
+        if (!ok) this.#retry(w);
+        else if (w.settled) this.#giveBack(client, undefined);
+        else this.#grant(w, client);
+      });
+  }
+
+  /** The connection was discarded (dead, expired): try another while time remains (else the deadline rejects). */
+  #retry(w: Waiter): void {
+    if (!w.settled && performance.now() < w.deadline) this.#attempt(w);
+  }
+
+  #grant(w: Waiter, client: PoolClient): void {
+    this.#settle(w);
+    this.#handOut(client, w.holder);
+    this.#observer.acquired?.(this.tenant, (performance.now() - w.started) / 1000);
+    w.resolve(client);
+  }
+
+  #settle(w: Waiter): void {
+    w.settled = true;
+    this.#waiting--;
+    this.#stats.requests_wait_ms_total += performance.now() - w.started;
+  }
+
+  /**
+   * One timer per pool for every acquire's deadline, not one per acquire. Deadlines grow in the
+   * order acquires start (one timeout per pool), so the earliest pending one is the oldest: the
+   * queue is trimmed of settled waiters from its head, and the timer is armed for that head.
+   */
+  #trackDeadline(w: Waiter): void {
+    const q = this.#deadlines;
+    while (this.#deadlineHead < q.length && q[this.#deadlineHead]!.settled) this.#deadlineHead++;
+    if (this.#deadlineHead === q.length) {
+      q.length = 0;
+      this.#deadlineHead = 0;
+    } else if (q.length - this.#deadlineHead > this.#compactAt) {
+      // A long wait at the head keeps settled waiters behind it: drop them now and then.
+      const pending = q.slice(this.#deadlineHead).filter((x) => !x.settled);
+      q.length = 0;
+      q.push(...pending);
+      this.#deadlineHead = 0;
+      this.#compactAt = Math.max(COMPACT_MIN, 2 * pending.length);
+    }
+    q.push(w);
+    if (this.#deadlineTimer === undefined) this.#armDeadline();
+  }
+
+  #armDeadline(): void {
+    const q = this.#deadlines;
+    while (this.#deadlineHead < q.length && q[this.#deadlineHead]!.settled) this.#deadlineHead++;
+    const head = q[this.#deadlineHead];
+    if (head === undefined) {
+      q.length = 0;
+      this.#deadlineHead = 0;
+      this.#deadlineTimer = undefined;
+      return;
+    }
+    this.#deadlineTimer = setTimeout(this.#expire, Math.max(1, Math.ceil(head.deadline - performance.now())));
+    this.#deadlineTimer.unref();
+  }
+
+  readonly #expire = (): void => {
+    this.#deadlineTimer = undefined;
+    const now = performance.now();
+    const q = this.#deadlines;
+    for (; this.#deadlineHead < q.length; this.#deadlineHead++) {
+      const w = q[this.#deadlineHead]!;
+      if (w.settled) continue;
+      if (w.deadline > now) break;
+      this.#settle(w);
+      this.#stats.acquire_timeouts_total++;
+      w.reject(
+        new LensfleetError('POOL_TIMEOUT', `pool ${this.key} timed out after ${this.settings.acquireTimeoutMs} ms waiting for a connection (${this.#describe()})`, {
+          details: { tenant: this.tenant, ...this.#numbers() },
+        }),
+      );
+    }
+    this.#armDeadline();
+  };
 
   /**
    * Return a connection. It is destroyed instead of reused when the job failed (`err`), when it

@@ -244,6 +244,33 @@ describe('two timeouts, two errors', () => {
       pool.release(held);
     }
   });
+
+  it('acquires queued at different times each time out acquireTimeoutMs after their own start (one deadline timer per pool)', async () => {
+    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0, acquireTimeoutMs: 300 }, 1);
+    let held: PoolClient | undefined = await pool.acquire();
+    try {
+      const timedOutAfter = (started: number) => (p: Promise<unknown>) => p.then(() => Number.NaN, () => performance.now() - started);
+      const t0 = performance.now();
+      const first = timedOutAfter(t0)(pool.acquire());
+      await sleep(150);
+      const t1 = performance.now();
+      const second = timedOutAfter(t1)(pool.acquire());
+      const [a, b] = await Promise.all([first, second]);
+      expect(a).toBeGreaterThanOrEqual(299);
+      expect(b).toBeGreaterThanOrEqual(299);
+      // each fired near its own deadline, not at the first one's (t0 + 300 is 150 ms before t1 + 300)
+      expect(t1 + b - (t0 + a)).toBeGreaterThan(100);
+      expect(pool.stats()).toMatchObject({ acquire_timeouts_total: 2, waiting: 0 });
+      // and a connection freed later goes to a new acquire at once, not to a timed-out waiter
+      pool.release(held);
+      held = undefined;
+      const again = await pool.acquire();
+      pool.release(again);
+      expect(pool.stats()).toMatchObject({ inUse: 0, waiting: 0, size: 1 });
+    } finally {
+      if (held) pool.release(held);
+    }
+  });
 });
 
 describe('bounded waiting', () => {
