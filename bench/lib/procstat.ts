@@ -88,6 +88,8 @@ export interface CpuSample {
   readonly workerMs: number;
   readonly redisMs: number;
   readonly postgresMs: number;
+  /** This benchmark process: the producer adding jobs (and receiving the worker's reports). */
+  readonly producerMs: number;
 }
 
 export function sampleCpu(src: CpuSources): CpuSample {
@@ -95,16 +97,17 @@ export function sampleCpu(src: CpuSources): CpuSample {
     workerMs: processCpuMs(src.workerPid),
     redisMs: processCpuMs(src.redisPid),
     postgresMs: processTreeCpuMs(src.postmasterPid),
+    producerMs: processCpuMs(process.pid),
   };
 }
 
-/** CPU ms per job between two samples, by process and in total. */
+/** CPU ms per job between two samples, by process; `total` is the issue's worker + Redis + Postgres (the producer apart). */
 export function cpuPerJob(before: CpuSample, after: CpuSample, jobs: number) {
   const per = (a: number, b: number): number => (jobs > 0 ? (b - a) / jobs : Number.NaN);
   const worker = per(before.workerMs, after.workerMs);
   const redis = per(before.redisMs, after.redisMs);
   const postgres = per(before.postgresMs, after.postgresMs);
-  return { worker, redis, postgres, total: worker + redis + postgres };
+  return { worker, redis, postgres, total: worker + redis + postgres, producer: per(before.producerMs, after.producerMs) };
 }
 
 /** The 1-minute load average (other work on a shared machine shows here). */

@@ -113,6 +113,7 @@ function report(opts: LocalOptions, runs: Record<LocalVariant, LocalRun[]>): Wor
       med(openAt(v, i, (o) => o.e2eP50Ms)),
       med(openAt(v, i, (o) => o.e2eP99Ms)),
       med(openAt(v, i, (o) => o.cpuMsPerJob.total), 3),
+      med(openAt(v, i, (o) => o.cpuMsPerJob.producer), 3),
     ]),
   ]);
   const ratioRows: string[][] = [];
@@ -150,7 +151,7 @@ function report(opts: LocalOptions, runs: Record<LocalVariant, LocalRun[]>): Wor
       },
       {
         title: `Open loop, ${plan.local.openSeconds} s at each fixed arrival rate; e2e = finishedOn − job.timestamp`,
-        headers: ['variant', ...rates.flatMap((r) => [`${r}/s: achieved/s`, 'e2e p50 ms', 'e2e p99 ms', 'CPU ms/job'])],
+        headers: ['variant', ...rates.flatMap((r) => [`${r}/s: achieved/s`, 'e2e p50 ms', 'e2e p99 ms', 'CPU ms/job', 'producer CPU ms/job'])],
         rows: openRows,
       },
       { title: 'Ratios, computed per repetition pair', headers: ['pair', 'drain throughput', 'CPU/job'], rows: ratioRows },
