@@ -10,7 +10,7 @@ export interface Plan {
     readonly warmUpJobs: number;
     readonly drainJobs: number;
     readonly drainCapSeconds: number;
-    /** The target's rate, then a rate this machine sustains (latency without a backlog). */
+    /** The target's rate, then lower rates: where the knee is on this machine (latency without a backlog). */
     readonly openRates: readonly number[];
     readonly openSeconds: number;
     /** How long an open loop may take to finish after the last arrival (then its backlog is dropped). */
@@ -35,11 +35,11 @@ export interface Plan {
 export const FULL: Plan = {
   mode: 'full',
   reps: 3,
-  local: { warmUpJobs: 500, drainJobs: 20_000, drainCapSeconds: 30, openRates: [2500, 500], openSeconds: 2, openGraceSeconds: 8 },
+  local: { warmUpJobs: 500, drainJobs: 20_000, drainCapSeconds: 30, openRates: [2500, 2000, 1000], openSeconds: 2, openGraceSeconds: 8 },
   pooling: { warmUpJobs: 100, drainJobs: 5000, drainCapSeconds: 6, lowRate: 10, lowRateSeconds: 3, firstJobs: 11 },
   remote: { delayMs: 10, lowRate: 10, lowRateSeconds: 3, drainCapSeconds: 6 },
   tenants: { count: 1000, databases: 4, jobs: 20_000, capSeconds: 60, concurrency: 16 },
-  micro: { pairs: 5, secondsEach: 1 },
+  micro: { pairs: 5, secondsEach: 2 },
 };
 
 export const QUICK: Plan = {

@@ -106,16 +106,18 @@ function report(opts: LocalOptions, runs: Record<LocalVariant, LocalRun[]>): Wor
   const rates = plan.local.openRates;
   const openAt = (v: LocalVariant, i: number, f: (o: OpenLoopResult) => number): number[] =>
     pick(v, (r) => (r.open[i] ? f(r.open[i]) : Number.NaN));
-  const openRows = opts.variants.filter(hasOpenLoop).map((v) => [
-    v,
-    ...rates.flatMap((_, i) => [
+  // One row per variant and rate: where each variant's knee is.
+  const openRows = opts.variants.filter(hasOpenLoop).flatMap((v) =>
+    rates.map((rate, i) => [
+      v,
+      rate.toLocaleString('en-US'),
       med(openAt(v, i, (o) => o.achievedPerSecond)),
       med(openAt(v, i, (o) => o.e2eP50Ms)),
       med(openAt(v, i, (o) => o.e2eP99Ms)),
       med(openAt(v, i, (o) => o.cpuMsPerJob.total), 3),
       med(openAt(v, i, (o) => o.cpuMsPerJob.producer), 3),
     ]),
-  ]);
+  );
   const ratioRows: string[][] = [];
   const targets: TargetResult[] = [];
   for (const c of ['16', '64'] as const) {
@@ -151,7 +153,7 @@ function report(opts: LocalOptions, runs: Record<LocalVariant, LocalRun[]>): Wor
       },
       {
         title: `Open loop, ${plan.local.openSeconds} s at each fixed arrival rate; e2e = finishedOn − job.timestamp`,
-        headers: ['variant', ...rates.flatMap((r) => [`${r}/s: achieved/s`, 'e2e p50 ms', 'e2e p99 ms', 'CPU ms/job', 'producer CPU ms/job'])],
+        headers: ['variant', 'arrivals/s', 'achieved/s', 'e2e p50 ms', 'e2e p99 ms', 'CPU ms/job (worker+Redis+Postgres)', 'producer CPU ms/job'],
         rows: openRows,
       },
       { title: 'Ratios, computed per repetition pair', headers: ['pair', 'drain throughput', 'CPU/job'], rows: ratioRows },
