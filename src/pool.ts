@@ -110,6 +110,35 @@ const PING_TIMEOUT_MS = 2000;
 const EVICT_WAIT_MS = 1000;
 
 const closeReasons = new WeakMap<pg.ClientBase, CloseReason>();
+
+type OpenCounted = (client: pg.Client, open: (cb: (err: Error | null) => void) => void, done: (err: Error | null) => void) => void;
+
+/** pg.Pool hands its own options to every client it creates (`new Client(poolOptions)`). */
+interface PooledClientOptions extends pg.PoolConfig {
+  readonly clientConfig: () => pg.ClientConfig;
+  readonly openCounted: OpenCounted;
+}
+
+/**
+ * The client of every pooled connection. A subclass keeps the connect timeout separate from
+ * pg.Pool's connectionTimeoutMillis (which would also cap queue waiting), and lets the process
+ * budget be reserved before the connection opens. One class for all pools, not one per pool:
+ * with a class per tenant, pg's hot paths would see as many object shapes as tenants and V8's
+ * inline caches would go megamorphic.
+ */
+class PooledClient extends pg.Client {
+  readonly #openCounted: OpenCounted;
+  constructor(options: PooledClientOptions) {
+    super(options.clientConfig());
+    this.#openCounted = options.openCounted;
+  }
+  // pg-pool always connects with a callback.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  override connect(callback?: any): never {
+    this.#openCounted(this, (open) => super.connect(open), callback as (e: Error | null) => void);
+    return undefined as never;
+  }
+}
 /** Waiters queued behind a long wait before settled ones are dropped from the deadline queue. */
 const COMPACT_MIN = 1024;
 
@@ -190,29 +219,18 @@ export class TenantPool {
       connectionTimeoutMillis: opts.settings.connectTimeoutMs,
     };
     if (!this.pooling) return;
-    const self = this;
     const clientConfig = this.#clientConfig;
-    // pg.Pool hands its own options to every Client; a subclass keeps the connect timeout
-    // separate from pg.Pool's connectionTimeoutMillis (which would also cap queue waiting), and
-    // lets the budget be reserved before the connection opens.
-    class PooledClient extends pg.Client {
-      constructor() {
-        super(clientConfig);
-      }
-      // pg-pool always connects with a callback.
-      // eslint-disable-next-line @typescript-eslint/no-explicit-any
-      override connect(callback?: any): never {
-        const cb = callback as (e: Error | null) => void;
-        self.#openCounted(this as unknown as pg.Client, (open) => super.connect(open), cb);
-        return undefined as never;
-      }
-    }
-    this.#pool = new pg.Pool({
+    const poolOptions: PooledClientOptions = {
       Client: PooledClient as unknown as typeof pg.Client,
+      // A function, not the object: the config holds the database URL (a secret), and pg-pool
+      // copies its options around; a dump of them then shows no URL.
+      clientConfig: () => clientConfig,
+      openCounted: (client, open, done) => this.#openCounted(client, open, done),
       max: this.max,
       min: this.min,
       idleTimeoutMillis: opts.settings.idleTimeoutMs,
-    });
+    };
+    this.#pool = new pg.Pool(poolOptions);
     // An idle client's error (server restart, pg_terminate_backend) is emitted here; without a
     // listener it would crash the process. pg-pool removes that client itself.
     this.#pool.on('error', (err, client) => {

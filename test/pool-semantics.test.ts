@@ -52,6 +52,26 @@ function makePool(overrides: Partial<PoolSettings>, max: number, opts: { url?: s
 const pidOf = async (c: PoolClient): Promise<number> => (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
 const errorOf = (p: Promise<unknown>): Promise<unknown> => p.then(() => undefined, (e: unknown) => e);
 
+describe('pooled clients', () => {
+  it('connections of different pools are instances of one class (pg\'s hot paths see one object shape, however many tenants)', async () => {
+    const a = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0 }, 1);
+    const b = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0 }, 1);
+    const ca = await a.pool.acquire();
+    const cb = await b.pool.acquire();
+    try {
+      expect(Object.getPrototypeOf(ca)).toBe(Object.getPrototypeOf(cb));
+      expect(ca).toBeInstanceOf(pg.Client);
+      // each still connects with its own pool's settings (application_name set per pool here)
+      const app = async (c: PoolClient) => (await c.query<{ a: string }>('SELECT current_setting(\'application_name\') AS a')).rows[0]!.a;
+      expect(await app(ca)).toBe(a.app);
+      expect(await app(cb)).toBe(b.app);
+    } finally {
+      a.pool.release(ca);
+      b.pool.release(cb);
+    }
+  });
+});
+
 describe('min_size', () => {
   it('warm() opens minSize connections, and the pool refills to minSize after its idle backends are terminated', async () => {
     const { pool, app } = makePool({ minSize: 3, maxSize: 5, maxOverflow: 0 }, 5);
