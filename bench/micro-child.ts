@@ -8,15 +8,18 @@
 import pg from 'pg';
 import pino from 'pino';
 import { loadWorkerConfig } from '../src/config.js';
+import type { TenantPool } from '../src/pool.js';
 import { PoolRegistry } from '../src/registry.js';
 import { loadTenantDirectory } from '../src/tenants.js';
-import type { LoopResult, MicroResult } from './workloads/micro.js';
+import { TENANTS, type LoopResult, type MicroResult } from './workloads/micro.js';
 
+/** Acquires from tenant `k` (0 ≤ k < TENANTS); release goes back where the client came from. */
 interface Acquirer {
-  acquire(): Promise<pg.PoolClient>;
+  acquire(k: number): Promise<pg.PoolClient>;
   release(client: pg.PoolClient): void;
   close(): Promise<void>;
 }
+
 
 
 // The lens's SQL as one named prepared statement: identical work on both sides.
@@ -26,15 +29,17 @@ const QUERY = {
   values: [10],
 };
 
-async function closedLoop(pool: Acquirer, loops: number, seconds: number, withQuery: boolean): Promise<LoopResult> {
+async function closedLoop(pool: Acquirer, loops: number, seconds: number, withQuery: boolean, tenants = 1): Promise<LoopResult> {
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
   let ops = 0;
   await Promise.all(
-    Array.from({ length: loops }, async () => {
+    Array.from({ length: loops }, async (_, loop) => {
+      let k = loop % tenants;
       while (performance.now() < end) {
-        const client = await pool.acquire();
+        k = (k + 1) % tenants;
+        const client = await pool.acquire(k);
         try {
           if (withQuery) await client.query(QUERY);
         } finally {
@@ -50,27 +55,37 @@ async function closedLoop(pool: Acquirer, loops: number, seconds: number, withQu
 }
 
 function viaRegistry(url: string, concurrency: number): Acquirer {
-  const env = { LENSFLEET_TENANTS: 'micro', micro_DATABASE_URL: url, LENSFLEET_CONCURRENCY: String(concurrency) };
-  const tenant = loadTenantDirectory(loadWorkerConfig(env), env).getPg('micro');
-  const registry = new PoolRegistry({ concurrency, logger: pino({ level: 'silent' }) });
-  // One tenant, so one pool: release goes to the pool the last get returned.
-  let pool: Awaited<ReturnType<PoolRegistry['get']>> | undefined;
+  const ids = Array.from({ length: TENANTS }, (_, k) => `micro${k}`);
+  const env: Record<string, string> = { LENSFLEET_TENANTS: ids.join(','), LENSFLEET_CONCURRENCY: String(concurrency) };
+  for (const id of ids) env[`${id}_DATABASE_URL`] = url;
+  const directory = loadTenantDirectory(loadWorkerConfig(env), env);
+  const tenants = ids.map((id) => directory.getPg(id));
+  // A budget that never evicts: this measures the registry's cost, not the budget's.
+  const registry = new PoolRegistry({ concurrency, processMaxConnections: TENANTS * concurrency, logger: pino({ level: 'silent' }) });
+  const owner = new WeakMap<pg.PoolClient, TenantPool>();
+  const take = (pool: TenantPool) => pool.acquire().then((client) => (owner.set(client, pool), client));
   return {
     // As the job processor does it: the synchronous lookup once the pool exists.
-    acquire: () => {
+    acquire: (k) => {
+      const tenant = tenants[k]!;
       const current = registry.current(tenant);
-      if (current !== undefined) return (pool = current).acquire();
-      return registry.get(tenant).then((p) => (pool = p).acquire());
+      return current !== undefined ? take(current) : registry.get(tenant).then(take);
     },
-    release: (client) => pool!.release(client),
+    release: (client) => owner.get(client)!.release(client),
     close: () => registry.close(),
   };
 }
 
 function viaBare(url: string, concurrency: number): Acquirer {
-  const pool = new pg.Pool({ connectionString: url, max: concurrency });
-  pool.on('error', () => {});
-  return { acquire: () => pool.connect(), release: (client) => client.release(), close: () => pool.end() };
+  const pools = Array.from({ length: TENANTS }, () => new pg.Pool({ connectionString: url, max: concurrency }));
+  for (const pool of pools) pool.on('error', () => {});
+  return {
+    acquire: (k) => pools[k]!.connect(),
+    release: (client) => client.release(),
+    close: async () => {
+      await Promise.all(pools.map((p) => p.end()));
+    },
+  };
 }
 
 async function main(): Promise<void> {
@@ -82,9 +97,11 @@ async function main(): Promise<void> {
     // Open every connection, prepare the statement and warm the JIT before measuring.
     await closedLoop(pool, concurrency, 0.5, true);
     await closedLoop(pool, 1, 0.2, false);
+    await closedLoop(pool, concurrency, 0.5, true, TENANTS);
     const query = await closedLoop(pool, concurrency, seconds, true);
     const acquireOnly = await closedLoop(pool, 1, seconds, false);
-    process.send?.({ query, acquireOnly } satisfies MicroResult);
+    const manyTenants = await closedLoop(pool, concurrency, seconds, true, TENANTS);
+    process.send?.({ query, acquireOnly, manyTenants } satisfies MicroResult);
   } finally {
     await pool.close();
   }

@@ -2,8 +2,9 @@
  * Workload 6 — registry micro-overhead: the same closed loop through lensfleet's registry
  * (`registry.get(tenant)` → `pool.acquire()` → query → `pool.release(client)`) and through a bare
  * `pg.Pool` (`pool.connect()` → query → `client.release()`), each side in a fresh process
- * (bench/micro-child.ts), interleaved in pairs. Two loops: with a query (16 concurrent loops, one
- * prepared statement on both sides) and acquire/release alone (one loop, no round trip).
+ * (bench/micro-child.ts), interleaved in pairs. Three loops: with a query (16 concurrent loops, one
+ * prepared statement on both sides), acquire/release alone (one loop, no round trip), and the
+ * query loop round-robin over 8 tenants (a pool each, on both sides).
  */
 import { fork } from 'node:child_process';
 import { benchScript } from '../lib/code.js';
@@ -22,9 +23,13 @@ export interface MicroResult {
   readonly query: LoopResult;
   /** One loop of acquire → release (no round trip): the pool's own cost. */
   readonly acquireOnly: LoopResult;
+  /** CONCURRENCY loops over TENANTS tenants (a pool each), round-robin, with the query. */
+  readonly manyTenants: LoopResult;
 }
 
 const CONCURRENCY = 16;
+/** Tenants of the many-tenants loop: each its own pool on both sides (same database). */
+export const TENANTS = 8;
 
 type Side = 'registry' | 'bare';
 
@@ -32,7 +37,7 @@ function measure(side: Side, url: string, seconds: number): Promise<MicroResult>
   return new Promise((resolve, reject) => {
     const child = fork(benchScript('micro-child.js'), [side, url, String(seconds), String(CONCURRENCY)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] });
     let result: MicroResult | undefined;
-    const timer = setTimeout(() => child.kill('SIGKILL'), (seconds * 2 + 30) * 1000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), (seconds * 3 + 30) * 1000);
     child.once('message', (m: MicroResult) => (result = m));
     child.once('exit', (code) => {
       clearTimeout(timer);
@@ -79,7 +84,11 @@ export async function runMicro(opts: MicroOptions): Promise<WorkloadReport> {
       {
         title: `${plan.micro.pairs} interleaved pairs of ${plan.micro.secondsEach} s per loop`,
         headers: ['loop', 'registry ops/s', 'pg.Pool ops/s', 'time/op registry ÷ pg.Pool', 'CPU µs/op registry', 'CPU µs/op pg.Pool', 'CPU ratio'],
-        rows: [row(`acquire → prepared query → release, ${CONCURRENCY} loops`, 'query'), row('acquire → release, 1 loop (no query)', 'acquireOnly')],
+        rows: [
+          row(`acquire → prepared query → release, ${CONCURRENCY} loops`, 'query'),
+          row('acquire → release, 1 loop (no query)', 'acquireOnly'),
+          row(`as the first, ${CONCURRENCY} loops round-robin over ${TENANTS} tenants (a pool each)`, 'manyTenants'),
+        ],
       },
     ],
     targets: [
