@@ -23,10 +23,15 @@ export interface LensQueueOptions {
 }
 
 export function createLensQueue(opts: LensQueueOptions): LensQueue {
-  return new Queue<LensJobData, LensResult, string>(opts.name ?? process.env.LENSFLEET_QUEUE ?? DEFAULT_QUEUE_NAME, {
+  const queue = new Queue<LensJobData, LensResult, string>(opts.name ?? process.env.LENSFLEET_QUEUE ?? DEFAULT_QUEUE_NAME, {
     connection: opts.connection,
     defaultJobOptions: { ...DEFAULT_JOB_OPTIONS, ...opts.defaultJobOptions },
   });
+  // Every `run()` waiting for its result adds one 'closing' listener to the queue (BullMQ's
+  // waitUntilFinished) and removes it when the result arrives: more than 10 concurrent runs are
+  // normal use, not a leak, and must not print MaxListenersExceededWarning.
+  queue.setMaxListeners(0);
+  return queue;
 }
 
 /** Validate a request and turn it into versioned job data (`INVALID_JOB` / `PAYLOAD_TOO_LARGE`). */

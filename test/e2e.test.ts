@@ -53,6 +53,25 @@ describe('end to end', () => {
     expect(r.rows[0]).toMatchObject({ db: `lf_${tenant}`, usr: `lf_${tenant}_reader`, yacht_id: tenant, read_only: 'on' });
   });
 
+  it('40 concurrent run() calls each get their own result, without a MaxListenersExceededWarning', async () => {
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+    process.on('warning', onWarning);
+    try {
+      const reqs = Array.from({ length: 40 }, (_, i) => ({ tenant: TENANTS[i % TENANTS.length]!, lens: 'receiving.recent', params: { limit: 1 + (i % 5) } }));
+      const results = await Promise.all(reqs.map((req) => run(w.queue, w.events, req)));
+      results.forEach((r, i) => {
+        expect(r.tenant).toBe(reqs[i]!.tenant);
+        expect(r.rowCount).toBe(reqs[i]!.params.limit);
+      });
+      await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on the next tick
+      expect(warnings.filter((m) => m.startsWith('MaxListenersExceededWarning'))).toEqual([]);
+      expect(w.queue.listenerCount('closing')).toBe(0);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
   it('accepts the same job from a plain BullMQ producer (the contract is the data)', async () => {
     const plain = new Queue(w.queueName, { connection: { url: redisUrl() } });
     try {

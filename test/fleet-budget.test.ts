@@ -91,7 +91,6 @@ describe('process connection budget: 50 tenants round-robin at concurrency 8', (
     })();
     try {
       expect(w.service.registry.processMaxConnections).toBe(16);
-      w.queue.setMaxListeners(1000); // one 'closing' listener per job awaited with waitUntilFinished
       const jobs = await enqueueMany(
         w.queue,
         Array.from({ length: 300 }, (_, i) => ({ tenant: IDS[i % IDS.length]!, lens: 'receiving.recent', params: { limit: 3 } })),

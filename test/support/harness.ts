@@ -102,7 +102,6 @@ export async function startTestWorker(opts: TestWorkerOptions): Promise<TestWork
   const service = await startWorkerService({ config, tenants, catalog, logger: logs.logger, http: opts.http ?? true });
   const connection = { url: redisUrl() };
   const queue = createLensQueue({ connection, name: queueName });
-  queue.setMaxListeners(10_000);
   const events = new QueueEvents(queueName, { connection });
   events.setMaxListeners(10_000); // one listener per job awaited with waitUntilFinished
   await events.waitUntilReady();
