@@ -301,14 +301,14 @@ export class TenantPool {
       w.reject(this.#connectError(err ?? new Error("pg.Pool returned no connection")));
       return;
     }
-    if (w.settled) return this.#giveBack(client, undefined); // the waiter gave up: no leak
+    if (w.settled) return this.#handBackLate(client);
     const usable = this.#validate(client);
     if (usable === true) this.#grant(w, client);
     else if (usable === false) this.#retry(w);
     else
       void usable.then((ok) => {
         if (!ok) this.#retry(w);
-        else if (w.settled) this.#giveBack(client, undefined);
+        else if (w.settled) this.#handBackLate(client);
         else this.#grant(w, client);
       });
   }
@@ -318,11 +318,25 @@ export class TenantPool {
     if (!w.settled && performance.now() < w.deadline) this.#attempt(w);
   }
 
+  /**
+   * A connection for a waiter that already gave up goes back to the pool: no leak. Not on this
+   * stack: pg.Pool calls back synchronously while it pulses its queue, and timed-out waiters
+   * stay queued there; handing each back at once would recurse once per such entry (a pool
+   * saturated for minutes holds thousands) and overflow the stack.
+   */
+  #handBackLate(client: PoolClient): void {
+    queueMicrotask(() => this.#giveBack(client, undefined));
+  }
+
   #grant(w: Waiter, client: PoolClient): void {
     this.#settle(w);
     this.#handOut(client, w.holder);
-    this.#observer.acquired?.(this.tenant, (performance.now() - w.started) / 1000);
     w.resolve(client);
+    try {
+      this.#observer.acquired?.(this.tenant, (performance.now() - w.started) / 1000);
+    } catch {
+      // an observer (metrics) must never break a checkout inside pg.Pool's callback
+    }
   }
 
   #settle(w: Waiter): void {
@@ -344,11 +358,11 @@ export class TenantPool {
       this.#deadlineHead = 0;
     } else if (q.length - this.#deadlineHead > this.#compactAt) {
       // A long wait at the head keeps settled waiters behind it: drop them now and then.
-      const pending = q.slice(this.#deadlineHead).filter((x) => !x.settled);
-      q.length = 0;
-      q.push(...pending);
+      let kept = 0;
+      for (let i = this.#deadlineHead; i < q.length; i++) if (!q[i]!.settled) q[kept++] = q[i]!;
+      q.length = kept;
       this.#deadlineHead = 0;
-      this.#compactAt = Math.max(COMPACT_MIN, 2 * pending.length);
+      this.#compactAt = Math.max(COMPACT_MIN, 2 * kept);
     }
     q.push(w);
     if (this.#deadlineTimer === undefined) this.#armDeadline();
@@ -366,6 +380,21 @@ export class TenantPool {
     }
     this.#deadlineTimer = setTimeout(this.#expire, Math.max(1, Math.ceil(head.deadline - performance.now())));
     this.#deadlineTimer.unref();
+  }
+
+  /** On close: acquires still waiting fail now with POOL_CLOSED (a connection that reaches one later goes back). */
+  #rejectWaiters(): void {
+    const q = this.#deadlines;
+    for (let i = this.#deadlineHead; i < q.length; i++) {
+      const w = q[i]!;
+      if (w.settled) continue;
+      this.#settle(w);
+      w.reject(new LensfleetError('POOL_CLOSED', `pool ${this.key} was closed while this acquire waited`, { details: { tenant: this.tenant } }));
+    }
+    q.length = 0;
+    this.#deadlineHead = 0;
+    clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = undefined;
   }
 
   readonly #expire = (): void => {
@@ -442,6 +471,7 @@ export class TenantPool {
     this.#closing ??= (async () => {
       this.#closed = true;
       clearTimeout(this.#overflowTimer);
+      this.#rejectWaiters();
       await this.#pool?.end();
       clearInterval(this.#leakSweeper);
     })();
@@ -607,7 +637,12 @@ export class TenantPool {
     const m = meta.get(client);
     if (m) m.releasedAt = Date.now();
     client.release();
-    if (this.#overflowTimer === undefined && this.settings.overflowLingerMs > 0 && this.#pool.totalCount > this.settings.maxSize) this.#armOverflowTrim();
+    if (this.#overflowTimer === undefined && this.settings.overflowLingerMs > 0 && this.#pool.totalCount > this.#keep) this.#armOverflowTrim();
+  }
+
+  /** Connections the overflow trim never goes below: maxSize, or minSize when that is larger (kept warm). */
+  get #keep(): number {
+    return Math.max(this.settings.maxSize, this.min);
   }
 
   /**
@@ -621,13 +656,13 @@ export class TenantPool {
       this.#overflowTimer = undefined;
       const pool = this.#pool;
       if (this.#closed || pool === undefined) return;
-      const excess = pool.totalCount - this.settings.maxSize;
+      const excess = pool.totalCount - this.#keep;
       if (excess <= 0) return;
-      if (this.#peakDemand <= this.settings.maxSize) {
+      if (this.#peakDemand <= this.#keep) {
         this.#closeIdle(excess, 'overflow');
       }
       // Overflow still open (in use, or needed in this window): look again after another window.
-      if (pool.totalCount - this.settings.maxSize > 0) this.#armOverflowTrim();
+      if (pool.totalCount - this.#keep > 0) this.#armOverflowTrim();
     }, this.settings.overflowLingerMs);
     this.#overflowTimer.unref();
   }

@@ -208,6 +208,16 @@ describe('max_size / max_overflow', () => {
     expect(pool.stats().connections_closed_total.overflow).toBe(1);
     expect(pool.stats()).toMatchObject({ size: 2, connections_opened_total: 3 });
   });
+
+  it('minSize 3 above maxSize 2: the overflow trim keeps minSize warm (no close-and-refill loop while idle)', async () => {
+    const { pool } = makePool({ minSize: 3, maxSize: 2, maxOverflow: 2, overflowLingerMs: 100 }, 4);
+    await pool.warm();
+    const c = await pool.acquire(); // a release arms the trim timer
+    pool.release(c);
+    await sleep(1000);
+    expect(pool.stats()).toMatchObject({ size: 3, connections_opened_total: 3 });
+    expect(pool.stats().connections_closed_total).toEqual({});
+  });
 });
 
 describe('two timeouts, two errors', () => {
@@ -290,6 +300,36 @@ describe('two timeouts, two errors', () => {
     } finally {
       if (held) pool.release(held);
     }
+  });
+  it('thousands of timed-out acquires still queued in pg.Pool: the next release hands the connection through them without a stack overflow', async () => {
+    // (each timed-out waiter keeps an entry in pg.Pool's queue; a release offers the connection
+    // to each in turn, synchronously; handing it straight back recursed once per entry)
+    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0, acquireTimeoutMs: 100, maxWaiting: 5000 }, 1);
+    const held = await pool.acquire();
+    const waiters = Array.from({ length: 3000 }, () => errorOf(pool.acquire()));
+    const errors = await Promise.all(waiters);
+    expect(errors.every((e) => (e as LensfleetError).code === 'POOL_TIMEOUT')).toBe(true);
+    expect(() => pool.release(held)).not.toThrow();
+    const started = performance.now();
+    const next = await pool.acquire();
+    expect(performance.now() - started).toBeLessThan(2000);
+    pool.release(next);
+    expect(pool.stats()).toMatchObject({ size: 1, inUse: 0, waiting: 0 });
+  });
+
+  it('close() fails acquires that are waiting with POOL_CLOSED at once, not POOL_TIMEOUT at their deadline', async () => {
+    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0, acquireTimeoutMs: 5000 }, 1);
+    const held = await pool.acquire();
+    const waiting = errorOf(pool.acquire());
+    await waitFor('the acquire to wait', () => pool.stats().waiting === 1, 2000, 5);
+    const started = performance.now();
+    const closing = pool.close();
+    const err = await waiting;
+    expect((err as LensfleetError).code).toBe('POOL_CLOSED');
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(pool.stats().waiting).toBe(0);
+    pool.release(held);
+    await closing;
   });
 });
 
