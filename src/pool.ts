@@ -11,6 +11,7 @@
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import type { PoolSettings } from './config.js';
+import { DeadlineQueue } from './deadline-queue.js';
 import { LensfleetError } from './errors.js';
 import type { Secret } from './secret.js';
 import { withTimeout } from './timeout.js';
@@ -139,8 +140,6 @@ class PooledClient extends pg.Client {
     return undefined as never;
   }
 }
-/** Waiters queued behind a long wait before settled ones are dropped from the deadline queue. */
-const COMPACT_MIN = 1024;
 
 /** One acquire in progress. */
 interface Waiter {
@@ -178,11 +177,8 @@ export class TenantPool {
   /** Checked-out connections watched for leaks. */
   readonly #held = new Set<ClientMeta>();
   #leakSweeper: NodeJS.Timeout | undefined;
-  /** Acquires in start order, for their deadlines; settled ones are skipped (see #trackDeadline). */
-  readonly #deadlines: Waiter[] = [];
-  #deadlineHead = 0;
-  #deadlineTimer: NodeJS.Timeout | undefined;
-  #compactAt = COMPACT_MIN;
+  /** Every acquire's deadline on one timer (deadlines grow in start order: one timeout per pool). */
+  readonly #deadlines = new DeadlineQueue<Waiter>((w) => this.#expired(w));
   /** Armed while the pool holds overflow connections: closes them once demand stayed ≤ maxSize. */
   #overflowTimer: NodeJS.Timeout | undefined;
   /** Highest demand (in use + waiting) since the overflow timer was armed. */
@@ -283,7 +279,7 @@ export class TenantPool {
     return new Promise<PoolClient>((resolve, reject) => {
       const now = performance.now();
       const w: Waiter = { started: now, deadline: now + this.settings.acquireTimeoutMs, holder, resolve, reject, settled: false };
-      this.#trackDeadline(w);
+      this.#deadlines.add(w);
       this.#attempt(w);
     });
   }
@@ -345,76 +341,24 @@ export class TenantPool {
     this.#stats.requests_wait_ms_total += performance.now() - w.started;
   }
 
-  /**
-   * One timer per pool for every acquire's deadline, not one per acquire. Deadlines grow in the
-   * order acquires start (one timeout per pool), so the earliest pending one is the oldest: the
-   * queue is trimmed of settled waiters from its head, and the timer is armed for that head.
-   */
-  #trackDeadline(w: Waiter): void {
-    const q = this.#deadlines;
-    while (this.#deadlineHead < q.length && q[this.#deadlineHead]!.settled) this.#deadlineHead++;
-    if (this.#deadlineHead === q.length) {
-      q.length = 0;
-      this.#deadlineHead = 0;
-    } else if (q.length - this.#deadlineHead > this.#compactAt) {
-      // A long wait at the head keeps settled waiters behind it: drop them now and then.
-      let kept = 0;
-      for (let i = this.#deadlineHead; i < q.length; i++) if (!q[i]!.settled) q[kept++] = q[i]!;
-      q.length = kept;
-      this.#deadlineHead = 0;
-      this.#compactAt = Math.max(COMPACT_MIN, 2 * kept);
-    }
-    q.push(w);
-    if (this.#deadlineTimer === undefined) this.#armDeadline();
-  }
-
-  #armDeadline(): void {
-    const q = this.#deadlines;
-    while (this.#deadlineHead < q.length && q[this.#deadlineHead]!.settled) this.#deadlineHead++;
-    const head = q[this.#deadlineHead];
-    if (head === undefined) {
-      q.length = 0;
-      this.#deadlineHead = 0;
-      this.#deadlineTimer = undefined;
-      return;
-    }
-    this.#deadlineTimer = setTimeout(this.#expire, Math.max(1, Math.ceil(head.deadline - performance.now())));
-    this.#deadlineTimer.unref();
-  }
-
   /** On close: acquires still waiting fail now with POOL_CLOSED (a connection that reaches one later goes back). */
   #rejectWaiters(): void {
-    const q = this.#deadlines;
-    for (let i = this.#deadlineHead; i < q.length; i++) {
-      const w = q[i]!;
-      if (w.settled) continue;
+    this.#deadlines.drain((w) => {
       this.#settle(w);
       w.reject(new LensfleetError('POOL_CLOSED', `pool ${this.key} was closed while this acquire waited`, { details: { tenant: this.tenant } }));
-    }
-    q.length = 0;
-    this.#deadlineHead = 0;
-    clearTimeout(this.#deadlineTimer);
-    this.#deadlineTimer = undefined;
+    });
   }
 
-  readonly #expire = (): void => {
-    this.#deadlineTimer = undefined;
-    const now = performance.now();
-    const q = this.#deadlines;
-    for (; this.#deadlineHead < q.length; this.#deadlineHead++) {
-      const w = q[this.#deadlineHead]!;
-      if (w.settled) continue;
-      if (w.deadline > now) break;
-      this.#settle(w);
-      this.#stats.acquire_timeouts_total++;
-      w.reject(
-        new LensfleetError('POOL_TIMEOUT', `pool ${this.key} timed out after ${this.settings.acquireTimeoutMs} ms waiting for a connection (${this.#describe()})`, {
-          details: { tenant: this.tenant, ...this.#numbers() },
-        }),
-      );
-    }
-    this.#armDeadline();
-  };
+  /** An acquire's deadline passed: POOL_TIMEOUT with the pool's numbers. */
+  #expired(w: Waiter): void {
+    this.#settle(w);
+    this.#stats.acquire_timeouts_total++;
+    w.reject(
+      new LensfleetError('POOL_TIMEOUT', `pool ${this.key} timed out after ${this.settings.acquireTimeoutMs} ms waiting for a connection (${this.#describe()})`, {
+        details: { tenant: this.tenant, ...this.#numbers() },
+      }),
+    );
+  }
 
   /**
    * Return a connection. It is destroyed instead of reused when the job failed (`err`), when it
