@@ -321,7 +321,7 @@ export class TenantPool {
    * saturated for minutes holds thousands) and overflow the stack.
    */
   #handBackLate(client: PoolClient): void {
-    queueMicrotask(() => this.#giveBack(client, undefined, false));
+    queueMicrotask(() => this.#giveBack(client, undefined));
   }
 
   #grant(w: Waiter, client: PoolClient): void {
@@ -574,13 +574,12 @@ export class TenantPool {
     );
   }
 
-  /** `used` false: the connection went out and back unused, so it keeps its idle age (and its pre-ping). */
-  #giveBack(client: PoolClient, err: unknown, used = true): void {
+  #giveBack(client: PoolClient, err: unknown): void {
     if (!this.#pool) return client.release();
     const reason = this.#unusable(client, err);
     if (reason !== undefined) return this.#destroy(client, reason);
     const m = meta.get(client);
-    if (m && used) m.releasedAt = Date.now();
+    if (m) m.releasedAt = Date.now();
     client.release();
     if (this.#overflowTimer === undefined && this.settings.overflowLingerMs > 0 && this.#pool.totalCount > this.#keep) this.#armOverflowTrim();
   }
