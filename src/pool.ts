@@ -141,14 +141,21 @@ class PooledClient extends pg.Client {
   }
 }
 
+/**
+ * Receives exactly one of an error or a connection. It runs synchronously inside pg.Pool's
+ * dispatch (often inside the previous holder's release), so it must not throw.
+ */
+export type CheckoutCallback = (err: Error | undefined, client: PoolClient | undefined) => void;
+
+const SETTLED: CheckoutCallback = () => {};
+
 /** One acquire in progress. */
 interface Waiter {
   /** performance.now() at the start, and the deadline on the same clock. */
   readonly started: number;
   readonly deadline: number;
-  readonly holder: Readonly<Record<string, unknown>> | undefined;
-  readonly resolve: (client: PoolClient) => void;
-  readonly reject: (err: Error) => void;
+  holder: Readonly<Record<string, unknown>> | undefined;
+  done: CheckoutCallback;
   /** Granted, failed or timed out: whatever comes later is handed back. */
   settled: boolean;
 }
@@ -262,26 +269,34 @@ export class TenantPool {
    * up goes straight back to the pool. `holder` (job id, lens…) is reported if the connection leaks.
    */
   acquire(holder?: Readonly<Record<string, unknown>>): Promise<PoolClient> {
+    return new Promise<PoolClient>((resolve, reject) => this.checkout(holder, (err, client) => (err ? reject(err) : resolve(client!))));
+  }
+
+  /**
+   * `acquire` in callback form, for the hot path: no promise per checkout, and under load the
+   * connection a job releases reaches the next waiting job on the same stack, so its query goes
+   * out at once (as `pg.Pool.query` does). Same errors, timeouts and bounds as `acquire`.
+   */
+  checkout(holder: Readonly<Record<string, unknown>> | undefined, done: CheckoutCallback): void {
     if (this.#closed) {
-      return Promise.reject(new LensfleetError('POOL_CLOSED', `pool ${this.key} is closed`, { details: { tenant: this.tenant } }));
+      return done(new LensfleetError('POOL_CLOSED', `pool ${this.key} is closed`, { details: { tenant: this.tenant } }), undefined);
     }
     this.#stats.requests_total++;
     this.#lastUsedAt = Date.now();
     if (this.#waiting >= this.settings.maxWaiting) {
       this.#stats.pool_busy_total++;
-      return Promise.reject(
+      return done(
         new LensfleetError('POOL_BUSY', `pool ${this.key} has ${this.#waiting} acquires waiting (maxWaiting=${this.settings.maxWaiting}); try again later`, {
           details: { tenant: this.tenant, ...this.#numbers() },
         }),
+        undefined,
       );
     }
     this.#waiting++;
-    return new Promise<PoolClient>((resolve, reject) => {
-      const now = performance.now();
-      const w: Waiter = { started: now, deadline: now + this.settings.acquireTimeoutMs, holder, resolve, reject, settled: false };
-      this.#deadlines.add(w);
-      this.#attempt(w);
-    });
+    const now = performance.now();
+    const w: Waiter = { started: now, deadline: now + this.settings.acquireTimeoutMs, holder, done, settled: false };
+    this.#deadlines.add(w);
+    this.#attempt(w);
   }
 
   #attempt(w: Waiter): void {
@@ -293,8 +308,7 @@ export class TenantPool {
   #checkedOut(w: Waiter, err: Error | null | undefined, client: PoolClient | undefined): void {
     if (err || client === undefined) {
       if (w.settled) return;
-      this.#settle(w);
-      w.reject(this.#connectError(err ?? new Error("pg.Pool returned no connection")));
+      this.#settle(w)(this.#connectError(err ?? new Error("pg.Pool returned no connection")), undefined);
       return;
     }
     if (w.settled) return this.#handBackLate(client);
@@ -325,9 +339,10 @@ export class TenantPool {
   }
 
   #grant(w: Waiter, client: PoolClient): void {
-    this.#settle(w);
-    this.#handOut(client, w.holder);
-    w.resolve(client);
+    const holder = w.holder;
+    const done = this.#settle(w);
+    this.#handOut(client, holder);
+    done(undefined, client);
     try {
       this.#observer.acquired?.(this.tenant, (performance.now() - w.started) / 1000);
     } catch {
@@ -335,28 +350,37 @@ export class TenantPool {
     }
   }
 
-  #settle(w: Waiter): void {
+  /**
+   * Mark the waiter done and return its callback. The waiter drops its references: the deadline
+   * queue may keep a settled waiter for a while, and through its callback it would keep the job's
+   * promise and result alive (under steady waiting: a thousand results surviving every scavenge).
+   */
+  #settle(w: Waiter): CheckoutCallback {
+    const done = w.done;
     w.settled = true;
+    w.done = SETTLED;
+    w.holder = undefined;
     this.#waiting--;
     this.#stats.requests_wait_ms_total += performance.now() - w.started;
+    return done;
   }
 
   /** On close: acquires still waiting fail now with POOL_CLOSED (a connection that reaches one later goes back). */
   #rejectWaiters(): void {
     this.#deadlines.drain((w) => {
-      this.#settle(w);
-      w.reject(new LensfleetError('POOL_CLOSED', `pool ${this.key} was closed while this acquire waited`, { details: { tenant: this.tenant } }));
+      this.#settle(w)(new LensfleetError('POOL_CLOSED', `pool ${this.key} was closed while this acquire waited`, { details: { tenant: this.tenant } }), undefined);
     });
   }
 
   /** An acquire's deadline passed: POOL_TIMEOUT with the pool's numbers. */
   #expired(w: Waiter): void {
-    this.#settle(w);
+    const done = this.#settle(w);
     this.#stats.acquire_timeouts_total++;
-    w.reject(
+    done(
       new LensfleetError('POOL_TIMEOUT', `pool ${this.key} timed out after ${this.settings.acquireTimeoutMs} ms waiting for a connection (${this.#describe()})`, {
         details: { tenant: this.tenant, ...this.#numbers() },
       }),
+      undefined,
     );
   }
 

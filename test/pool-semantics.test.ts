@@ -6,6 +6,8 @@
  * pg_stat_activity without touching any other pool's.
  */
 import net from 'node:net';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -41,6 +43,12 @@ afterAll(async () => {
 });
 
 type Made = TestPool;
+
+/** A full GC, without starting vitest with --expose-gc. */
+function collectGarbage(): void {
+  v8.setFlagsFromString('--expose-gc');
+  (vm.runInNewContext('gc') as () => void)();
+}
 
 /** A TenantPool on the tenant database (or `url`), closed after the test. */
 function makePool(overrides: Partial<PoolSettings>, max: number, opts: { url?: string; app?: string } = {}): Made {
@@ -330,6 +338,42 @@ describe('two timeouts, two errors', () => {
     expect(pool.stats().waiting).toBe(0);
     pool.release(held);
     await closing;
+  });
+});
+
+describe('memory', () => {
+  it('a granted acquire keeps nothing of its caller alive while later acquires still wait (no results surviving GC under steady waiting)', async () => {
+    const { pool } = makePool({ minSize: 0 }, 1);
+    const held = await pool.acquire();
+    // Six checkouts wait in a chain: each is granted while the next still waits, so the pool's
+    // deadline queue never empties. Only WeakRefs point at what each caller handed in: its
+    // holder, and an object its callback closes over (as a job's promise and result would be).
+    const refs: WeakRef<object>[] = [];
+    const granted = Array.from(
+      { length: 6 },
+      (_, i) =>
+        new Promise<PoolClient>((resolve, reject) => {
+          const holder = { jobId: `job-${i}` };
+          const captured = { payload: new Array(1000).fill(i) };
+          refs.push(new WeakRef(holder), new WeakRef(captured));
+          pool.checkout(holder, (err, client) => {
+            if (err) return reject(err);
+            captured.payload[0] = -i; // the callback closes over `captured`
+            resolve(client!);
+          });
+        }),
+    );
+    pool.release(held);
+    for (const g of granted.slice(0, 5)) pool.release(await g);
+    const last = await granted[5]!;
+    try {
+      expect(pool.stats().waiting).toBe(0);
+      await sleep(0);
+      collectGarbage();
+      expect(refs.slice(0, 10).map((r) => r.deref() === undefined)).toEqual(new Array(10).fill(true));
+    } finally {
+      pool.release(last);
+    }
   });
 });
 
