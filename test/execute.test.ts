@@ -1,0 +1,152 @@
+/**
+ * executeLens on real Postgres: one checked-out connection per lens run, a named prepared
+ * statement per lens SQL, released exactly once — kept when the result is merely too large,
+ * destroyed on a query error — and a lens with its own statement timeout inside a read-only
+ * transaction.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
+import { LensfleetError } from '../src/errors.js';
+import { executeLens } from '../src/execute.js';
+import { defineLens } from '../src/lens.js';
+import type { TenantPool } from '../src/pool.js';
+import { createTenants, makeTestPool, sleep, uniqueId, waitFor, type TestPool } from './support/harness.js';
+
+const TENANT = uniqueId('yExec');
+
+let tenants: Awaited<ReturnType<typeof createTenants>>;
+let databaseUrl: string;
+const cleanups: (() => Promise<unknown>)[] = [];
+
+beforeAll(async () => {
+  tenants = await createTenants([TENANT], 8);
+  databaseUrl = tenants.dbs[0]!.databaseUrl;
+});
+afterEach(async () => {
+  await Promise.race([Promise.allSettled(cleanups.splice(0).map((c) => c())), sleep(5000)]);
+});
+afterAll(async () => {
+  await tenants?.drop();
+});
+
+function makePool(max: number, overrides: Parameters<typeof makeTestPool>[2] = {}): TestPool {
+  const made = makeTestPool(TENANT, databaseUrl, { minSize: 0, ...overrides }, max);
+  cleanups.push(() => made.pool.close());
+  return made;
+}
+
+/** The backend pid of the connection the pool hands out next (with max 1: its only connection). */
+async function backendPid(pool: TenantPool): Promise<number> {
+  const c = await pool.acquire();
+  try {
+    return (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+  } finally {
+    pool.release(c);
+  }
+}
+
+const recent = defineLens({
+  name: 'exec.recent',
+  params: z.object({ limit: z.number().int().min(1).max(50) }),
+  sql: ({ limit }) => ({ text: 'SELECT id, yacht_id FROM receiving ORDER BY id LIMIT $1', values: [limit] }),
+  maxRows: 5,
+});
+
+const failing = defineLens({
+  name: 'exec.failing',
+  params: z.object({ d: z.number() }),
+  sql: ({ d }) => ({ text: 'SELECT 1 / $1::int AS x', values: [d] }),
+});
+
+const ownTimeout = defineLens({
+  name: 'exec.own_timeout',
+  params: z.object({ seconds: z.number() }),
+  sql: ({ seconds }) => ({
+    text: "SELECT pg_sleep($1::float8) AS slept, current_setting('statement_timeout') AS st, current_setting('transaction_read_only') AS ro",
+    values: [seconds],
+  }),
+  timeoutMs: 300,
+});
+
+describe('executeLens', () => {
+  it('runs lens SQL as a named prepared statement: parsed once per connection, reused by the next job', async () => {
+    const { pool } = makePool(1);
+    const name = recent.query({ limit: 1 }).name;
+    const first = await executeLens(pool, recent, { limit: 3 });
+    const second = await executeLens(pool, recent, { limit: 4 });
+    expect(first.rows).toHaveLength(3);
+    expect(second.rows).toHaveLength(4);
+    for (const row of [...first.rows, ...second.rows]) expect(row.yacht_id).toBe(TENANT);
+    const c = await pool.acquire();
+    try {
+      const prepared = await c.query<{ name: string; statement: string }>('SELECT name, statement FROM pg_prepared_statements');
+      expect(prepared.rows).toEqual([{ name, statement: recent.query({ limit: 1 }).text }]);
+    } finally {
+      pool.release(c);
+    }
+  });
+
+  it('a result above maxRows fails with RESULT_TOO_LARGE and the healthy connection goes back to the pool', async () => {
+    const { pool, events } = makePool(1);
+    const pid = await backendPid(pool);
+    const err = await executeLens(pool, recent, { limit: 6 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LensfleetError);
+    expect((err as LensfleetError).code).toBe('RESULT_TOO_LARGE');
+    expect((err as LensfleetError).message).toMatch(/6 rows, more than its maxRows \(5\)/);
+    expect(await backendPid(pool)).toBe(pid);
+    expect(events.filter((e) => e.type === 'closed_connection')).toEqual([]);
+    expect(pool.stats().inUse).toBe(0);
+  });
+
+  it('a query error fails with QUERY_FAILED and destroys the connection instead of returning it', async () => {
+    const { pool, events } = makePool(1);
+    const pid = await backendPid(pool);
+    const err = await executeLens(pool, failing, { d: 0 }).catch((e: unknown) => e);
+    expect((err as LensfleetError).code).toBe('QUERY_FAILED');
+    expect((err as LensfleetError).message).toMatch(/22012/);
+    expect(await backendPid(pool)).not.toBe(pid);
+    await waitFor('the destroyed connection counted as closed for "error"', () => events.some((e) => e.type === 'closed_connection' && e.reason === 'error'));
+    expect((await executeLens(pool, failing, { d: 1 })).rows).toEqual([{ x: 1 }]);
+    expect(pool.stats().inUse).toBe(0);
+  });
+
+  it('a lens with its own timeout runs in a read-only transaction with SET LOCAL; the session default is back afterwards', async () => {
+    const { pool } = makePool(1, { statementTimeoutMs: 5000 });
+    const ok = await executeLens(pool, ownTimeout, { seconds: 0 });
+    expect(ok.rows[0]).toMatchObject({ st: '300ms', ro: 'on' });
+    const err = await executeLens(pool, ownTimeout, { seconds: 2 }).catch((e: unknown) => e);
+    expect((err as LensfleetError).code).toBe('QUERY_TIMEOUT');
+    const c = await pool.acquire();
+    try {
+      const r = await c.query<{ st: string }>("SELECT current_setting('statement_timeout') AS st");
+      expect(r.rows[0]!.st).toBe('5s');
+    } finally {
+      pool.release(c);
+    }
+  });
+
+  it('60 concurrent runs over 2 connections: every run gets its own rows, nothing is left checked out or waiting', async () => {
+    const { pool, events } = makePool(2);
+    const runs = Array.from({ length: 60 }, (_, i) => executeLens(pool, recent, { limit: 1 + (i % 5) }));
+    const results = await Promise.all(runs);
+    results.forEach((r, i) => expect(r.rowCount).toBe(1 + (i % 5)));
+    // Most runs waited for a connection, and their wait is reported.
+    expect(results.filter((r) => r.acquireMs > 0).length).toBeGreaterThan(30);
+    const s = pool.stats();
+    expect(s).toMatchObject({ inUse: 0, waiting: 0, requests_total: 60 });
+    expect(s.size).toBeLessThanOrEqual(2);
+    expect(events.filter((e) => e.type === 'closed_connection')).toEqual([]);
+  });
+
+  it('an acquire that cannot be served fails with the pool’s typed error (POOL_TIMEOUT), without running the lens', async () => {
+    const { pool } = makePool(1, { acquireTimeoutMs: 150 });
+    const held = await pool.acquire();
+    try {
+      const err = await executeLens(pool, recent, { limit: 1 }).catch((e: unknown) => e);
+      expect((err as LensfleetError).code).toBe('POOL_TIMEOUT');
+    } finally {
+      pool.release(held);
+    }
+    expect((await executeLens(pool, recent, { limit: 2 })).rowCount).toBe(2);
+  });
+});
