@@ -181,8 +181,12 @@ export class TenantPool {
   /** Connections counted in `size` that are still waiting for the budget or connecting. */
   #opening = 0;
   #lastUsedAt = Date.now();
-  /** Checked-out connections watched for leaks. */
-  readonly #held = new Set<ClientMeta>();
+  /**
+   * Metadata of every open connection, for the leak sweeper (which looks at the checked-out ones).
+   * Changed on open and close only: a Set add/delete per checkout cost ~0.8 µs (V8 reallocates a
+   * small Set's table as it empties and refills).
+   */
+  readonly #connections = new Set<ClientMeta>();
   #leakSweeper: NodeJS.Timeout | undefined;
   /** Every acquire's deadline on one timer (deadlines grow in start order: one timeout per pool). */
   readonly #deadlines = new DeadlineQueue<Waiter>((w) => this.#expired(w));
@@ -396,7 +400,6 @@ export class TenantPool {
     if (m) {
       m.checkedOut = false;
       m.holder = undefined;
-      this.#held.delete(m);
     }
     if (this.#pool && this.settings.resetOnReturn && this.#unusable(client, err) === undefined) {
       // Session state a job set (SET outside a transaction, SET ROLE…) must not reach the next
@@ -538,6 +541,8 @@ export class TenantPool {
     }
     const c = client as unknown as PoolClient;
     c.release = () => {
+      const m = meta.get(client);
+      if (m) this.#connections.delete(m);
       this.#unpooledOpen--;
       this.#count('unpooled');
       void client.end().catch(() => {}).finally(() => this.#budget?.released());
@@ -556,7 +561,6 @@ export class TenantPool {
       m.handedOutAt = Date.now();
       m.holder = holder;
       m.leakReported = false;
-      this.#held.add(m);
       this.#leakSweeper ??= this.#startLeakSweeper();
     }
   }
@@ -566,8 +570,8 @@ export class TenantPool {
     const threshold = this.settings.leakDetectionMs;
     const timer = setInterval(() => {
       const now = Date.now();
-      for (const m of this.#held) {
-        if (m.leakReported || now - m.handedOutAt < threshold) continue;
+      for (const m of this.#connections) {
+        if (!m.checkedOut || m.leakReported || now - m.handedOutAt < threshold) continue;
         m.leakReported = true;
         this.#stats.leaks_total++;
         this.#onEvent({ type: 'leak', heldMs: now - m.handedOutAt, holder: m.holder });
@@ -687,6 +691,7 @@ export class TenantPool {
       checkedOut: false,
     };
     meta.set(client, m);
+    this.#connections.add(m);
     // Errors on a checked-out client are emitted on the client; without a listener a server
     // restart would crash the worker. pg-pool only listens (and counts `idle`) while it is idle.
     if (this.#pool) client.on('error', (e: Error) => m.checkedOut && this.#error('active', e));
@@ -696,7 +701,7 @@ export class TenantPool {
     const reason = closeReasons.get(client) ?? (this.#closed ? 'pool_closed' : 'idle');
     this.#count(reason);
     const m = meta.get(client);
-    if (m) this.#held.delete(m);
+    if (m) this.#connections.delete(m);
     this.#budget?.released();
     this.#scheduleRefill();
   }
