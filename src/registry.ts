@@ -50,11 +50,15 @@ interface Entry {
   /** The tenant object last seen for this pool (identity check first: no hashing per job). */
   tenant: PgTenant;
   readonly fingerprint: string;
+  /** Taken out of service (retired, or the registry closed). */
+  retired: boolean;
 }
 
 export class PoolRegistry {
   readonly #opts: RegistryOptions;
   readonly #entries = new Map<string, Entry>();
+  /** Entry by tenant object, for `current` (no key string built and hashed per job). */
+  readonly #byTenant = new WeakMap<PgTenant, Entry>();
   readonly #creating = new Map<string, { promise: Promise<TenantPool>; fingerprint: string }>();
   /** Every pool that holds connections: live, being created, or draining after a reload. */
   readonly #all = new Set<TenantPool>();
@@ -80,7 +84,7 @@ export class PoolRegistry {
     if (entry !== undefined) {
       if (entry.tenant === tenant) return Promise.resolve(entry.pool);
       if (entry.fingerprint === fingerprint(tenant)) {
-        entry.tenant = tenant;
+        this.#see(entry, tenant);
         return Promise.resolve(entry.pool);
       }
     }
@@ -98,8 +102,14 @@ export class PoolRegistry {
 
   /** The live pool of exactly this tenant object, synchronously (the per-job fast path), or undefined. */
   current(tenant: PgTenant): TenantPool | undefined {
-    const entry = this.#entries.get(poolKey(tenant));
-    return entry !== undefined && entry.tenant === tenant ? entry.pool : undefined;
+    const entry = this.#byTenant.get(tenant);
+    return entry !== undefined && !entry.retired && entry.tenant === tenant ? entry.pool : undefined;
+  }
+
+  /** `tenant` is now the object this entry answers to (same pool settings). */
+  #see(entry: Entry, tenant: PgTenant): void {
+    entry.tenant = tenant;
+    this.#byTenant.set(tenant, entry);
   }
 
   /** The pool for this tenant if it exists, without creating it. */
@@ -147,7 +157,7 @@ export class PoolRegistry {
         this.#retire(key, entry, 'settings changed');
         replaced.push(entry.tenant.id);
       } else {
-        entry.tenant = next;
+        this.#see(entry, next);
       }
     }
     return { replaced, removed };
@@ -175,6 +185,7 @@ export class PoolRegistry {
       await Promise.allSettled([...this.#creating.values()].map((c) => c.promise));
       const entries = [...this.#entries.values()];
       this.#entries.clear();
+      for (const e of entries) e.retired = true;
       const results = await Promise.allSettled([...this.#all].map((p) => p.close()));
       for (const r of results) if (r.status === 'rejected') this.#opts.logger.warn({ err: r.reason }, 'closing pool failed');
       for (const e of entries) this.#opts.onPoolClosed?.(e.tenant.id);
@@ -185,6 +196,7 @@ export class PoolRegistry {
 
   /** Take a pool out of service; it drains (closes connections as they are released). */
   #retire(key: string, entry: Entry, why: string): void {
+    entry.retired = true;
     if (this.#entries.get(key) === entry) this.#entries.delete(key);
     this.#opts.onPoolClosed?.(entry.tenant.id);
     this.#opts.logger.info({ tenant: entry.tenant.id, pool: key, why, inUse: entry.pool.stats().inUse }, 'pool retired; draining');
@@ -241,7 +253,9 @@ export class PoolRegistry {
       await pool.close();
       throw new LensfleetError('POOL_CLOSED', this.#closed ? 'the pool registry is closed (worker shutting down)' : `pool ${key} was replaced while it was being created`);
     }
-    this.#entries.set(key, { pool, tenant, fingerprint: fp });
+    const entry: Entry = { pool, tenant, fingerprint: fp, retired: false };
+    this.#entries.set(key, entry);
+    this.#byTenant.set(tenant, entry);
     log.info({ min: pool.min, max: pool.max, pooling: pool.pooling, connections: pool.size }, 'pool created');
     return pool;
   }

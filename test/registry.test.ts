@@ -8,7 +8,7 @@ import { DEFAULT_POOL_SETTINGS } from '../src/config.js';
 import { LensfleetError } from '../src/errors.js';
 import { PoolRegistry } from '../src/registry.js';
 import { Secret } from '../src/secret.js';
-import type { PgTenant } from '../src/tenants.js';
+import { TenantDirectory, type PgTenant } from '../src/tenants.js';
 import { countConnections, createTenants, LogCapture, sampleConnections, startTestWorker, uniqueId } from './support/harness.js';
 
 const A = uniqueId('ySF');
@@ -122,6 +122,40 @@ describe('pool registry', () => {
       expect(w.logs.find((e) => e.msg === 'pool warmed' && e.tenant === B)).toHaveLength(1);
     } finally {
       await w.close();
+    }
+  });
+
+  it('current(): the live pool of exactly this tenant object, synchronously; undefined once the pool is retired, replaced or closed', async () => {
+    const logs = new LogCapture();
+    const registry = new PoolRegistry({ concurrency: 4, logger: logs.logger });
+    const url = tenants.env[`${A}_DATABASE_URL`]!;
+    const tenant = pgTenant(A, url, { minSize: 0 });
+    try {
+      expect(registry.current(tenant)).toBeUndefined();
+      const pool = await registry.get(tenant);
+      expect(registry.current(tenant)).toBe(pool);
+      // An equal object (a reload that changed nothing) is not current until get() has seen it.
+      const reloaded = pgTenant(A, url, { minSize: 0 });
+      expect(registry.current(reloaded)).toBeUndefined();
+      expect(await registry.get(reloaded)).toBe(pool);
+      expect(registry.current(reloaded)).toBe(pool);
+      // Recycled: new work must not reach the draining pool.
+      expect(registry.recycle(A)).toBe(true);
+      expect(registry.current(reloaded)).toBeUndefined();
+      const second = await registry.get(reloaded);
+      expect(second).not.toBe(pool);
+      expect(registry.current(reloaded)).toBe(second);
+      // Reconfigured (another pool size): the old pool is retired by reconcile.
+      const resized = pgTenant(A, url, { minSize: 0, maxSize: 3 });
+      expect(registry.reconcile(new TenantDirectory([resized]))).toEqual({ replaced: [A], removed: [] });
+      expect(registry.current(reloaded)).toBeUndefined();
+      expect(registry.current(resized)).toBeUndefined();
+      const third = await registry.get(resized);
+      expect(registry.current(resized)).toBe(third);
+      await registry.close();
+      expect(registry.current(resized)).toBeUndefined();
+    } finally {
+      await registry.close();
     }
   });
 
