@@ -2,8 +2,9 @@
  * One side of the registry micro-benchmark, in its own process (forked by
  * bench/workloads/micro.ts): `registry` = lensfleet's registry.get → TenantPool.acquire → query →
  * release; `bare` = pg.Pool.connect → query → client.release. A process per side keeps the two
- * from sharing JIT feedback and garbage. Reports a MicroResult over IPC.
- * Usage: micro-child.js <registry|bare> <databaseUrl> <seconds> <concurrency>
+ * from sharing JIT feedback and garbage. Both sides stay up and run short slices in turn, as the
+ * parent asks (`{ t: 'run', loop, ms }` → a MicroSlice; `{ t: 'stop' }`).
+ * Usage: micro-child.js <registry|bare> <databaseUrl> <concurrency>
  */
 import pg from 'pg';
 import pino from 'pino';
@@ -11,12 +12,12 @@ import { loadWorkerConfig } from '../src/config.js';
 import type { TenantPool } from '../src/pool.js';
 import { PoolRegistry } from '../src/registry.js';
 import { loadTenantDirectory } from '../src/tenants.js';
-import { TENANTS, type LoopResult, type MicroResult } from './workloads/micro.js';
+import { TENANTS, type MicroLoop, type MicroRequest, type MicroSlice } from './workloads/micro.js';
 
-/** Acquires from tenant `k` (0 ≤ k < TENANTS); release goes back where the client came from. */
+/** Acquires from tenant `k` (0 ≤ k < TENANTS) and releases to the same tenant's pool. */
 interface Acquirer {
   acquire(k: number): Promise<pg.PoolClient>;
-  release(client: pg.PoolClient): void;
+  release(k: number, client: pg.PoolClient): void;
   close(): Promise<void>;
 }
 
@@ -29,10 +30,10 @@ const QUERY = {
   values: [10],
 };
 
-async function closedLoop(pool: Acquirer, loops: number, seconds: number, withQuery: boolean, tenants = 1): Promise<LoopResult> {
+async function closedLoop(pool: Acquirer, loops: number, ms: number, withQuery: boolean, tenants = 1): Promise<MicroSlice> {
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
-  const end = t0 + seconds * 1000;
+  const end = t0 + ms;
   let ops = 0;
   await Promise.all(
     Array.from({ length: loops }, async (_, loop) => {
@@ -43,15 +44,22 @@ async function closedLoop(pool: Acquirer, loops: number, seconds: number, withQu
         try {
           if (withQuery) await client.query(QUERY);
         } finally {
-          pool.release(client);
+          pool.release(k, client);
         }
         ops++;
       }
     }),
   );
-  const elapsed = (performance.now() - t0) / 1000;
+  const elapsedMs = performance.now() - t0;
   const cpu = process.cpuUsage(cpu0);
-  return { opsPerSecond: ops / elapsed, cpuUsPerOp: (cpu.user + cpu.system) / ops };
+  return { t: 'slice', ops, elapsedMs, cpuUs: cpu.user + cpu.system };
+}
+
+/** The three loops: `query` and `manyTenants` with `concurrency` loops, `acquireOnly` with one. */
+function runLoop(pool: Acquirer, loop: MicroLoop, ms: number, concurrency: number): Promise<MicroSlice> {
+  if (loop === 'query') return closedLoop(pool, concurrency, ms, true);
+  if (loop === 'acquireOnly') return closedLoop(pool, 1, ms, false);
+  return closedLoop(pool, concurrency, ms, true, TENANTS);
 }
 
 function viaRegistry(url: string, concurrency: number): Acquirer {
@@ -62,16 +70,16 @@ function viaRegistry(url: string, concurrency: number): Acquirer {
   const tenants = ids.map((id) => directory.getPg(id));
   // A budget that never evicts: this measures the registry's cost, not the budget's.
   const registry = new PoolRegistry({ concurrency, processMaxConnections: TENANTS * concurrency, logger: pino({ level: 'silent' }) });
-  const owner = new WeakMap<pg.PoolClient, TenantPool>();
-  const take = (pool: TenantPool) => pool.acquire().then((client) => (owner.set(client, pool), client));
+  // The processor's lookup: registry.current, registry.get on first use. Releases go to the pool
+  // the acquire came from (the micro never recycles a pool, so that is the current one).
+  const pools: (TenantPool | undefined)[] = [];
   return {
-    // As the job processor does it: the synchronous lookup once the pool exists.
     acquire: (k) => {
-      const tenant = tenants[k]!;
-      const current = registry.current(tenant);
-      return current !== undefined ? take(current) : registry.get(tenant).then(take);
+      const current = registry.current(tenants[k]!);
+      if (current !== undefined) return (pools[k] = current).acquire();
+      return registry.get(tenants[k]!).then((pool) => (pools[k] = pool).acquire());
     },
-    release: (client) => owner.get(client)!.release(client),
+    release: (k, client) => pools[k]!.release(client),
     close: () => registry.close(),
   };
 }
@@ -81,7 +89,7 @@ function viaBare(url: string, concurrency: number): Acquirer {
   for (const pool of pools) pool.on('error', () => {});
   return {
     acquire: (k) => pools[k]!.connect(),
-    release: (client) => client.release(),
+    release: (_k, client) => client.release(),
     close: async () => {
       await Promise.all(pools.map((p) => p.end()));
     },
@@ -89,21 +97,44 @@ function viaBare(url: string, concurrency: number): Acquirer {
 }
 
 async function main(): Promise<void> {
-  const [kind, url, secondsArg, concurrencyArg] = process.argv.slice(2);
-  const seconds = Number(secondsArg);
+  const [kind, url, concurrencyArg] = process.argv.slice(2);
   const concurrency = Number(concurrencyArg);
   const pool = kind === 'registry' ? viaRegistry(url!, concurrency) : viaBare(url!, concurrency);
   try {
     // Open every connection, prepare the statement and warm the JIT before measuring.
-    await closedLoop(pool, concurrency, 0.5, true);
-    await closedLoop(pool, 1, 0.2, false);
-    await closedLoop(pool, concurrency, 0.5, true, TENANTS);
-    const query = await closedLoop(pool, concurrency, seconds, true);
-    const acquireOnly = await closedLoop(pool, 1, seconds, false);
-    const manyTenants = await closedLoop(pool, concurrency, seconds, true, TENANTS);
-    process.send?.({ query, acquireOnly, manyTenants } satisfies MicroResult);
+    await runLoop(pool, 'query', 500, concurrency);
+    await runLoop(pool, 'acquireOnly', 200, concurrency);
+    await runLoop(pool, 'manyTenants', 500, concurrency);
+    process.send?.({ t: 'ready' });
+    // One request at a time: the parent waits for each slice before it sends the next.
+    for await (const request of requests()) {
+      if (request.t === 'stop') break;
+      process.send?.(await runLoop(pool, request.loop, request.ms, concurrency));
+    }
   } finally {
     await pool.close();
+  }
+}
+
+async function* requests(): AsyncGenerator<MicroRequest> {
+  const queue: MicroRequest[] = [];
+  let wake: (() => void) | undefined;
+  const push = (m: MicroRequest): void => {
+    queue.push(m);
+    wake?.();
+  };
+  process.on('message', push);
+  process.once('disconnect', () => push({ t: 'stop' }));
+  try {
+    for (;;) {
+      const next = queue.shift();
+      if (next !== undefined) {
+        yield next;
+        if (next.t === 'stop') return;
+      } else await new Promise<void>((resolve) => (wake = resolve));
+    }
+  } finally {
+    process.off('message', push);
   }
 }
 

@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cleanupAll } from './lib/cleanup.js';
 import { snapshotCode } from './lib/code.js';
-import { startBenchEnv, tlsUrl, withPort, type BenchEnv } from './lib/env.js';
+import { startBenchEnv, TENANT_CONNECTION_LIMIT, tlsUrl, withPort, type BenchEnv } from './lib/env.js';
 import { writeDocs, machineInfo, renderMarkdown } from './lib/docs.js';
 import { FULL, QUICK, type Plan } from './lib/plan.js';
 import { createProgress } from './lib/progress.js';
@@ -113,7 +113,7 @@ async function main(): Promise<void> {
   const setup = progress.phase('setup');
   // Children run a private copy of dist/, immune to rebuilds by anyone else during the run.
   await snapshotCode();
-  const env: BenchEnv = await startBenchEnv((l) => setup.update(l), 200 + plan.tenants.concurrency * 4);
+  const env: BenchEnv = await startBenchEnv((l) => setup.update(l), TENANT_CONNECTION_LIMIT + 100 + plan.tenants.concurrency * 4);
   setup.line(`Redis ${env.versions.redis} pid ${env.redisPid}, Postgres ${env.versions.postgres} pid ${env.postmasterPid} (SCRAM, fsync on${env.tls ? ', ssl on' : ''})`);
   // The library's default seed (40 rows per table): small tables keep the comparison on the
   // worker's own cost; Postgres work per job is the same lens SQL for every variant.

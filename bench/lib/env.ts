@@ -53,6 +53,12 @@ export function withPort(databaseUrl: string, port: number): string {
   return url.toString();
 }
 
+/**
+ * The micro-benchmark keeps both of its sides connected at once (8 pools of up to 16
+ * connections each per side): more than the demo's default role limit of 200.
+ */
+export const TENANT_CONNECTION_LIMIT = 400;
+
 export async function startBenchEnv(log: (line: string) => void, maxConnections: number): Promise<BenchEnv> {
   await ensureSystemPackages({ redis: true, postgres: true, log });
   const tls = hasOpenssl();
@@ -97,7 +103,7 @@ export async function startBenchEnv(log: (line: string) => void, maxConnections:
       const dbs: TenantDatabase[] = [];
       // A few at a time: CREATE DATABASE with fsync on is slow, and each holds a connection.
       for (let i = 0; i < ids.length; i += 4) {
-        dbs.push(...(await Promise.all(ids.slice(i, i + 4).map((id) => createTenantDatabase(postgres.adminUrl(), id, { rows })))));
+        dbs.push(...(await Promise.all(ids.slice(i, i + 4).map((id) => createTenantDatabase(postgres.adminUrl(), id, { rows, connectionLimit: TENANT_CONNECTION_LIMIT })))));
         progress?.(`tenant databases ${dbs.length}/${ids.length}`);
       }
       return dbs;

@@ -1,16 +1,20 @@
 /**
  * Workload 6 — registry micro-overhead: the same closed loop through lensfleet's registry
- * (`registry.get(tenant)` → `pool.acquire()` → query → `pool.release(client)`) and through a bare
- * `pg.Pool` (`pool.connect()` → query → `client.release()`), each side in a fresh process
- * (bench/micro-child.ts), interleaved in pairs. Three loops: with a query (16 concurrent loops, one
- * prepared statement on both sides), acquire/release alone (one loop, no round trip), and the
- * query loop round-robin over 8 tenants (a pool each, on both sides).
+ * (`registry.current(tenant)` / `registry.get(tenant)` → `pool.acquire()` → query →
+ * `pool.release(client)`) and through a bare `pg.Pool` (`pool.connect()` → query →
+ * `client.release()`), each side in its own process (bench/micro-child.ts). Three loops: with a
+ * query (16 concurrent loops, one prepared statement on both sides), acquire/release alone (one
+ * loop, no round trip), and the query loop round-robin over 8 tenants (a pool each, on both sides).
+ *
+ * The overhead measured is a few per cent at most, and this machine's load swings by more than
+ * that within seconds. So both processes stay up and take turns in short slices (A B B A …, only
+ * one running at a time); a block of slices is one pair, and the ratios are per block.
  */
-import { fork } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { benchScript } from '../lib/code.js';
 import type { Plan } from '../lib/plan.js';
 import type { Progress } from '../lib/progress.js';
-import { interleaved, med, ratios, ratioTarget, type WorkloadReport } from '../lib/report.js';
+import { med, ratios, ratioTarget, type WorkloadReport } from '../lib/report.js';
 
 export interface LoopResult {
   readonly opsPerSecond: number;
@@ -18,6 +22,9 @@ export interface LoopResult {
   readonly cpuUsPerOp: number;
 }
 
+export type MicroLoop = 'query' | 'acquireOnly' | 'manyTenants';
+
+/** One block of slices per side: */
 export interface MicroResult {
   /** CONCURRENCY concurrent loops of acquire → prepared query → release. */
   readonly query: LoopResult;
@@ -27,24 +34,76 @@ export interface MicroResult {
   readonly manyTenants: LoopResult;
 }
 
+/** Parent → child. */
+export type MicroRequest = { readonly t: 'run'; readonly loop: MicroLoop; readonly ms: number } | { readonly t: 'stop' };
+/** Child → parent, one per `run`. */
+export interface MicroSlice {
+  readonly t: 'slice';
+  readonly ops: number;
+  readonly elapsedMs: number;
+  readonly cpuUs: number;
+}
+
 const CONCURRENCY = 16;
 /** Tenants of the many-tenants loop: each its own pool on both sides (same database). */
 export const TENANTS = 8;
+/** Length of one turn of one side. */
+const SLICE_MS = 250;
+const LOOPS: readonly MicroLoop[] = ['query', 'acquireOnly', 'manyTenants'];
 
 type Side = 'registry' | 'bare';
 
-function measure(side: Side, url: string, seconds: number): Promise<MicroResult> {
+/** A side's process, up until `stop()`; `run` measures one slice. */
+interface MicroChild {
+  run(loop: MicroLoop, ms: number): Promise<MicroSlice>;
+  stop(): Promise<void>;
+}
+
+function startChild(side: Side, url: string): Promise<MicroChild> {
   return new Promise((resolve, reject) => {
-    const child = fork(benchScript('micro-child.js'), [side, url, String(seconds), String(CONCURRENCY)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] });
-    let result: MicroResult | undefined;
-    const timer = setTimeout(() => child.kill('SIGKILL'), (seconds * 3 + 30) * 1000);
-    child.once('message', (m: MicroResult) => (result = m));
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      if (result) resolve(result);
-      else reject(new Error(`micro-benchmark child (${side}) exited with code ${code} without a result`));
+    const child: ChildProcess = fork(benchScript('micro-child.js'), [side, url, String(CONCURRENCY)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] });
+    const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
+    let pending: { resolve: (s: MicroSlice) => void; reject: (e: Error) => void } | undefined;
+    const died = (code: number | null) => new Error(`micro-benchmark child (${side}) exited with code ${code}`);
+    void exited.then((code) => {
+      pending?.reject(died(code));
+      reject(died(code));
+    });
+    child.on('message', (m: { t: 'ready' } | MicroSlice) => {
+      if (m.t === 'slice') {
+        const p = pending;
+        pending = undefined;
+        p?.resolve(m);
+        return;
+      }
+      resolve({
+        run: (loop, ms) =>
+          new Promise<MicroSlice>((res, rej) => {
+            pending = { resolve: res, reject: rej };
+            child.send({ t: 'run', loop, ms } satisfies MicroRequest);
+          }),
+        stop: async () => {
+          if (child.connected) child.send({ t: 'stop' } satisfies MicroRequest);
+          const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+          await exited;
+          clearTimeout(timer);
+        },
+      });
     });
   });
+}
+
+/** Sum of slices → one LoopResult. */
+function combine(slices: readonly MicroSlice[]): LoopResult {
+  let ops = 0;
+  let ms = 0;
+  let cpu = 0;
+  for (const s of slices) {
+    ops += s.ops;
+    ms += s.elapsedMs;
+    cpu += s.cpuUs;
+  }
+  return { opsPerSecond: ops / (ms / 1000), cpuUsPerOp: cpu / ops };
 }
 
 export interface MicroOptions {
@@ -56,11 +115,29 @@ export interface MicroOptions {
 export async function runMicro(opts: MicroOptions): Promise<WorkloadReport> {
   const { plan } = opts;
   const progress = opts.progress.phase('micro');
-  let n = 0;
-  const runs = await interleaved<Side, MicroResult>(['registry', 'bare'], plan.micro.pairs, async (side) => {
-    progress.update(`${++n}/${2 * plan.micro.pairs} (${side})`);
-    return measure(side, opts.tenant.url, plan.micro.secondsEach);
-  });
+  const children: Partial<Record<Side, MicroChild>> = {};
+  const runs: Record<Side, MicroResult[]> = { registry: [], bare: [] };
+  try {
+    progress.update('starting both sides');
+    [children.registry, children.bare] = await Promise.all([startChild('registry', opts.tenant.url), startChild('bare', opts.tenant.url)]);
+    // Per loop and block: slices of each side in turn, A B B A …, one side running at a time.
+    const slicesPerBlock = Math.max(2, Math.round((plan.micro.secondsEach * 1000) / SLICE_MS));
+    const blocks: Record<Side, Partial<Record<MicroLoop, LoopResult>>[]> = { registry: [], bare: [] };
+    for (const loop of LOOPS) {
+      for (let b = 0; b < plan.micro.pairs; b++) {
+        progress.update(`${loop}: block ${b + 1}/${plan.micro.pairs}`);
+        const slices: Record<Side, MicroSlice[]> = { registry: [], bare: [] };
+        for (let i = 0; i < slicesPerBlock; i++) {
+          const order: Side[] = (i + b) % 2 === 0 ? ['registry', 'bare'] : ['bare', 'registry'];
+          for (const side of order) slices[side].push(await children[side]!.run(loop, SLICE_MS));
+        }
+        for (const side of ['registry', 'bare'] as const) (blocks[side][b] ??= {})[loop] = combine(slices[side]);
+      }
+    }
+    for (const side of ['registry', 'bare'] as const) runs[side] = blocks[side].map((r) => r as MicroResult);
+  } finally {
+    await Promise.allSettled(Object.values(children).map((c) => c.stop()));
+  }
   const loop = (side: Side, which: keyof MicroResult): LoopResult[] => runs[side].map((r) => r[which]);
   const ops = (side: Side, which: keyof MicroResult) => loop(side, which).map((x) => x.opsPerSecond);
   const cpu = (side: Side, which: keyof MicroResult) => loop(side, which).map((x) => x.cpuUsPerOp);
@@ -79,10 +156,10 @@ export async function runMicro(opts: MicroOptions): Promise<WorkloadReport> {
   progress.line(`registry ÷ pg.Pool time per op: with query ${med(overhead('query'), 3, '×')}, acquire+release alone ${med(overhead('acquireOnly'), 3, '×')}`);
   return {
     name: 'micro',
-    title: 'Registry micro-overhead (closed loop, each side in a fresh process)',
+    title: 'Registry micro-overhead (closed loop, each side in its own process, taking turns)',
     tables: [
       {
-        title: `${plan.micro.pairs} interleaved pairs of ${plan.micro.secondsEach} s per loop`,
+        title: `${plan.micro.pairs} blocks per loop; in a block each side runs ${plan.micro.secondsEach} s in ${SLICE_MS} ms turns (A B B A …, one side at a time); ratios per block`,
         headers: ['loop', 'registry ops/s', 'pg.Pool ops/s', 'time/op registry ÷ pg.Pool', 'CPU µs/op registry', 'CPU µs/op pg.Pool', 'CPU ratio'],
         rows: [
           row(`acquire → prepared query → release, ${CONCURRENCY} loops`, 'query'),

@@ -24,6 +24,8 @@ export interface SeedOptions {
   readonly rows?: number;
   /** Drop an existing database of the same name first. @defaultValue true */
   readonly replace?: boolean;
+  /** The reader role's CONNECTION LIMIT. @defaultValue 200 */
+  readonly connectionLimit?: number;
 }
 
 const ident = (s: string) => `"${s.replace(/"/g, '""')}"`;
@@ -92,7 +94,7 @@ export async function createTenantDatabase(adminUrl: string, tenant: string, opt
     await admin.query(`CREATE DATABASE ${ident(database)}`);
     const exists = await admin.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role]);
     await admin.query(
-      `${exists.rowCount ? 'ALTER' : 'CREATE'} ROLE ${ident(role)} LOGIN PASSWORD ${literal(password)} CONNECTION LIMIT 200`,
+      `${exists.rowCount ? 'ALTER' : 'CREATE'} ROLE ${ident(role)} LOGIN PASSWORD ${literal(password)} CONNECTION LIMIT ${Math.trunc(opts.connectionLimit ?? 200)}`,
     );
   } finally {
     await admin.end();
