@@ -32,8 +32,13 @@ export function executeLens<P>(pool: TenantPool, lens: Lens<P>, params: P, holde
     pool.checkout(holder, (acquireError, client) => {
       if (acquireError !== undefined || client === undefined) return reject(acquireError);
       const acquireMs = performance.now() - started;
-      // Runs inside pg's callback: it must not throw (pg would rethrow it on the next tick).
+      // Runs inside pg's callback: it must not throw (pg would rethrow it on the next tick). And
+      // only once: a query that fails before it is sent (a value pg cannot serialize) calls back
+      // at once and again with "Connection terminated" when the destroyed connection ends.
+      let finished = false;
       const finish = (err: unknown, res: QueryResult | undefined): void => {
+        if (finished) return;
+        finished = true;
         try {
           if (err !== undefined && err !== null) {
             pool.release(client, err);

@@ -29,8 +29,8 @@ afterAll(async () => {
   await tenants?.drop();
 });
 
-function makePool(max: number, overrides: Parameters<typeof makeTestPool>[2] = {}): TestPool {
-  const made = makeTestPool(TENANT, databaseUrl, { minSize: 0, ...overrides }, max);
+function makePool(max: number, overrides: Parameters<typeof makeTestPool>[2] = {}, pooling = true): TestPool {
+  const made = makeTestPool(TENANT, databaseUrl, { minSize: 0, ...overrides }, max, undefined, pooling);
   cleanups.push(() => made.pool.close());
   return made;
 }
@@ -56,6 +56,12 @@ const failing = defineLens({
   name: 'exec.failing',
   params: z.object({ d: z.number() }),
   sql: ({ d }) => ({ text: 'SELECT 1 / $1::int AS x', values: [d] }),
+});
+
+const unsendable = defineLens({
+  name: 'exec.unsendable',
+  params: z.object({}),
+  sql: () => ({ text: 'SELECT $1::jsonb AS j', values: [{ n: 1n }] }),
 });
 
 const ownTimeout = defineLens({
@@ -109,6 +115,24 @@ describe('executeLens', () => {
     expect((await executeLens(pool, failing, { d: 1 })).rows).toEqual([{ x: 1 }]);
     expect(pool.stats().inUse).toBe(0);
   });
+
+  for (const pooling of [true, false]) {
+    it(`a value pg cannot send (BigInt in jsonb) fails the run once and destroys the connection once (pooling ${pooling ? 'on' : 'off'})`, async () => {
+      const { pool, events } = makePool(1, {}, pooling);
+      const err = await executeLens(pool, unsendable, {}).catch((e: unknown) => e);
+      expect((err as LensfleetError).code).toBe('QUERY_FAILED');
+      expect((err as LensfleetError).message).toMatch(/BigInt/i);
+      // pg calls back a second time when the destroyed connection ends: that must not count.
+      await waitFor('the destroyed connection has closed', () => pool.stats().size === 0);
+      await sleep(100);
+      const s = pool.stats();
+      expect({ inUse: s.inUse, size: s.size, waiting: s.waiting }).toEqual({ inUse: 0, size: 0, waiting: 0 });
+      const closed = Object.values(s.connections_closed_total).reduce((a, b) => a + b, 0);
+      expect(closed).toBe(1);
+      expect(events.filter((e) => e.type === 'closed_connection').length).toBeLessThanOrEqual(1);
+      expect((await executeLens(pool, recent, { limit: 2 })).rowCount).toBe(2);
+    });
+  }
 
   it('a lens with its own timeout runs in a read-only transaction with SET LOCAL; the session default is back afterwards', async () => {
     const { pool } = makePool(1, { statementTimeoutMs: 5000 });

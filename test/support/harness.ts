@@ -266,7 +266,7 @@ export interface TestPool {
 }
 
 /** A TenantPool of one tenant with its events recorded; the caller closes it. */
-export function makeTestPool(tenant: string, url: string, overrides: Partial<PoolSettings>, max: number, app = uniqueId('lfpool')): TestPool {
+export function makeTestPool(tenant: string, url: string, overrides: Partial<PoolSettings>, max: number, app = uniqueId('lfpool'), pooling = true): TestPool {
   const events: PoolEvent[] = [];
   const pool = new TenantPool({
     tenant,
@@ -274,7 +274,7 @@ export function makeTestPool(tenant: string, url: string, overrides: Partial<Poo
     databaseUrl: new Secret(url),
     settings: { ...DEFAULT_POOL_SETTINGS, ...overrides },
     max,
-    pooling: true,
+    pooling,
     onEvent: (e) => events.push(e),
     applicationName: app,
   });
