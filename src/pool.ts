@@ -391,12 +391,15 @@ export class TenantPool {
   /**
    * Return a connection. It is destroyed instead of reused when the job failed (`err`), when it
    * is left inside a transaction, when it is past its lifetime, or when it is an overflow
-   * connection.
+   * connection. Releasing the same checkout again does nothing.
    */
   release(client: PoolClient, err?: unknown): void {
+    const m = meta.get(client);
+    // A second release of one checkout is a caller's bug; counting it would drive inUse (and
+    // the process budget, for unpooled connections) below the truth for good.
+    if (m !== undefined && !m.checkedOut) return;
     this.#inUse--;
     this.#lastUsedAt = Date.now();
-    const m = meta.get(client);
     if (m) {
       m.checkedOut = false;
       m.holder = undefined;

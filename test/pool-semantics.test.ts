@@ -342,6 +342,24 @@ describe('two timeouts, two errors', () => {
 });
 
 describe('memory', () => {
+  for (const pooling of [true, false]) {
+    it(`releasing one checkout twice counts once: inUse, size and the closed counters stay true (pooling ${pooling ? 'on' : 'off'})`, async () => {
+      const made = makeTestPool(TENANT, databaseUrl, { minSize: 0 }, 2, uniqueId('lfpsem'), pooling);
+      cleanups.push(() => made.pool.close());
+      const { pool } = made;
+      const c = await pool.acquire();
+      pool.release(c);
+      expect(() => pool.release(c)).not.toThrow();
+      if (!pooling) await waitFor('the unpooled connection closed', () => pool.stats().connections_closed_total.unpooled === 1);
+      const s = pool.stats();
+      expect({ inUse: s.inUse, size: s.size }).toEqual({ inUse: 0, size: pooling ? 1 : 0 });
+      expect(s.connections_closed_total).toEqual(pooling ? {} : { unpooled: 1 });
+      const next = await pool.acquire();
+      expect(pool.stats().inUse).toBe(1);
+      pool.release(next);
+    });
+  }
+
   it('a granted acquire keeps nothing of its caller alive while later acquires still wait (no results surviving GC under steady waiting)', async () => {
     const { pool } = makePool({ minSize: 0 }, 1);
     const held = await pool.acquire();
