@@ -253,6 +253,10 @@ export class PoolRegistry {
       await pool.close();
       throw new LensfleetError('POOL_CLOSED', this.#closed ? 'the pool registry is closed (worker shutting down)' : `pool ${key} was replaced while it was being created`);
     }
+    // Two creations with the same settings can overlap (a reload flipped the settings and back
+    // while the first was warming up): the later one wins, the earlier one drains.
+    const previous = this.#entries.get(key);
+    if (previous !== undefined) this.#retire(key, previous, 'replaced by a newer pool with the same settings');
     const entry: Entry = { pool, tenant, fingerprint: fp, retired: false };
     this.#entries.set(key, entry);
     this.#byTenant.set(tenant, entry);

@@ -9,7 +9,7 @@ import { LensfleetError } from '../src/errors.js';
 import { PoolRegistry } from '../src/registry.js';
 import { Secret } from '../src/secret.js';
 import { TenantDirectory, type PgTenant } from '../src/tenants.js';
-import { countConnections, createTenants, LogCapture, sampleConnections, startTestWorker, uniqueId } from './support/harness.js';
+import { countConnections, createTenants, LogCapture, sampleConnections, startTestWorker, uniqueId, waitFor } from './support/harness.js';
 
 const A = uniqueId('ySF');
 const B = uniqueId('yClamp');
@@ -154,6 +154,28 @@ describe('pool registry', () => {
       expect(registry.current(resized)).toBe(third);
       await registry.close();
       expect(registry.current(resized)).toBeUndefined();
+    } finally {
+      await registry.close();
+    }
+  });
+
+  it('creations that overlap while settings flip (A, then B, then A again during warm-up) leave one live pool, and current() never returns an orphan', async () => {
+    const logs = new LogCapture();
+    const registry = new PoolRegistry({ concurrency: 4, logger: logs.logger });
+    const url = tenants.env[`${A}_DATABASE_URL`]!;
+    const first = pgTenant(A, url, { minSize: 2 });
+    const flipped = pgTenant(A, url, { minSize: 2, maxSize: 3 });
+    const back = pgTenant(A, url, { minSize: 2 });
+    try {
+      const results = await Promise.allSettled([registry.get(first), registry.get(flipped), registry.get(back)]);
+      const live = registry.current(back);
+      expect(live).toBeDefined();
+      expect(results[2]).toEqual({ status: 'fulfilled', value: live });
+      // The first object's pool, if it was ever registered, is out of service now.
+      expect(registry.current(first)).toBeUndefined();
+      expect(registry.keys()).toEqual([`${A}:service`]);
+      // Only the live pool keeps connections once the others have drained.
+      await waitFor('only the live pool holds connections', () => registry.connections() === live!.size);
     } finally {
       await registry.close();
     }
