@@ -59,38 +59,65 @@ interface MicroChild {
   stop(): Promise<void>;
 }
 
+/** Longest wait for a child to connect and warm up, and beyond its length for one slice. */
+const START_TIMEOUT_MS = 120_000;
+const SLICE_GRACE_MS = 30_000;
+
+/**
+ * Fork one side and wait for it to be warm. A child that exits, or stops answering within the
+ * timeouts, fails the pending step (and is killed): nothing waits for it forever.
+ */
 function startChild(side: Side, url: string): Promise<MicroChild> {
-  return new Promise((resolve, reject) => {
-    const child: ChildProcess = fork(benchScript('micro-child.js'), [side, url, String(CONCURRENCY)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] });
-    const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
-    let pending: { resolve: (s: MicroSlice) => void; reject: (e: Error) => void } | undefined;
-    const died = (code: number | null) => new Error(`micro-benchmark child (${side}) exited with code ${code}`);
-    void exited.then((code) => {
-      pending?.reject(died(code));
-      reject(died(code));
-    });
-    child.on('message', (m: { t: 'ready' } | MicroSlice) => {
-      if (m.t === 'slice') {
-        const p = pending;
-        pending = undefined;
-        p?.resolve(m);
-        return;
-      }
-      resolve({
-        run: (loop, ms) =>
-          new Promise<MicroSlice>((res, rej) => {
-            pending = { resolve: res, reject: rej };
-            child.send({ t: 'run', loop, ms } satisfies MicroRequest);
-          }),
-        stop: async () => {
-          if (child.connected) child.send({ t: 'stop' } satisfies MicroRequest);
-          const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-          await exited;
-          clearTimeout(timer);
-        },
-      });
-    });
+  const child: ChildProcess = fork(benchScript('micro-child.js'), [side, url, String(CONCURRENCY)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] });
+  const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
+  let exitCode: number | null | undefined;
+  let pending: { resolve: (m: { t: 'ready' } | MicroSlice) => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | undefined;
+  const fail = (err: Error): void => {
+    const p = pending;
+    pending = undefined;
+    if (p === undefined) return;
+    clearTimeout(p.timer);
+    p.reject(err);
+  };
+  void exited.then((code) => {
+    exitCode = code;
+    fail(new Error(`micro-benchmark child (${side}) exited with code ${code}`));
   });
+  // A send to a child that is gone emits 'error' on the ChildProcess; without a listener it would crash the run.
+  child.on('error', (err) => fail(new Error(`micro-benchmark child (${side}): ${err.message}`)));
+  child.on('message', (m: { t: 'ready' } | MicroSlice) => {
+    const p = pending;
+    pending = undefined;
+    if (p === undefined) return;
+    clearTimeout(p.timer);
+    p.resolve(m);
+  });
+  const next = (timeoutMs: number, what: string, request?: MicroRequest): Promise<{ t: 'ready' } | MicroSlice> =>
+    new Promise((resolve, reject) => {
+      if (exitCode !== undefined) return reject(new Error(`micro-benchmark child (${side}) exited with code ${exitCode}`));
+      const timer = setTimeout(() => {
+        fail(new Error(`micro-benchmark child (${side}) did not ${what} within ${timeoutMs} ms`));
+        child.kill('SIGKILL');
+      }, timeoutMs);
+      pending = { resolve, reject, timer };
+      if (request !== undefined) child.send(request);
+    });
+  const stop = async (): Promise<void> => {
+    if (child.connected) child.send({ t: 'stop' } satisfies MicroRequest);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  return next(START_TIMEOUT_MS, 'warm up').then(
+    () => ({
+      run: async (loop, ms) => (await next(ms + SLICE_GRACE_MS, `finish a ${ms} ms slice`, { t: 'run', loop, ms })) as MicroSlice,
+      stop,
+    }),
+    async (err: unknown) => {
+      await stop();
+      throw err;
+    },
+  );
 }
 
 /** Sum of slices → one LoopResult. */
@@ -119,7 +146,11 @@ export async function runMicro(opts: MicroOptions): Promise<WorkloadReport> {
   const runs: Record<Side, MicroResult[]> = { registry: [], bare: [] };
   try {
     progress.update('starting both sides');
-    [children.registry, children.bare] = await Promise.all([startChild('registry', opts.tenant.url), startChild('bare', opts.tenant.url)]);
+    // Both up, or neither: a side that started is stopped when the other failed to.
+    const started = await Promise.allSettled([startChild('registry', opts.tenant.url), startChild('bare', opts.tenant.url)]);
+    if (started[0].status === 'fulfilled') children.registry = started[0].value;
+    if (started[1].status === 'fulfilled') children.bare = started[1].value;
+    for (const s of started) if (s.status === 'rejected') throw s.reason;
     // Per loop and block: slices of each side in turn, A B B A …, one side running at a time.
     const slicesPerBlock = Math.max(2, Math.round((plan.micro.secondsEach * 1000) / SLICE_MS));
     const blocks: Record<Side, Partial<Record<MicroLoop, LoopResult>>[]> = { registry: [], bare: [] };
