@@ -13,139 +13,27 @@ import pg from 'pg';
 import type { PoolSettings } from './config.js';
 import { DeadlineQueue } from './deadline-queue.js';
 import { LensfleetError } from './errors.js';
-import type { Secret } from './secret.js';
+import { closeReasons, meta, PooledClient, type ClientMeta, type PooledClientOptions } from './pool-client.js';
+import type {
+  CheckoutCallback,
+  CloseReason,
+  ConnectionBudget,
+  ConnectionErrorKind,
+  PoolClient,
+  PoolEvent,
+  PoolObserver,
+  PoolStats,
+  TenantPoolOptions,
+} from './pool-types.js';
 import { withTimeout } from './timeout.js';
 
-/** Why a connection was closed (a metrics label: keep the set small and stable). */
-export type CloseReason = 'overflow' | 'recycled' | 'error' | 'dirty' | 'ping_failed' | 'idle' | 'evicted' | 'unpooled' | 'pool_closed';
-/** Where a connection error happened (a metrics label). */
-export type ConnectionErrorKind = 'connect' | 'connect_timeout' | 'idle' | 'active';
+export type * from './pool-types.js';
 
-/** Observer of pool events; every method is optional. Metrics implement it (the pool does not import prom-client). */
-export interface PoolObserver {
-  acquired?(tenant: string, waitSeconds: number): void;
-  connected?(tenant: string, connectSeconds: number): void;
-}
-
-/** Lifecycle and problem events, for logs. */
-export type PoolEvent =
-  | { type: 'connection_error'; kind: ConnectionErrorKind; code: string | undefined; message: string }
-  | { type: 'leak'; heldMs: number; holder: Readonly<Record<string, unknown>> | undefined }
-  | { type: 'closed_connection'; reason: CloseReason };
-
-/** The process-wide connection budget (owned by the registry). */
-export interface ConnectionBudget {
-  /**
-   * Called after a connection slot was taken (it already counts in `size`) and before it
-   * connects. Resolves when the process is within budget, evicting idle connections of other
-   * tenants if needed; rejects when no room appears within `timeoutMs`.
-   */
-  reserve(requester: TenantPool, timeoutMs: number): Promise<void>;
-  /** Connections the budget still allows to open without evicting anything. */
-  free(): number;
-  /** A connection closed somewhere: wake reservations that wait for room. */
-  released(): void;
-}
-
-/** A point-in-time snapshot of one pool; counter keys carry their unit. */
-export interface PoolStats {
-  readonly tenant: string;
-  readonly key: string;
-  readonly pooling: boolean;
-  /** Effective ceiling: min(maxSize + maxOverflow, worker concurrency). */
-  readonly max: number;
-  readonly min: number;
-  readonly maxSize: number;
-  /** Open connections. */
-  readonly size: number;
-  /** Connections being opened (waiting for the process budget or connecting). */
-  readonly opening: number;
-  readonly inUse: number;
-  readonly idle: number;
-  readonly waiting: number;
-  readonly requests_total: number;
-  readonly requests_wait_ms_total: number;
-  readonly acquire_timeouts_total: number;
-  readonly pool_busy_total: number;
-  readonly connections_opened_total: number;
-  readonly connections_closed_total: Readonly<Record<string, number>>;
-  readonly connection_errors_total: Readonly<Record<string, number>>;
-  readonly pings_failed_total: number;
-  readonly leaks_total: number;
-  /** Milliseconds since the last acquire (for idle-pool eviction and LRU). */
-  readonly idle_for_ms: number;
-}
-
-export interface TenantPoolOptions {
-  readonly tenant: string;
-  readonly key: string;
-  readonly databaseUrl: Secret;
-  readonly settings: PoolSettings;
-  /** Effective ceiling, already clamped by the registry. */
-  readonly max: number;
-  readonly pooling: boolean;
-  readonly observer?: PoolObserver;
-  readonly budget?: ConnectionBudget;
-  readonly onEvent?: (event: PoolEvent) => void;
-  readonly applicationName?: string;
-}
-
-/** A checked-out connection. Release it through `TenantPool.release`, exactly once. */
-export type PoolClient = pg.PoolClient;
-
-interface ClientMeta {
-  expiresAt: number;
-  releasedAt: number;
-  /** When a job got it (for leak detection); 0 while idle. */
-  handedOutAt: number;
-  holder: Readonly<Record<string, unknown>> | undefined;
-  leakReported: boolean;
-  /** Checked out by a job (errors then count as `active`; idle ones are pg-pool's `idle`). */
-  checkedOut: boolean;
-}
-
-const meta = new WeakMap<pg.ClientBase, ClientMeta>();
 /** A pre-ping slower than this counts as failed (the connection is destroyed, another is used). */
 const PING_TIMEOUT_MS = 2000;
 /** Longest wait for an evicted connection's socket to close. */
 const EVICT_WAIT_MS = 1000;
 
-const closeReasons = new WeakMap<pg.ClientBase, CloseReason>();
-
-type OpenCounted = (client: pg.Client, open: (cb: (err: Error | null) => void) => void, done: (err: Error | null) => void) => void;
-
-/** pg.Pool hands its own options to every client it creates (`new Client(poolOptions)`). */
-interface PooledClientOptions extends pg.PoolConfig {
-  readonly clientConfig: () => pg.ClientConfig;
-  readonly openCounted: OpenCounted;
-}
-
-/**
- * The client of every pooled connection. A subclass keeps the connect timeout separate from
- * pg.Pool's connectionTimeoutMillis (which would also cap queue waiting), and lets the process
- * budget be reserved before the connection opens. One class for all pools, not one per pool:
- * with a class per tenant, pg's hot paths would see as many object shapes as tenants and V8's
- * inline caches would go megamorphic.
- */
-class PooledClient extends pg.Client {
-  readonly #openCounted: OpenCounted;
-  constructor(options: PooledClientOptions) {
-    super(options.clientConfig());
-    this.#openCounted = options.openCounted;
-  }
-  // pg-pool always connects with a callback.
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  override connect(callback?: any): never {
-    this.#openCounted(this, (open) => super.connect(open), callback as (e: Error | null) => void);
-    return undefined as never;
-  }
-}
-
-/**
- * Receives exactly one of an error or a connection. It runs synchronously inside pg.Pool's
- * dispatch (often inside the previous holder's release), so it must not throw.
- */
-export type CheckoutCallback = (err: Error | undefined, client: PoolClient | undefined) => void;
 
 const SETTLED: CheckoutCallback = () => {};
 

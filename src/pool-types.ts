@@ -1,0 +1,91 @@
+/**
+ * The tenant pool's public types: its options, stats snapshot, events, and the two interfaces
+ * it calls out through (the metrics observer and the process connection budget).
+ */
+import type pg from 'pg';
+import type { PoolSettings } from './config.js';
+import type { TenantPool } from './pool.js';
+import type { Secret } from './secret.js';
+
+/** Why a connection was closed (a metrics label: keep the set small and stable). */
+export type CloseReason = 'overflow' | 'recycled' | 'error' | 'dirty' | 'ping_failed' | 'idle' | 'evicted' | 'unpooled' | 'pool_closed';
+/** Where a connection error happened (a metrics label). */
+export type ConnectionErrorKind = 'connect' | 'connect_timeout' | 'idle' | 'active';
+
+/** Observer of pool events; every method is optional. Metrics implement it (the pool does not import prom-client). */
+export interface PoolObserver {
+  acquired?(tenant: string, waitSeconds: number): void;
+  connected?(tenant: string, connectSeconds: number): void;
+}
+
+/** Lifecycle and problem events, for logs. */
+export type PoolEvent =
+  | { type: 'connection_error'; kind: ConnectionErrorKind; code: string | undefined; message: string }
+  | { type: 'leak'; heldMs: number; holder: Readonly<Record<string, unknown>> | undefined }
+  | { type: 'closed_connection'; reason: CloseReason };
+
+/** The process-wide connection budget (owned by the registry). */
+export interface ConnectionBudget {
+  /**
+   * Called after a connection slot was taken (it already counts in `size`) and before it
+   * connects. Resolves when the process is within budget, evicting idle connections of other
+   * tenants if needed; rejects when no room appears within `timeoutMs`.
+   */
+  reserve(requester: TenantPool, timeoutMs: number): Promise<void>;
+  /** Connections the budget still allows to open without evicting anything. */
+  free(): number;
+  /** A connection closed somewhere: wake reservations that wait for room. */
+  released(): void;
+}
+
+/** A point-in-time snapshot of one pool; counter keys carry their unit. */
+export interface PoolStats {
+  readonly tenant: string;
+  readonly key: string;
+  readonly pooling: boolean;
+  /** Effective ceiling: min(maxSize + maxOverflow, worker concurrency). */
+  readonly max: number;
+  readonly min: number;
+  readonly maxSize: number;
+  /** Open connections. */
+  readonly size: number;
+  /** Connections being opened (waiting for the process budget or connecting). */
+  readonly opening: number;
+  readonly inUse: number;
+  readonly idle: number;
+  readonly waiting: number;
+  readonly requests_total: number;
+  readonly requests_wait_ms_total: number;
+  readonly acquire_timeouts_total: number;
+  readonly pool_busy_total: number;
+  readonly connections_opened_total: number;
+  readonly connections_closed_total: Readonly<Record<string, number>>;
+  readonly connection_errors_total: Readonly<Record<string, number>>;
+  readonly pings_failed_total: number;
+  readonly leaks_total: number;
+  /** Milliseconds since the last acquire (for idle-pool eviction and LRU). */
+  readonly idle_for_ms: number;
+}
+
+export interface TenantPoolOptions {
+  readonly tenant: string;
+  readonly key: string;
+  readonly databaseUrl: Secret;
+  readonly settings: PoolSettings;
+  /** Effective ceiling, already clamped by the registry. */
+  readonly max: number;
+  readonly pooling: boolean;
+  readonly observer?: PoolObserver;
+  readonly budget?: ConnectionBudget;
+  readonly onEvent?: (event: PoolEvent) => void;
+  readonly applicationName?: string;
+}
+
+/** A checked-out connection. Release it through `TenantPool.release`, exactly once. */
+export type PoolClient = pg.PoolClient;
+
+/**
+ * Receives exactly one of an error or a connection. It runs synchronously inside pg.Pool's
+ * dispatch (often inside the previous holder's release), so it must not throw.
+ */
+export type CheckoutCallback = (err: Error | undefined, client: PoolClient | undefined) => void;
