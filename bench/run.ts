@@ -33,7 +33,7 @@ import { runTenants } from './workloads/tenants.js';
 
 let interrupted = false;
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const LOCAL_VARIANTS: readonly LocalVariant[] = ['noop-16', 'baseline-16', 'lensfleet-16', 'baseline-64', 'lensfleet-64'];
+const LOCAL_VARIANTS: readonly LocalVariant[] = ['noop-16', 'baseline-16', 'lensfleet-16', 'graphile-16', 'baseline-64', 'lensfleet-64'];
 const WORKLOADS = ['local', 'pooling', 'remote', 'tenants', 'micro'] as const;
 type Workload = (typeof WORKLOADS)[number];
 /** Accepted aliases: the issue's names for the parts of `local` and `pooling`. */

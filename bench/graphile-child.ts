@@ -1,0 +1,112 @@
+/**
+ * The Postgres-backed job queue side of the benchmark: a graphile-worker runner in its own
+ * process (forked by bench/workloads/graphile.ts), running the same lens SQL through a bare
+ * `pg.Pool(max = concurrency)` per tenant, as the hand-written BullMQ baseline does. Jobs live
+ * in graphile-worker's tables in their own database (GRAPHILE_URL) on the same Postgres server.
+ *
+ * Parent → child: `{ t: 'start' }` (run the runner), `{ t: 'pause' }` (stop it; the process and
+ * its tenant pools stay warm), `{ t: 'arm', count }` (report `done` after `count` more finished
+ * jobs), `{ t: 'stop' }`. Child → parent: `ready`, `started`, `paused`, `progress`, `done`.
+ */
+import { Logger, run, type Runner, type Task } from 'graphile-worker';
+import pg from 'pg';
+import { maritimeLenses } from '../src/lenses/maritime.js';
+
+export type GraphileRequest = { readonly t: 'start' } | { readonly t: 'pause' } | { readonly t: 'arm'; readonly count: number } | { readonly t: 'stop' };
+export type GraphileMessage =
+  | { readonly t: 'ready' | 'started' | 'paused' }
+  | { readonly t: 'progress'; readonly finished: number }
+  | { readonly t: 'done'; readonly completed: number; readonly failed: number; readonly lastFinishedOn: number; readonly firstFailure: string | undefined };
+
+const send = (m: GraphileMessage): void => void process.send?.(m);
+
+async function main(): Promise<void> {
+  const env = process.env;
+  const concurrency = Number(env.LENSFLEET_CONCURRENCY ?? 16);
+  const lenses = new Map(maritimeLenses.map((l) => [l.name, l as { query(p: unknown): { text: string; values: readonly unknown[] } }]));
+  const pools = new Map<string, pg.Pool>();
+  const poolFor = (tenant: string): pg.Pool => {
+    let pool = pools.get(tenant);
+    if (pool === undefined) {
+      const url = env[`${tenant}_DATABASE_URL`];
+      if (!url) throw new Error(`no database for tenant ${tenant}`);
+      pool = new pg.Pool({ connectionString: url, max: concurrency });
+      pool.on('error', () => {});
+      pools.set(tenant, pool);
+    }
+    return pool;
+  };
+  const lensTask: Task = async (payload) => {
+    const { tenant, lens, params } = payload as { tenant: string; lens: string; params: Record<string, unknown> };
+    const q = lenses.get(lens)!.query(params);
+    await poolFor(tenant).query(q.text, q.values as unknown[]);
+  };
+
+  let completed = 0;
+  let failed = 0;
+  let target = Number.POSITIVE_INFINITY;
+  let lastFinishedOn = 0;
+  let firstFailure: string | undefined;
+  const finishedOne = (): void => {
+    lastFinishedOn = Date.now();
+    if (completed + failed >= target) {
+      target = Number.POSITIVE_INFINITY;
+      send({ t: 'done', completed, failed, lastFinishedOn, firstFailure });
+    }
+  };
+  setInterval(() => send({ t: 'progress', finished: completed + failed }), 500).unref();
+
+  let runner: Runner | undefined;
+  const start = async (): Promise<void> => {
+    runner = await run({
+      connectionString: env.GRAPHILE_URL!,
+      concurrency,
+      // One connection per concurrent job plus the runner's own (LISTEN, completions).
+      maxPoolSize: concurrency + 2,
+      noHandleSignals: true,
+      taskList: { lens: lensTask },
+      logger: new Logger(() => () => {}),
+    });
+    runner.events.on('job:success', () => {
+      completed++;
+      finishedOne();
+    });
+    runner.events.on('job:error', ({ error }) => {
+      failed++;
+      firstFailure ??= String((error as Error)?.message ?? error).slice(0, 300);
+      finishedOne();
+    });
+  };
+
+  process.on('message', (m: GraphileRequest) => {
+    void (async () => {
+      if (m.t === 'start') {
+        await start();
+        send({ t: 'started' });
+      } else if (m.t === 'pause') {
+        await runner?.stop();
+        runner = undefined;
+        send({ t: 'paused' });
+      } else if (m.t === 'arm') {
+        completed = 0;
+        failed = 0;
+        firstFailure = undefined;
+        target = m.count;
+      } else {
+        await runner?.stop().catch(() => {});
+        await Promise.allSettled([...pools.values()].map((p) => p.end()));
+        process.exit(0);
+      }
+    })().catch((err: unknown) => {
+      process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
+      process.exit(1);
+    });
+  });
+  process.on('disconnect', () => process.exit(1));
+  send({ t: 'ready' });
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${(err as Error)?.stack ?? String(err)}\n`);
+  process.exit(1);
+});
