@@ -66,6 +66,9 @@ async function main(): Promise<void> {
       noHandleSignals: true,
       taskList: { lens: lensTask },
       logger: new Logger(() => () => {}),
+      // Its documented throughput settings (worker.graphile.org/docs/performance#batching): jobs
+      // fetched and locked in batches of concurrency + 1, completions written in batches.
+      preset: { worker: { localQueue: { size: concurrency + 1 }, completeJobBatchDelay: 250 } },
     });
     runner.events.on('job:success', () => {
       completed++;
