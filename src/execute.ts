@@ -26,9 +26,10 @@ export interface LensRows {
 }
 
 export function executeLens<P>(pool: TenantPool, lens: Lens<P>, params: P, holder?: Readonly<Record<string, unknown>>): Promise<LensRows> {
-  const q = lens.query(params);
-  const started = performance.now();
   return new Promise<LensRows>((resolve, reject) => {
+    // Inside the executor: a lens whose SQL builder throws rejects, as an async function would.
+    const q = lens.query(params);
+    const started = performance.now();
     pool.checkout(holder, (acquireError, client) => {
       if (acquireError !== undefined || client === undefined) return reject(acquireError);
       const acquireMs = performance.now() - started;

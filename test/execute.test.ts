@@ -162,6 +162,21 @@ describe('executeLens', () => {
     expect(events.filter((e) => e.type === 'closed_connection')).toEqual([]);
   });
 
+  it('a lens whose SQL builder throws rejects (no synchronous throw) and takes no connection', async () => {
+    const { pool } = makePool(1);
+    const broken = defineLens({
+      name: 'exec.broken_builder',
+      params: z.object({}),
+      sql: () => {
+        throw new Error('builder bug');
+      },
+    });
+    let promise: Promise<unknown> | undefined;
+    expect(() => (promise = executeLens(pool, broken, {}))).not.toThrow();
+    await expect(promise).rejects.toThrow('builder bug');
+    expect(pool.stats()).toMatchObject({ requests_total: 0, inUse: 0 });
+  });
+
   it('an acquire that cannot be served fails with the pool’s typed error (POOL_TIMEOUT), without running the lens', async () => {
     const { pool } = makePool(1, { acquireTimeoutMs: 150 });
     const held = await pool.acquire();
