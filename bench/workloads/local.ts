@@ -6,8 +6,8 @@
  * - `lensfleet-16`/`lensfleet-64`: the product, production defaults, pooling on;
  * - `graphile-16`: graphile-worker, a Postgres-backed queue, on the same job (drain only; see
  *   ./graphile.ts).
- * Each session: warm-up, then (BullMQ variants at concurrency 16) open loops at fixed arrival
- * rates, then a drain of a pre-filled queue.
+ * Each session: warm-up, then (BullMQ variants) open loops at fixed arrival rates, then a drain
+ * of a pre-filled queue.
  */
 import type { BenchEnv } from '../lib/env.js';
 import { drain, openLoop, warmUp, type DrainResult, type OpenLoopResult } from '../lib/jobs.js';
@@ -29,7 +29,7 @@ const MODE: Record<Exclude<LocalVariant, 'graphile-16'>, WorkerMode> = {
 };
 
 export interface LocalRun {
-  /** One per rate of plan.local.openRates; empty for the concurrency-64 variants. */
+  /** One per rate of plan.local.openRates; empty for graphile-16. */
   readonly open: OpenLoopResult[];
   readonly drain: DrainResult;
 }
@@ -37,8 +37,8 @@ export interface LocalRun {
 /** The issue's open-loop target is set at this arrival rate. */
 const TARGET_RATE = 2500;
 
-/** Open loops run at concurrency 16 only (the 64 variants are compared on drains), to fit the time; graphile-worker drains only. */
-const hasOpenLoop = (v: LocalVariant): boolean => v.endsWith('-16') && v !== 'graphile-16';
+/** Every BullMQ variant runs the open loops too (the issue: each workload as a drain and as an open loop); graphile-worker drains only. */
+const hasOpenLoop = (v: LocalVariant): boolean => v !== 'graphile-16';
 
 export interface LocalOptions {
   readonly env: BenchEnv;
