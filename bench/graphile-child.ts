@@ -1,7 +1,7 @@
 /**
  * The Postgres-backed job queue side of the benchmark: a graphile-worker runner in its own
- * process (forked by bench/workloads/graphile.ts), running the same lens SQL through a bare
- * `pg.Pool(max = concurrency)` per tenant, as the hand-written BullMQ baseline does. Jobs live
+ * process (forked by bench/workloads/graphile.ts), running the same lens SQL the way the
+ * hand-written BullMQ baseline does (bench/lib/bare-lens.ts). Jobs live
  * in graphile-worker's tables in their own database (GRAPHILE_URL) on the same Postgres server.
  *
  * Parent → child: `{ t: 'start' }` (run the runner), `{ t: 'pause' }` (stop it; the process and
@@ -9,8 +9,7 @@
  * jobs), `{ t: 'stop' }`. Child → parent: `ready`, `started`, `paused`, `progress`, `done`.
  */
 import { Logger, run, type Runner, type Task } from 'graphile-worker';
-import pg from 'pg';
-import { maritimeLenses } from '../src/lenses/maritime.js';
+import { bareLensRunner } from './lib/bare-lens.js';
 
 export type GraphileRequest = { readonly t: 'start' } | { readonly t: 'pause' } | { readonly t: 'arm'; readonly count: number } | { readonly t: 'stop' };
 export type GraphileMessage =
@@ -23,23 +22,10 @@ const send = (m: GraphileMessage): void => void process.send?.(m);
 async function main(): Promise<void> {
   const env = process.env;
   const concurrency = Number(env.LENSFLEET_CONCURRENCY ?? 16);
-  const lenses = new Map(maritimeLenses.map((l) => [l.name, l as { query(p: unknown): { text: string; values: readonly unknown[] } }]));
-  const pools = new Map<string, pg.Pool>();
-  const poolFor = (tenant: string): pg.Pool => {
-    let pool = pools.get(tenant);
-    if (pool === undefined) {
-      const url = env[`${tenant}_DATABASE_URL`];
-      if (!url) throw new Error(`no database for tenant ${tenant}`);
-      pool = new pg.Pool({ connectionString: url, max: concurrency });
-      pool.on('error', () => {});
-      pools.set(tenant, pool);
-    }
-    return pool;
-  };
+  const bare = bareLensRunner(env, concurrency);
   const lensTask: Task = async (payload) => {
     const { tenant, lens, params } = payload as { tenant: string; lens: string; params: Record<string, unknown> };
-    const q = lenses.get(lens)!.query(params);
-    await poolFor(tenant).query(q.text, q.values as unknown[]);
+    await bare.run(tenant, lens, params);
   };
 
   let completed = 0;
@@ -97,7 +83,7 @@ async function main(): Promise<void> {
         target = m.count;
       } else {
         await runner?.stop().catch(() => {});
-        await Promise.allSettled([...pools.values()].map((p) => p.end()));
+        await bare.close();
         process.exit(0);
       }
     })().catch((err: unknown) => {

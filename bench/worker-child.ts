@@ -8,13 +8,13 @@
  */
 import { Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
-import pg from 'pg';
 import { loadWorkerConfig } from '../src/config.js';
 import { LensCatalog } from '../src/lens.js';
 import { maritimeLenses } from '../src/lenses/maritime.js';
 import { createLogger } from '../src/logger.js';
 import { loadTenantDirectory } from '../src/tenants.js';
 import { startWorkerService, type WorkerService } from '../workers/service.js';
+import { bareLensRunner } from './lib/bare-lens.js';
 import type { ChildMessage, ParentMessage, WorkerMode } from './lib/protocol.js';
 
 const MAX_SAMPLES = 500_000;
@@ -106,33 +106,16 @@ async function startLensfleet(): Promise<Running> {
   return { worker: service.worker, service, close: () => service.close() };
 }
 
-/**
- * The hand-written worker: one bare pg.Pool(max = concurrency) per tenant, `pool.query(text,
- * values)` with the lens's SQL text and values (byte-identical SQL; no validation, no
- * prepared statement, no metrics).
- */
+/** The hand-written worker: a plain BullMQ Worker running jobs through bareLensRunner. */
 async function startBaseline(noop: boolean): Promise<Running> {
   const env = process.env;
   const concurrency = Number(env.LENSFLEET_CONCURRENCY ?? 8);
-  const lenses = new Map(maritimeLenses.map((l) => [l.name, l as { query(p: unknown): { text: string; values: readonly unknown[] } }]));
-  const pools = new Map<string, pg.Pool>();
-  const poolFor = (tenant: string): pg.Pool => {
-    let pool = pools.get(tenant);
-    if (pool === undefined) {
-      const url = env[`${tenant}_DATABASE_URL`];
-      if (!url) throw new Error(`no database for tenant ${tenant}`);
-      pool = new pg.Pool({ connectionString: url, max: concurrency });
-      pool.on('error', () => {});
-      pools.set(tenant, pool);
-    }
-    return pool;
-  };
+  const bare = bareLensRunner(env, concurrency);
   const processor: (job: Job) => Promise<unknown> = noop
     ? async () => undefined
     : async (job: Job<{ tenant: string; lens: string; params: Record<string, unknown> }>) => {
         const { tenant, lens, params } = job.data;
-        const q = lenses.get(lens)!.query(params);
-        const res = await poolFor(tenant).query(q.text, q.values as unknown[]);
+        const res = await bare.run(tenant, lens, params);
         return { rows: res.rows, rowCount: res.rowCount, lens, tenant };
       };
   const worker = new Worker(env.LENSFLEET_QUEUE ?? 'lens-queries', processor, {
@@ -145,7 +128,7 @@ async function startBaseline(noop: boolean): Promise<Running> {
     worker,
     close: async () => {
       await worker.close();
-      await Promise.allSettled([...pools.values()].map((p) => p.end()));
+      await bare.close();
     },
   };
 }
