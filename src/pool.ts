@@ -34,7 +34,7 @@ const PING_TIMEOUT_MS = 2000;
 /** Longest wait for an evicted connection's socket to close. */
 const EVICT_WAIT_MS = 1000;
 
-
+/** What a settled waiter keeps instead of its caller's callback (see #settle). */
 const SETTLED: CheckoutCallback = () => {};
 
 /** One acquire in progress. */
