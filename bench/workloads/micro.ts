@@ -48,7 +48,7 @@ const CONCURRENCY = 16;
 /** Tenants of the many-tenants loop: each its own pool on both sides (same database). */
 export const TENANTS = 8;
 /** Length of one turn of one side. */
-const SLICE_MS = 250;
+const SLICE_MS = 100;
 const LOOPS: readonly MicroLoop[] = ['query', 'acquireOnly', 'manyTenants'];
 
 type Side = 'registry' | 'bare';
