@@ -8,6 +8,7 @@
  * ```
  */
 import { Queue, QueueEvents, type ConnectionOptions, type Job, type JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { LensfleetError } from '../src/errors.js';
 import { DEFAULT_JOB_OPTIONS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE_NAME, parseJobData, type LensJobData, type LensRequest, type LensResult } from './contract.js';
 
@@ -72,6 +73,20 @@ export async function run(queue: LensQueue, events: QueueEvents, req: LensReques
   const { waitTimeoutMs = 30_000, ...jobOpts } = opts;
   const job = await enqueue(queue, req, jobOpts);
   return (await job.waitUntilFinished(events, waitTimeoutMs)) as LensResult;
+}
+
+/**
+ * QueueEvents for this queue that miss nothing from now on: it reads the events stream from its
+ * current last entry, fetched here, before any job you add next. BullMQ's default starts at
+ * `$` on its first blocking read, which comes a round trip after `waitUntilReady()`; a job that
+ * finishes in between (a fast job on a busy machine) is never seen, and `waitUntilFinished`
+ * times out. Use it for a short-lived waiter (a CLI, a script); close it when done.
+ */
+export async function createLensQueueEvents(queue: LensQueue, connection: ConnectionOptions, opts: { autorun?: boolean } = {}): Promise<QueueEvents> {
+  // The queue's client is ioredis here (createLensQueue passes connection options, not a client).
+  const client = (await queue.client) as unknown as Redis;
+  const last = await client.xrevrange(queue.keys.events!, '+', '-', 'COUNT', 1);
+  return new QueueEvents(queue.name, { connection, lastEventId: last[0]?.[0] ?? '0-0', autorun: opts.autorun ?? true });
 }
 
 export { QueueEvents };

@@ -9,8 +9,8 @@
  * timed out, 2 bad usage or invalid request.
  */
 import { parseArgs } from 'node:util';
-import { QueueEvents } from 'bullmq';
-import { createLensQueue, enqueue } from '../queues/producer.js';
+import type { QueueEvents } from 'bullmq';
+import { createLensQueue, createLensQueueEvents, enqueue } from '../queues/producer.js';
 import { LensfleetError } from './errors.js';
 import { maritimeLenses } from './lenses/maritime.js';
 
@@ -68,9 +68,12 @@ async function main(argv: string[]): Promise<number> {
   }
   const connection = { url: process.env.REDIS_URL || 'redis://127.0.0.1:6379', maxRetriesPerRequest: 2, connectTimeout: 5000 };
   const queue = createLensQueue({ connection });
-  const events = values.wait ? new QueueEvents(queue.name, { connection }) : undefined;
+  let events: QueueEvents | undefined;
   try {
-    if (events) await events.waitUntilReady();
+    if (values.wait) {
+      events = await createLensQueueEvents(queue, connection);
+      await events.waitUntilReady();
+    }
     const job = await enqueue(queue, { tenant: values.tenant, lens: values.lens, params: params as Record<string, unknown> });
     if (!events) {
       console.log(JSON.stringify({ jobId: job.id, queue: queue.name, tenant: values.tenant, lens: values.lens }));

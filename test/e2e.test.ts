@@ -6,8 +6,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { enqueueMany, run } from '../queues/producer.js';
-import { createTenants, redisUrl, ROOT, startTestWorker, uniqueId, type TestWorker } from './support/harness.js';
+import { createLensQueueEvents, enqueue, enqueueMany, run } from '../queues/producer.js';
+import { createTenants, redisUrl, ROOT, sleep, startTestWorker, uniqueId, waitFor, type TestWorker } from './support/harness.js';
 
 const TENANTS = [uniqueId('yA'), uniqueId('yB'), uniqueId('yC')];
 const LENSES: [string, Record<string, unknown>][] = [
@@ -84,6 +84,19 @@ describe('end to end', () => {
       }
     } finally {
       await plain.close();
+    }
+  });
+
+  it('createLensQueueEvents: a job that finished before the events reader started is still seen (BullMQ\'s default "$" misses it)', async () => {
+    const events = await createLensQueueEvents(w.queue, { url: redisUrl() }, { autorun: false });
+    try {
+      const job = await enqueue(w.queue, { tenant: TENANTS[0]!, lens: 'receiving.recent', params: { limit: 2 } });
+      await waitFor('the job completed', async () => (await job.isCompleted()) || undefined);
+      const seen = new Promise<'seen'>((resolve) => events.on('completed', ({ jobId }) => jobId === job.id && resolve('seen')));
+      events.run().catch(() => {});
+      expect(await Promise.race([seen, sleep(5000).then(() => 'missed' as const)])).toBe('seen');
+    } finally {
+      await events.close();
     }
   });
 
