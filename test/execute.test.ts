@@ -178,7 +178,10 @@ describe('executeLens', () => {
   });
 
   it('an acquire that cannot be served fails with the pool’s typed error (POOL_TIMEOUT), without running the lens', async () => {
-    const { pool } = makePool(1, { acquireTimeoutMs: 150 });
+    // warm() opens the only connection outside the 150 ms deadline: on a loaded machine a SCRAM
+    // connect can take longer, and the acquire that timed out would be this one
+    const { pool } = makePool(1, { minSize: 1, acquireTimeoutMs: 150 });
+    await pool.warm();
     const held = await pool.acquire();
     try {
       const err = await executeLens(pool, recent, { limit: 1 }).catch((e: unknown) => e);

@@ -127,7 +127,7 @@ describe('min_size', () => {
 
 describe('max_size / max_overflow', () => {
   it('maxSize 2 + maxOverflow 2 (overflowLingerMs 0): 4 held at once are 4 backends; on release the 2 overflow ones close, 2 stay for reuse', async () => {
-    const { pool, app } = makePool({ minSize: 0, maxSize: 2, maxOverflow: 2, overflowLingerMs: 0, acquireTimeoutMs: 600 }, 4);
+    const { pool, app } = makePool({ minSize: 0, maxSize: 2, maxOverflow: 2, overflowLingerMs: 0, acquireTimeoutMs: 1500 }, 4);
     const held: PoolClient[] = [];
     for (let i = 0; i < 4; i++) held.push(await pool.acquire()); // one at a time: each waits only for its own connect
     expect(pool.stats()).toMatchObject({ size: 4, inUse: 4 });
@@ -268,7 +268,8 @@ describe('two timeouts, two errors', () => {
   });
 
   it('waiting for a busy pool is POOL_TIMEOUT, a different code and counter', async () => {
-    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0, connectTimeoutMs: 300, acquireTimeoutMs: 200 }, 1);
+    const { pool } = makePool({ minSize: 1, maxSize: 1, maxOverflow: 0, connectTimeoutMs: 300, acquireTimeoutMs: 200 }, 1);
+    await pool.warm(); // connect outside the short acquire deadline: a slow connect under load is not the timeout meant here
     const held = await pool.acquire();
     try {
       const err = await errorOf(pool.acquire());
@@ -284,7 +285,8 @@ describe('two timeouts, two errors', () => {
   });
 
   it('acquires queued at different times each time out acquireTimeoutMs after their own start (one deadline timer per pool)', async () => {
-    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0, acquireTimeoutMs: 300 }, 1);
+    const { pool } = makePool({ minSize: 1, maxSize: 1, maxOverflow: 0, acquireTimeoutMs: 300 }, 1);
+    await pool.warm(); // connect outside the short acquire deadline: a slow connect under load is not the timeout meant here
     let held: PoolClient | undefined = await pool.acquire();
     try {
       const timedOutAfter = (started: number) => (p: Promise<unknown>) => p.then(() => Number.NaN, () => performance.now() - started);
@@ -312,7 +314,8 @@ describe('two timeouts, two errors', () => {
   it('thousands of timed-out acquires still queued in pg.Pool: the next release hands the connection through them without a stack overflow', async () => {
     // (each timed-out waiter keeps an entry in pg.Pool's queue; a release offers the connection
     // to each in turn, synchronously; handing it straight back recursed once per entry)
-    const { pool } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0, acquireTimeoutMs: 100, maxWaiting: 5000 }, 1);
+    const { pool } = makePool({ minSize: 1, maxSize: 1, maxOverflow: 0, acquireTimeoutMs: 100, maxWaiting: 5000 }, 1);
+    await pool.warm(); // connect outside the short acquire deadline: a slow connect under load is not the timeout meant here
     const held = await pool.acquire();
     const waiters = Array.from({ length: 3000 }, () => errorOf(pool.acquire()));
     const errors = await Promise.all(waiters);
