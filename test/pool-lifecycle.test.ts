@@ -142,10 +142,9 @@ describe('idle eviction of tenant pools', () => {
     await sleep(500);
     expect(closed).toEqual([]); // busy: kept
     a.release(c);
-    // BUG (minor; src/pool.ts release() does not touch #lastUsedAt, src/registry.ts #closeIdlePools):
-    // idleness is measured from the last acquire, not the last release, so a pool
-    // whose job just finished is evicted at the next maintenance tick (~50 ms), although it has
-    // been unused for far less than poolIdleTimeoutMs (300 ms).
+    // Idleness counts from the last release, not the last acquire: measured from the acquire,
+    // this pool would be evicted at the next maintenance tick (~50 ms), although it has been
+    // unused for far less than poolIdleTimeoutMs (300 ms).
     await sleep(150);
     expect(closed).toEqual([]);
     expect(registry.keys()).toEqual([`${A}:service`]);
