@@ -307,22 +307,7 @@ export class TenantPool {
    * Resolves true once it is closed, false when this pool has none to spare.
    */
   evictIdle(): Promise<boolean> {
-    const pool = this.#pool;
-    if (!pool || this.#closed || pool.idleCount === 0 || pool.waitingCount > 0 || this.#waiting > 0) return Promise.resolve(false);
-    return pool.connect().then(
-      (client) =>
-        new Promise<boolean>((resolve) => {
-          // Wait for the socket to close, so the server has one connection fewer before the
-          // requester opens its own; it no longer counts here either way, so never wait long.
-          const timer = setTimeout(() => resolve(true), EVICT_WAIT_MS);
-          client.once('end', () => {
-            clearTimeout(timer);
-            resolve(true);
-          });
-          this.#destroy(client, 'evicted');
-        }),
-      () => false,
-    );
+    return this.#closeIdle(1, 'evicted').then((closed) => closed > 0);
   }
 
   /**
@@ -522,7 +507,7 @@ export class TenantPool {
       const excess = pool.totalCount - this.#keep;
       if (excess <= 0) return;
       if (this.#peakDemand <= this.#keep) {
-        this.#closeIdle(excess, 'overflow');
+        void this.#closeIdle(excess, 'overflow');
       }
       // Overflow still open (in use, or needed in this window): look again after another window.
       if (pool.totalCount - this.#keep > 0) this.#armOverflowTrim();
@@ -531,18 +516,29 @@ export class TenantPool {
   }
 
   /**
-   * Close up to `count` idle connections. Checked out through pg.Pool, which hands out idle
-   * connections before it opens any: so only when nobody queues there and as many as are idle.
+   * Close up to `count` idle connections; resolves with how many closed, once their sockets have
+   * ended (so the server has that many connections fewer), or after EVICT_WAIT_MS at most: they no
+   * longer count here either way. Checked out through pg.Pool, which hands out idle connections
+   * before it opens any: so only while no acquire waits, and at most as many as are idle.
    */
-  #closeIdle(count: number, reason: CloseReason): void {
+  #closeIdle(count: number, reason: CloseReason): Promise<number> {
     const pool = this.#pool;
-    if (!pool || pool.waitingCount > 0) return;
-    for (let i = Math.min(count, pool.idleCount); i > 0; i--) {
+    if (!pool || this.#closed || pool.waitingCount > 0 || this.#waiting > 0) return Promise.resolve(0);
+    const closing = Array.from({ length: Math.min(count, pool.idleCount) }, () =>
       pool.connect().then(
-        (client) => this.#destroy(client, reason),
-        () => {},
-      );
-    }
+        (client) =>
+          new Promise<number>((resolve) => {
+            const timer = setTimeout(() => resolve(1), EVICT_WAIT_MS).unref();
+            client.once('end', () => {
+              clearTimeout(timer);
+              resolve(1);
+            });
+            this.#destroy(client, reason);
+          }),
+        () => 0,
+      ),
+    );
+    return Promise.all(closing).then((closed) => closed.reduce((a, b) => a + b, 0));
   }
 
   /** Why a returned connection must be closed instead of reused, if it must. */
