@@ -1,6 +1,8 @@
 /**
  * Vitest global setup: one throwaway Redis and one throwaway Postgres for the whole run, from the
- * system's binaries (installed by `.ci/run`, or here when running as root with apt-get).
+ * system's binaries. Those and the tools some tests run (prometheus and promtool, docker-compose)
+ * are installed by `.ci/run`, or here when running as root with apt-get, so that a bare
+ * `npm test` works on a new machine too.
  * Test files read them with `inject('redisUrl')` and `inject('pgAdminUrl')`.
  */
 import type { TestProject } from 'vitest/node';
@@ -17,7 +19,7 @@ declare module 'vitest' {
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const log = (line: string): void => console.error(`[global-setup] ${line}`);
-  await ensureSystemPackages({ redis: true, postgres: true, log });
+  await ensureSystemPackages({ redis: true, postgres: true, prometheus: true, dockerCompose: true, log });
 
   let redis: LocalRedis | undefined;
   let postgres: LocalPostgres | undefined;

@@ -154,12 +154,13 @@ function run(
 interface Wanted { name: string; present: () => boolean; pkg: string; missing: string }
 
 /**
- * Make sure the binaries for the wanted servers exist. When one is missing and we are root with
- * apt-get, install its Debian package (`redis-server`, `postgresql`, `prometheus`); otherwise
- * throw an Error naming the packages to install.
+ * Make sure the binaries for the wanted servers and tools exist. When one is missing and we are
+ * root with apt-get, install its Debian package (`redis-server`, `postgresql`, `prometheus` for
+ * prometheus + promtool, `docker-compose` for `docker-compose config`, which needs no Docker
+ * engine); otherwise throw an Error naming the packages to install.
  */
 export async function ensureSystemPackages(
-  opts: StartOptions & { redis?: boolean; postgres?: boolean; prometheus?: boolean },
+  opts: StartOptions & { redis?: boolean; postgres?: boolean; prometheus?: boolean; dockerCompose?: boolean },
 ): Promise<void> {
   const log = opts.log ?? noop;
   const wanted: Wanted[] = [];
@@ -170,7 +171,10 @@ export async function ensureSystemPackages(
     wanted.push({ name: 'postgres', present: () => findPostgresBinDir() !== undefined, pkg: 'postgresql', missing: 'PostgreSQL server binaries (initdb, pg_ctl, postgres) not found' });
   }
   if (opts.prometheus) {
-    wanted.push({ name: 'prometheus', present: () => onPath('promtool') !== undefined, pkg: 'prometheus', missing: 'promtool not found' });
+    wanted.push({ name: 'prometheus', present: () => onPath('promtool') !== undefined && onPath('prometheus') !== undefined, pkg: 'prometheus', missing: 'prometheus / promtool not found' });
+  }
+  if (opts.dockerCompose) {
+    wanted.push({ name: 'docker-compose', present: () => onPath('docker-compose') !== undefined, pkg: 'docker-compose', missing: 'docker-compose not found' });
   }
   const missing = wanted.filter((w) => !w.present());
   if (missing.length === 0) return;
