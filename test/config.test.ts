@@ -2,10 +2,10 @@
  * Configuration at the edge: defaults, every variable parsed, contradictions rejected with a
  * message that names the setting, secrets never echoed.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { jobDataV1, parseJobData } from '../queues/contract.js';
 import { DEFAULT_POOL_SETTINGS, loadWorkerConfig } from '../src/config.js';
 import { LensfleetError } from '../src/errors.js';
@@ -96,6 +96,7 @@ describe('tenant directory', () => {
 
   it('applies tenants-file overrides and rejects unknown keys and contradictions naming the tenant', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'lf-tenants-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const file = path.join(dir, 'tenants.json');
     writeFileSync(file, JSON.stringify({ tenants: { yA: { databaseUrl: secretUrl, pool: { maxSize: 3, minSize: 1 }, pooling: false }, yB: {} } }));
     const tenants = loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file, yB_DATABASE_URL: secretUrl });

@@ -4,12 +4,12 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { enqueue, enqueueMany } from '../queues/producer.js';
 import { createTenants, pgAdminUrl, startTestWorker, uniqueId, type TestWorker } from './support/harness.js';
 
@@ -101,9 +101,10 @@ describe('metrics, health and secrets', () => {
   });
 
   it('passes promtool check metrics on a real scrape', async () => {
-    expect(existsSync('/usr/bin/promtool'), 'promtool (Debian package prometheus) is installed by .ci/run').toBe(true);
+    expect(existsSync('/usr/bin/promtool'), 'promtool (Debian package prometheus) is installed by the test setup or .ci/run').toBe(true);
     const text = await (await fetch(`${base}/metrics`)).text();
     const file = path.join(os.tmpdir(), `${uniqueId('metrics')}.prom`);
+    onTestFinished(() => rm(file, { force: true }));
     await writeFile(file, text);
     const { stdout, stderr } = await promisify(execFile)('sh', ['-c', `promtool check metrics < ${file}`]).catch((e: { stdout: string; stderr: string }) => e);
     expect(`${stdout}${stderr}`.trim()).toBe('');
