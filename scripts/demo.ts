@@ -13,8 +13,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Job, QueueEvents } from 'bullmq';
-import { createLensQueue, enqueueMany, type LensJob } from '../queues/producer.js';
+import { Job } from 'bullmq';
+import { createLensQueue, createLensQueueEvents, enqueueMany, type LensJob } from '../queues/producer.js';
 import type { LensRequest, LensResult } from '../queues/contract.js';
 import { createTenantDatabase, dropTenantDatabase, type TenantDatabase } from '../src/local/tenant-db.js';
 import { ensureSystemPackages, freePort, startPostgres, startRedis, type LocalPostgres, type LocalRedis } from '../src/local/servers.js';
@@ -118,7 +118,9 @@ async function main(): Promise<void> {
     const connection = { url: redisUrl };
     const queue = createLensQueue({ connection, name: env.LENSFLEET_QUEUE! });
     await queue.obliterate({ force: true }).catch(() => {});
-    const events = new QueueEvents(queue.name, { connection });
+    // (from the stream's last event, not `$`: a completion between waitUntilReady and the first
+    // read would otherwise never be counted)
+    const events = await createLensQueueEvents(queue, connection);
     await events.waitUntilReady();
     let completed = 0;
     let failed = 0;
@@ -214,6 +216,7 @@ function pct(sorted: number[], p: number): number {
 function progress(total: number) {
   const tty = process.stdout.isTTY;
   let lastDecile = -1;
+  let lastShown = -1;
   const t0 = Date.now();
   return (enqueued: number, done: number, failed: number, final = false) => {
     const frac = (done + failed) / total;
@@ -225,8 +228,10 @@ function progress(total: number) {
       process.stdout.write(`\r${line}${final ? '\n' : ''}`);
     } else {
       const decile = Math.floor(frac * 10);
-      if (decile !== lastDecile || final) {
+      // (the final call repeats the 100 % line only when the last line shown was short of it)
+      if (decile !== lastDecile || (final && lastShown !== done + failed)) {
         lastDecile = decile;
+        lastShown = done + failed;
         say(line);
       }
     }
