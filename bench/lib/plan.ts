@@ -34,12 +34,12 @@ export interface Plan {
 // run without limit; a capped measurement says so in the report.
 export const FULL: Plan = {
   mode: 'full',
-  reps: 3,
+  reps: 5,
   local: { warmUpJobs: 500, drainJobs: 20_000, drainCapSeconds: 30, openRates: [2500, 2000, 1000], openSeconds: 2, openGraceSeconds: 8 },
   pooling: { warmUpJobs: 100, drainJobs: 5000, drainCapSeconds: 6, lowRate: 10, lowRateSeconds: 3, firstJobs: 11 },
   remote: { delayMs: 10, lowRate: 10, lowRateSeconds: 3, drainCapSeconds: 6 },
   tenants: { count: 1000, databases: 4, jobs: 20_000, capSeconds: 60, concurrency: 16 },
-  micro: { pairs: 5, secondsEach: 2 },
+  micro: { pairs: 7, secondsEach: 2 },
 };
 
 export const QUICK: Plan = {
