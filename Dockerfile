@@ -18,6 +18,7 @@ RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
 COPY --from=build /app/dist/src ./dist/src
 COPY --from=build /app/dist/queues ./dist/queues
 COPY --from=build /app/dist/workers ./dist/workers
+COPY --from=build /app/dist/cli ./dist/cli
 USER node
 EXPOSE 9464
 # Liveness (/health answers while the event loop runs). Readiness is /ready; see

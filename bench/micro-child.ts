@@ -9,8 +9,8 @@
 import pg from 'pg';
 import pino from 'pino';
 import { loadWorkerConfig } from '../src/config.js';
-import type { TenantPool } from '../src/pool.js';
-import { PoolRegistry } from '../src/registry.js';
+import type { TenantPool } from '../src/pool/tenant-pool.js';
+import { PoolRegistry } from '../src/pool/registry.js';
 import { loadTenantDirectory } from '../src/tenants.js';
 import { TENANTS, type MicroLoop, type MicroRequest, type MicroSlice } from './workloads/micro.js';
 

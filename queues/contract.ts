@@ -8,23 +8,18 @@
  */
 import type { DefaultJobOptions } from 'bullmq';
 import { z } from 'zod';
-import { LensfleetError } from '../src/errors.js';
-import { formatIssues, LENS_NAME_PATTERN } from '../src/lens.js';
-import { TENANT_ID_PATTERN } from '../src/tenants.js';
+import { formatIssues, LensfleetError } from '../src/errors.js';
+import { DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE_NAME, isLensName, JWT_MAX_LENGTH, LENS_NAME_MAX_LENGTH, LENS_NAME_PATTERN, TENANT_ID_PATTERN } from '../src/ids.js';
 
-/** Default queue name (`LENSFLEET_QUEUE` overrides it). */
-export const DEFAULT_QUEUE_NAME = 'lens-queries';
-
-/** Largest job data accepted by default (serialised JSON bytes). */
-export const DEFAULT_MAX_PAYLOAD_BYTES = 65_536;
+export { DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE_NAME };
 
 export const jobDataV1 = z
   .object({
     v: z.literal(1, { error: 'v must be 1 (the job data version)' }),
     tenant: z.string().regex(TENANT_ID_PATTERN, `tenant must match ${TENANT_ID_PATTERN.source}`),
-    lens: z.string().max(128).regex(LENS_NAME_PATTERN, `lens must match ${LENS_NAME_PATTERN.source}`),
+    lens: z.string().max(LENS_NAME_MAX_LENGTH).regex(LENS_NAME_PATTERN, `lens must match ${LENS_NAME_PATTERN.source}`),
     params: z.record(z.string(), z.unknown()).default({}),
-    auth: z.object({ jwt: z.string().min(1).max(16_384) }).strict().optional(),
+    auth: z.object({ jwt: z.string().min(1).max(JWT_MAX_LENGTH) }).strict().optional(),
   })
   .strict();
 
@@ -78,13 +73,13 @@ function wellFormed(d: Record<string, unknown>): LensJobData | undefined {
   for (const k in d) if (!JOB_KEYS.has(k)) return undefined;
   const { v, tenant, lens, params, auth } = d;
   if (v !== 1 || typeof tenant !== 'string' || !TENANT_ID_PATTERN.test(tenant)) return undefined;
-  if (typeof lens !== 'string' || lens.length > 128 || !LENS_NAME_PATTERN.test(lens)) return undefined;
+  if (typeof lens !== 'string' || !isLensName(lens)) return undefined;
   if (params !== undefined && (params === null || typeof params !== 'object' || Array.isArray(params))) return undefined;
   if (auth !== undefined) {
     if (auth === null || typeof auth !== 'object') return undefined;
     const a = auth as Record<string, unknown>;
     for (const k in a) if (k !== 'jwt') return undefined;
-    if (typeof a.jwt !== 'string' || a.jwt.length < 1 || a.jwt.length > 16_384) return undefined;
+    if (typeof a.jwt !== 'string' || a.jwt.length < 1 || a.jwt.length > JWT_MAX_LENGTH) return undefined;
   }
   if (params !== undefined && auth === undefined) return d as LensJobData; // nothing to default: no copy
   const out: LensJobData = { v: 1, tenant, lens, params: (params ?? {}) as Record<string, unknown> };

@@ -16,9 +16,9 @@ import { parseArgs } from 'node:util';
 import { Job } from 'bullmq';
 import { createLensQueue, createLensQueueEvents, enqueueMany, type LensJob } from '../queues/producer.js';
 import type { LensRequest, LensResult } from '../queues/contract.js';
-import { createTenantDatabase, dropTenantDatabase, type TenantDatabase } from '../src/local/tenant-db.js';
-import { ensureSystemPackages, freePort, startPostgres, startRedis, type LocalPostgres, type LocalRedis } from '../src/local/servers.js';
-import type { PoolStats } from '../src/pool.js';
+import { createTenantDatabase, dropTenantDatabase, type TenantDatabase } from '../dev/local/tenant-db.js';
+import { ensureSystemPackages, freePort, startPostgres, startRedis, type LocalPostgres, type LocalRedis } from '../dev/local/servers.js';
+import type { PoolStats } from '../src/pool/tenant-pool.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const WORKER = path.join(ROOT, 'dist/workers/lens-worker.js');

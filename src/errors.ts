@@ -124,3 +124,11 @@ export function classifyQueryError(err: unknown, context: Record<string, unknown
 function isConnectionLoss(message: string): boolean {
   return /Connection terminated|connection ended|Client has encountered a connection error|not queryable/i.test(message);
 }
+
+/** A schema validation error's issues (zod's shape), formatted for a message: at most five, each with its path. */
+export function formatIssues(error: { readonly issues: readonly { readonly path: readonly PropertyKey[]; readonly message: string }[] }): string {
+  return error.issues
+    .slice(0, 5)
+    .map((i) => `${i.path.length ? i.path.map(String).join('.') : '(root)'}: ${i.message}`)
+    .join('; ');
+}

@@ -16,7 +16,7 @@ import pg from 'pg';
 import type { PoolClient, QueryResult } from 'pg';
 import { classifyQueryError, LensfleetError } from './errors.js';
 import type { Lens, LensQuery } from './lens.js';
-import type { TenantPool } from './pool.js';
+import type { TenantPool } from './pool/tenant-pool.js';
 
 export interface LensRows {
   readonly rows: Record<string, unknown>[];

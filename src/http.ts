@@ -7,7 +7,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import type { PoolStats } from './pool.js';
+import type { PoolStats } from './pool/tenant-pool.js';
 
 export interface HttpSources {
   metrics(): Promise<{ contentType: string; body: string }>;

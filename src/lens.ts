@@ -5,7 +5,10 @@
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { LensfleetError } from './errors.js';
+import { formatIssues, LensfleetError } from './errors.js';
+import { isLensName, LENS_NAME_MAX_LENGTH, LENS_NAME_PATTERN } from './ids.js';
+
+export { LENS_NAME_PATTERN };
 
 /** SQL text plus bind values. Values are never interpolated into the text. */
 export interface LensQuery {
@@ -37,12 +40,10 @@ export interface Lens<P = unknown> {
   query(params: P): LensQuery & { readonly name: string };
 }
 
-export const LENS_NAME_PATTERN = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$/;
-
 /** Define a lens. Throws at definition time on a bad name or limits. */
 export function defineLens<P>(def: LensDefinition<P>): Lens<P> {
-  if (!LENS_NAME_PATTERN.test(def.name) || def.name.length > 128) {
-    throw new LensfleetError('INVALID_CONFIG', `lens name "${def.name}" must match ${LENS_NAME_PATTERN.source}`);
+  if (!isLensName(def.name)) {
+    throw new LensfleetError('INVALID_CONFIG', `lens name "${def.name}" must match ${LENS_NAME_PATTERN.source} (at most ${LENS_NAME_MAX_LENGTH} characters)`);
   }
   const maxRows = def.maxRows ?? 1000;
   if (!Number.isInteger(maxRows) || maxRows < 1) throw new LensfleetError('INVALID_CONFIG', `lens ${def.name}: maxRows must be a positive integer`);
@@ -106,13 +107,6 @@ export function changesSessionState(text: string): boolean {
     if (!/,\s*true\s*$/i.test(args)) return true;
   }
   return false;
-}
-
-export function formatIssues(error: z.ZodError): string {
-  return error.issues
-    .slice(0, 5)
-    .map((i) => `${i.path.length ? i.path.join('.') : '(root)'}: ${i.message}`)
-    .join('; ');
 }
 
 /** The lenses a worker can run, by name. */

@@ -5,7 +5,7 @@
  * per-tenant deltas, so each label's counter only ever grows — a tenant moving in or out of the
  * named set, or a pool being replaced, never makes a counter go backwards.
  */
-import type { PoolStats } from './pool.js';
+import type { PoolStats } from './pool/tenant-pool.js';
 
 export const OTHER_TENANT = 'other';
 

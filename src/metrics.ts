@@ -6,7 +6,7 @@
  */
 import client, { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { TenantLabels, type TenantSeries } from './metrics-tenants.js';
-import type { PoolObserver, PoolStats } from './pool.js';
+import type { PoolObserver, PoolStats } from './pool/tenant-pool.js';
 import { withTimeout } from './timeout.js';
 
 export interface ProcessSnapshot {

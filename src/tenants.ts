@@ -10,10 +10,10 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { checkPoolSettings, poolSettingsShape, type Env, type PoolSettings, type WorkerConfig } from './config.js';
 import { LensfleetError } from './errors.js';
+import { TENANT_ID_PATTERN } from './ids.js';
 import { Secret } from './secret.js';
 
-/** Tenant ids are case-sensitive and used as the environment prefix as written. */
-export const TENANT_ID_PATTERN = /^[A-Za-z0-9_]{1,64}$/;
+export { TENANT_ID_PATTERN };
 
 interface TenantBase {
   readonly id: string;

@@ -5,7 +5,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { describe, expect, it } from 'vitest';
-import { DeadlineQueue } from '../src/deadline-queue.js';
+import { DeadlineQueue } from '../src/pool/deadline-queue.js';
 
 interface Item {
   readonly id: number;

@@ -101,7 +101,7 @@ describe('end to end', () => {
   });
 
   it('CLI: lensfleet enqueue --wait prints the result; bad params exit 2 with a message', async () => {
-    const cli = path.join(ROOT, 'dist/src/cli.js');
+    const cli = path.join(ROOT, 'dist/cli/lensfleet.js');
     const env = { ...process.env, REDIS_URL: redisUrl(), LENSFLEET_QUEUE: w.queueName };
     const tenant = TENANTS[0]!;
     const { stdout } = await promisify(execFile)(process.execPath, [cli, 'enqueue', '--tenant', tenant, '--lens', 'receiving.recent', '--params', '{"limit":3}', '--wait'], { env });

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { LensfleetError } from '../src/errors.js';
 import { executeLens } from '../src/execute.js';
 import { defineLens } from '../src/lens.js';
-import type { TenantPool } from '../src/pool.js';
+import type { TenantPool } from '../src/pool/tenant-pool.js';
 import { createTenants, makeTestPool, sleep, uniqueId, waitFor, type TestPool } from './support/harness.js';
 
 const TENANT = uniqueId('yExec');

@@ -6,7 +6,7 @@
  * Test files read them with `inject('redisUrl')` and `inject('pgAdminUrl')`.
  */
 import type { TestProject } from 'vitest/node';
-import { ensureSystemPackages, startPostgres, startRedis, type LocalPostgres, type LocalRedis } from '../src/local/servers.js';
+import { ensureSystemPackages, startPostgres, startRedis, type LocalPostgres, type LocalRedis } from '../dev/local/servers.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
-import { findPostgresBinDir, freePort, startPostgres, startRedis } from '../src/local/servers.js';
+import { findPostgresBinDir, freePort, startPostgres, startRedis } from '../dev/local/servers.js';
 
 /** Resolves with the connect error code, or 'connected' if something still listens. */
 function probePort(port: number): Promise<string> {

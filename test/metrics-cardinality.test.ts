@@ -6,7 +6,7 @@
 import { performance } from 'node:perf_hooks';
 import { describe, expect, it } from 'vitest';
 import { LensfleetMetrics, type ProcessSnapshot } from '../src/metrics.js';
-import type { PoolStats } from '../src/pool.js';
+import type { PoolStats } from '../src/pool/tenant-pool.js';
 
 function stats(tenant: string, requests: number, inUse = 1): PoolStats {
   return {

@@ -6,8 +6,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue } from '../queues/producer.js';
 import { DEFAULT_POOL_SETTINGS, type PoolSettings } from '../src/config.js';
-import type { PoolClient, PoolEvent } from '../src/pool.js';
-import { PoolRegistry } from '../src/registry.js';
+import type { PoolClient, PoolEvent } from '../src/pool/tenant-pool.js';
+import { PoolRegistry } from '../src/pool/registry.js';
 import { Secret } from '../src/secret.js';
 import type { PgTenant } from '../src/tenants.js';
 import { countBackends, countConnections, createTenants, LogCapture, makeTestPool, sleep, startTestWorker, uniqueId, waitFor, type TestPool } from './support/harness.js';

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue } from '../queues/producer.js';
 import { DEFAULT_POOL_SETTINGS } from '../src/config.js';
 import { LensfleetError } from '../src/errors.js';
-import { TenantPool, type PoolClient } from '../src/pool.js';
+import { TenantPool, type PoolClient } from '../src/pool/tenant-pool.js';
 import { Secret } from '../src/secret.js';
 import { countConnections, createTenants, sampleConnections, startTestWorker, uniqueId, waitFor, type TestWorker } from './support/harness.js';
 

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueueMany } from '../queues/producer.js';
 import { DEFAULT_POOL_SETTINGS } from '../src/config.js';
 import { LensfleetError } from '../src/errors.js';
-import { PoolRegistry } from '../src/registry.js';
+import { PoolRegistry } from '../src/pool/registry.js';
 import { Secret } from '../src/secret.js';
 import { TenantDirectory, type PgTenant } from '../src/tenants.js';
 import { countConnections, createTenants, LogCapture, sampleConnections, startTestWorker, uniqueId, waitFor } from './support/harness.js';

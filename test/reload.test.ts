@@ -13,7 +13,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLensQueue, enqueue, enqueueMany, QueueEvents, type LensQueue } from '../queues/producer.js';
-import type { PoolStats } from '../src/pool.js';
+import type { PoolStats } from '../src/pool/tenant-pool.js';
 import { TenantDirectory, type PgTenant } from '../src/tenants.js';
 import { countConnections, createTenants, pgAdminUrl, redisUrl, sleep, spawnWorker, startTestWorker, uniqueId, waitFor, type ChildWorker } from './support/harness.js';
 

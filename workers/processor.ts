@@ -12,7 +12,7 @@ import { LensfleetError } from '../src/errors.js';
 import { executeLens } from '../src/execute.js';
 import type { LensCatalog } from '../src/lens.js';
 import type { LensfleetMetrics } from '../src/metrics.js';
-import type { PoolRegistry } from '../src/registry.js';
+import type { PoolRegistry } from '../src/pool/registry.js';
 import type { PgTenant } from '../src/tenants.js';
 
 export interface ProcessorDeps {

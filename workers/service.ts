@@ -12,7 +12,7 @@ import { startHttpServer, type HttpServer } from '../src/http.js';
 import type { LensCatalog } from '../src/lens.js';
 import { createLogger } from '../src/logger.js';
 import { LensfleetMetrics } from '../src/metrics.js';
-import { PoolRegistry } from '../src/registry.js';
+import { PoolRegistry } from '../src/pool/registry.js';
 import type { TenantDirectory } from '../src/tenants.js';
 import { createProcessor } from './processor.js';
 

@@ -18,10 +18,10 @@ import { DEFAULT_POOL_SETTINGS, loadWorkerConfig, type PoolSettings, type Worker
 import { LensCatalog } from '../../src/lens.js';
 import { maritimeLenses } from '../../src/lenses/maritime.js';
 import { REDACT_PATHS } from '../../src/logger.js';
-import { createTenantDatabase, dropTenantDatabase, type TenantDatabase } from '../../src/local/tenant-db.js';
+import { createTenantDatabase, dropTenantDatabase, type TenantDatabase } from '../../dev/local/tenant-db.js';
 import { loadTenantDirectory, TenantDirectory } from '../../src/tenants.js';
 import { startWorkerService, type WorkerService } from '../../workers/service.js';
-import { TenantPool, type PoolEvent } from '../../src/pool.js';
+import { TenantPool, type PoolEvent } from '../../src/pool/tenant-pool.js';
 import { Secret } from '../../src/secret.js';
 import { lenses as testLenses } from './test-lenses.js';
 
@@ -190,7 +190,7 @@ export interface ChildWorker {
 /** Spawn a real worker process (compiled entry point) with the given environment. */
 export async function spawnWorker(env: Record<string, string>): Promise<ChildWorker> {
   if (!existsSync(WORKER_ENTRY)) throw new Error(`${WORKER_ENTRY} is missing: run \`npm run build\` (npm test does) first`);
-  const { freePort } = await import('../../src/local/servers.js');
+  const { freePort } = await import('../../dev/local/servers.js');
   const port = await freePort();
   const proc = spawn(process.execPath, [WORKER_ENTRY], {
     env: {

@@ -12,7 +12,7 @@ import { rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, isExecutable, registerEmergencyKill } from '../../src/local/servers.js';
+import { freePort, isExecutable, registerEmergencyKill } from '../../dev/local/servers.js';
 
 export const PROMETHEUS_BIN = '/usr/bin/prometheus';
 const TAIL_CHARS = 8000;

@@ -4,7 +4,7 @@
  * state, close reason) in WeakMaps, so pg's own objects are not extended.
  */
 import pg from 'pg';
-import type { CloseReason } from './pool-types.js';
+import type { CloseReason } from './types.js';
 
 /** Metadata of one open connection, keyed by its pg client. */
 export interface ClientMeta {

@@ -3,9 +3,9 @@
  * it calls out through (the metrics observer and the process connection budget).
  */
 import type pg from 'pg';
-import type { PoolSettings } from './config.js';
-import type { TenantPool } from './pool.js';
-import type { Secret } from './secret.js';
+import type { PoolSettings } from '../config.js';
+import type { TenantPool } from './tenant-pool.js';
+import type { Secret } from '../secret.js';
 
 /** Why a connection was closed (a metrics label: keep the set small and stable). */
 export type CloseReason = 'overflow' | 'recycled' | 'error' | 'dirty' | 'ping_failed' | 'idle' | 'evicted' | 'unpooled' | 'pool_closed';

@@ -11,8 +11,8 @@
 import { parseArgs } from 'node:util';
 import type { QueueEvents } from 'bullmq';
 import { createLensQueue, createLensQueueEvents, enqueue } from '../queues/producer.js';
-import { LensfleetError } from './errors.js';
-import { maritimeLenses } from './lenses/maritime.js';
+import { LensfleetError } from '../src/errors.js';
+import { maritimeLenses } from '../src/lenses/maritime.js';
 
 const USAGE = `usage:
   lensfleet enqueue --tenant <id> --lens <name> [--params '<json object>'] [--wait] [--timeout-ms <ms>]

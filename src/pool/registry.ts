@@ -11,9 +11,9 @@
  * The registry knows tenants and pools, not lenses or BullMQ.
  */
 import type { Logger } from 'pino';
-import { LensfleetError } from './errors.js';
-import { TenantPool, type ConnectionBudget, type PoolEvent, type PoolObserver, type PoolStats } from './pool.js';
-import type { PgTenant, TenantDirectory } from './tenants.js';
+import { LensfleetError } from '../errors.js';
+import { TenantPool, type ConnectionBudget, type PoolEvent, type PoolObserver, type PoolStats } from './tenant-pool.js';
+import type { PgTenant, TenantDirectory } from '../tenants.js';
 
 export interface RegistryOptions {
   /** Worker concurrency: the ceiling of every tenant pool. */

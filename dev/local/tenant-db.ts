@@ -39,7 +39,7 @@ export function tenantDatabaseName(tenant: string): string {
 /** The demo schema, shared with docker compose: `deploy/postgres/init/00-schema.sql`. */
 export function schemaSql(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
-  // src/local (vitest) and dist/src/local (compiled) sit at different depths below the root.
+  // dev/local (vitest) and dist/dev/local (compiled) sit at different depths below the root.
   for (let i = 0; i < 5; i++, dir = path.dirname(dir)) {
     const file = path.join(dir, 'deploy/postgres/init/00-schema.sql');
     if (existsSync(file)) return readFileSync(file, 'utf8');

@@ -10,10 +10,10 @@
  */
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
-import type { PoolSettings } from './config.js';
+import type { PoolSettings } from '../config.js';
 import { DeadlineQueue } from './deadline-queue.js';
-import { LensfleetError } from './errors.js';
-import { closeReasons, meta, PooledClient, type ClientMeta, type PooledClientOptions } from './pool-client.js';
+import { LensfleetError } from '../errors.js';
+import { closeReasons, meta, PooledClient, type ClientMeta, type PooledClientOptions } from './pooled-client.js';
 import type {
   CheckoutCallback,
   CloseReason,
@@ -24,10 +24,10 @@ import type {
   PoolObserver,
   PoolStats,
   TenantPoolOptions,
-} from './pool-types.js';
-import { withTimeout } from './timeout.js';
+} from './types.js';
+import { withTimeout } from '../timeout.js';
 
-export type * from './pool-types.js';
+export type * from './types.js';
 
 /** A pre-ping slower than this counts as failed (the connection is destroyed, another is used). */
 const PING_TIMEOUT_MS = 2000;
