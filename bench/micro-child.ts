@@ -76,8 +76,14 @@ function viaRegistry(url: string, concurrency: number): Acquirer {
   return {
     acquire: (k) => {
       const current = registry.current(tenants[k]!);
-      if (current !== undefined) return (pools[k] = current).acquire();
-      return registry.get(tenants[k]!).then((pool) => (pools[k] = pool).acquire());
+      if (current !== undefined) {
+        pools[k] = current;
+        return current.acquire();
+      }
+      return registry.get(tenants[k]!).then((pool) => {
+        pools[k] = pool;
+        return pool.acquire();
+      });
     },
     release: (k, client) => pools[k]!.release(client),
     close: () => registry.close(),

@@ -29,7 +29,7 @@ async function main(argv: string[]): Promise<number> {
     console.error(command && command !== 'help' && command !== '--help' ? `unknown command "${command}"\n${USAGE}` : USAGE);
     return command === 'help' || command === '--help' ? 0 : 2;
   }
-  let values;
+  let values: { tenant?: string; lens?: string; params: string; wait: boolean; 'timeout-ms': string };
   try {
     ({ values } = parseArgs({
       args: rest,

@@ -4,7 +4,7 @@
  * its SQL with bind parameters only.
  */
 import { createHash } from 'node:crypto';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { formatIssues, LensfleetError } from './errors.js';
 import { isLensName, LENS_NAME_MAX_LENGTH, LENS_NAME_PATTERN } from './ids.js';
 
@@ -113,10 +113,12 @@ export function changesSessionState(text: string): boolean {
 export class LensCatalog {
   readonly #lenses = new Map<string, Lens<unknown>>();
 
+  // biome-ignore lint/suspicious/noExplicitAny: a catalog holds lenses of every params type
   constructor(lenses: Iterable<Lens<any>> = []) {
     for (const l of lenses) this.add(l);
   }
 
+  // biome-ignore lint/suspicious/noExplicitAny: a catalog holds lenses of every params type
   add(lens: Lens<any>): this {
     if (this.#lenses.has(lens.name)) throw new LensfleetError('INVALID_CONFIG', `lens ${lens.name} is defined twice`);
     this.#lenses.set(lens.name, lens);

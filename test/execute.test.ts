@@ -153,7 +153,7 @@ describe('executeLens', () => {
     const { pool, events } = makePool(2);
     const runs = Array.from({ length: 60 }, (_, i) => executeLens(pool, recent, { limit: 1 + (i % 5) }));
     const results = await Promise.all(runs);
-    results.forEach((r, i) => expect(r.rowCount).toBe(1 + (i % 5)));
+    for (const [i, r] of results.entries()) expect(r.rowCount).toBe(1 + (i % 5));
     // Most runs waited for a connection, and their wait is reported.
     expect(results.filter((r) => r.acquireMs > 0).length).toBeGreaterThan(30);
     const s = pool.stats();

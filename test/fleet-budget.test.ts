@@ -98,7 +98,7 @@ describe('process connection budget: 50 tenants round-robin at concurrency 8', (
       );
       const results = await Promise.all(jobs.map((j) => j.waitUntilFinished(w.events, 60_000)));
       expect(results).toHaveLength(300);
-      results.forEach((r, i) => expect(r.tenant).toBe(IDS[i % IDS.length]));
+      for (const [i, r] of results.entries()) expect(r.tenant).toBe(IDS[i % IDS.length]);
       // Every job completed on its first attempt: the budget never made one fail.
       const retried: string[] = [];
       for (const j of jobs) if ((await w.queue.getJob(j.id!))!.attemptsMade !== 1) retried.push(j.id!);

@@ -57,7 +57,7 @@ async function main(): Promise<void> {
   };
   // SIGHUP re-reads the tenants file (and the environment this process was started with).
   process.on('SIGHUP', () => {
-    let next;
+    let next: ReturnType<typeof loadTenantDirectory>;
     try {
       next = loadTenantDirectory(loadWorkerConfig());
     } catch (err) {

@@ -7,6 +7,7 @@ import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
+// biome-ignore lint/suspicious/noConfusingVoidType: synchronous cleanups return nothing
 type Cleanup = () => Promise<unknown> | void;
 const cleanups: Cleanup[] = [];
 const tempDirs = new Set<string>();

@@ -44,7 +44,7 @@ export function schemaSql(): string {
     const file = path.join(dir, 'deploy/postgres/init/00-schema.sql');
     if (existsSync(file)) return readFileSync(file, 'utf8');
   }
-  throw new Error('deploy/postgres/init/00-schema.sql not found above ' + fileURLToPath(import.meta.url));
+  throw new Error(`deploy/postgres/init/00-schema.sql not found above ${fileURLToPath(import.meta.url)}`);
 }
 
 function seedSql(tenant: string, rows: number): string {

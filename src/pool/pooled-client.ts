@@ -45,7 +45,7 @@ export class PooledClient extends pg.Client {
     this.#openCounted = options.openCounted;
   }
   // pg-pool always connects with a callback.
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  // biome-ignore lint/suspicious/noExplicitAny: pg.Client's connect overloads (promise and callback) leave no narrower override
   override connect(callback?: any): never {
     this.#openCounted(this, (open) => super.connect(open), callback as (e: Error | null) => void);
     return undefined as never;

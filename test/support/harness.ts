@@ -19,7 +19,7 @@ import { LensCatalog } from '../../src/lens.js';
 import { maritimeLenses } from '../../src/lenses/maritime.js';
 import { REDACT_PATHS } from '../../src/logger.js';
 import { createTenantDatabase, dropTenantDatabase, type TenantDatabase } from '../../dev/local/tenant-db.js';
-import { loadTenantDirectory, TenantDirectory } from '../../src/tenants.js';
+import { loadTenantDirectory, type TenantDirectory } from '../../src/tenants.js';
 import { startWorkerService, type WorkerService } from '../../workers/service.js';
 import { TenantPool, type PoolEvent } from '../../src/pool/tenant-pool.js';
 import { Secret } from '../../src/secret.js';
