@@ -21,8 +21,6 @@ interface Acquirer {
   close(): Promise<void>;
 }
 
-
-
 // The lens's SQL as one named prepared statement: identical work on both sides.
 const QUERY = {
   name: 'bench_micro_receiving',

@@ -54,11 +54,16 @@ function parseCli() {
     },
   });
   if (values.help) {
-    console.log(`usage: npm run bench -- [--quick] [--only ${WORKLOADS.join(',')}] [--variants ${LOCAL_VARIANTS.join(',')}] [--open-rates R1,R2] [--reps N] [--cpu-prof] [--docs|--no-docs]`);
+    console.log(
+      `usage: npm run bench -- [--quick] [--only ${WORKLOADS.join(',')}] [--variants ${LOCAL_VARIANTS.join(',')}] [--open-rates R1,R2] [--reps N] [--cpu-prof] [--docs|--no-docs]`,
+    );
     process.exit(0);
   }
   const only = new Set<Workload>();
-  for (const name of (values.only ?? WORKLOADS.join(',')).split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const name of (values.only ?? WORKLOADS.join(','))
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const w = ALIASES[name] ?? (WORKLOADS as readonly string[]).find((x) => x === name);
     if (w === undefined) {
       console.error(`--only: unknown workload "${name}"; choose from ${WORKLOADS.join(', ')}`);
@@ -72,7 +77,8 @@ function parseCli() {
   const custom = values['open-rates'] !== undefined || values.reps !== undefined;
   if (values['open-rates'] !== undefined) {
     const rates = values['open-rates'].split(',').map(Number);
-    if (rates.length === 0 || rates.some((r) => !Number.isInteger(r) || r <= 0)) fail(`--open-rates: expected positive integers separated by commas, got "${values['open-rates']}"`);
+    if (rates.length === 0 || rates.some((r) => !Number.isInteger(r) || r <= 0))
+      fail(`--open-rates: expected positive integers separated by commas, got "${values['open-rates']}"`);
     plan = { ...plan, local: { ...plan.local, openRates: rates } };
   }
   if (values.reps !== undefined) {
@@ -114,7 +120,9 @@ async function main(): Promise<void> {
   // Children run a private copy of dist/, immune to rebuilds by anyone else during the run.
   await snapshotCode();
   const env: BenchEnv = await startBenchEnv((l) => setup.update(l), TENANT_CONNECTION_LIMIT + 100 + plan.tenants.concurrency * 4);
-  setup.line(`Redis ${env.versions.redis} pid ${env.redisPid}, Postgres ${env.versions.postgres} pid ${env.postmasterPid} (SCRAM, fsync on${env.tls ? ', ssl on' : ''})`);
+  setup.line(
+    `Redis ${env.versions.redis} pid ${env.redisPid}, Postgres ${env.versions.postgres} pid ${env.postmasterPid} (SCRAM, fsync on${env.tls ? ', ssl on' : ''})`,
+  );
   // The library's default seed (40 rows per table): small tables keep the comparison on the
   // worker's own cost; Postgres work per job is the same lens SQL for every variant.
   const [mainDb] = await env.createTenants(['bench_main'], 40, (l) => setup.update(l));
@@ -145,7 +153,9 @@ async function main(): Promise<void> {
         tenant,
         variants: cli.variants,
         // One profile per variant, from the first repetition only (profiling slows the worker).
-        ...(cli.cpuProf ? { execArgv: (v: LocalVariant, rep: number) => (rep === 0 ? ['--cpu-prof', `--cpu-prof-dir=${path.join(profDir, v)}`] : undefined) } : {}),
+        ...(cli.cpuProf
+          ? { execArgv: (v: LocalVariant, rep: number) => (rep === 0 ? ['--cpu-prof', `--cpu-prof-dir=${path.join(profDir, v)}`] : undefined) }
+          : {}),
       }),
     );
     if (cli.cpuProf) progress.line(`CPU profiles in ${path.relative(ROOT, profDir)} (summarise with: node dist/bench/prof-top.js <file.cpuprofile>)`);
@@ -159,7 +169,14 @@ async function main(): Promise<void> {
       const url = env.tls ? tlsUrl(withPort(tenant.url, port)) : withPort(tenant.url, port);
       await checkRemotePath(url, env.tls);
       const d = plan.remote.delayMs;
-      return runPooling({ env, plan, progress, where: 'remote', path: `through a delay proxy (${d} ms each way, ${2 * d} ms round trip)${env.tls ? ' with TLS' : ''}`, tenant: { id: tenant.id, url } });
+      return runPooling({
+        env,
+        plan,
+        progress,
+        where: 'remote',
+        path: `through a delay proxy (${d} ms each way, ${2 * d} ms round trip)${env.tls ? ' with TLS' : ''}`,
+        tenant: { id: tenant.id, url },
+      });
     });
   }
   if (cli.only.has('tenants')) {
@@ -180,7 +197,18 @@ async function main(): Promise<void> {
   const command = `npm run bench${cli.argv.length ? ` -- ${cli.argv.join(' ')}` : ''}`;
   const load = summarize(loads);
   const code = gitDescribe();
-  const meta = { code, load: { median: load.median, min: load.min, max: load.max }, started: started.toISOString(), finished: finished.toISOString(), seconds: Math.round((finished.getTime() - started.getTime()) / 1000), command, plan, machine, versions: env.versions, tls: env.tls };
+  const meta = {
+    code,
+    load: { median: load.median, min: load.min, max: load.max },
+    started: started.toISOString(),
+    finished: finished.toISOString(),
+    seconds: Math.round((finished.getTime() - started.getTime()) / 1000),
+    command,
+    plan,
+    machine,
+    versions: env.versions,
+    tls: env.tls,
+  };
   const file = path.join(resultsDir, `${stamp}.json`);
   await writeFile(file, JSON.stringify({ ...meta, reports, failures }, null, 2));
   const markdown = renderMarkdown(meta, reports, failures);

@@ -9,7 +9,15 @@
 import type { DefaultJobOptions } from 'bullmq';
 import { z } from 'zod';
 import { formatIssues, LensfleetError } from '../src/errors.js';
-import { DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE_NAME, isLensName, JWT_MAX_LENGTH, LENS_NAME_MAX_LENGTH, LENS_NAME_PATTERN, TENANT_ID_PATTERN } from '../src/ids.js';
+import {
+  DEFAULT_MAX_PAYLOAD_BYTES,
+  DEFAULT_QUEUE_NAME,
+  isLensName,
+  JWT_MAX_LENGTH,
+  LENS_NAME_MAX_LENGTH,
+  LENS_NAME_PATTERN,
+  TENANT_ID_PATTERN,
+} from '../src/ids.js';
 
 export { DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE_NAME };
 
@@ -19,7 +27,10 @@ export const jobDataV1 = z
     tenant: z.string().regex(TENANT_ID_PATTERN, `tenant must match ${TENANT_ID_PATTERN.source}`),
     lens: z.string().max(LENS_NAME_MAX_LENGTH).regex(LENS_NAME_PATTERN, `lens must match ${LENS_NAME_PATTERN.source}`),
     params: z.record(z.string(), z.unknown()).default({}),
-    auth: z.object({ jwt: z.string().min(1).max(JWT_MAX_LENGTH) }).strict().optional(),
+    auth: z
+      .object({ jwt: z.string().min(1).max(JWT_MAX_LENGTH) })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -55,7 +66,10 @@ export function parseJobData(raw: unknown, maxPayloadBytes = DEFAULT_MAX_PAYLOAD
   if (jsonSizeUpTo(raw, maxPayloadBytes) > maxPayloadBytes / 4) {
     const size = jsonSize(raw);
     if (size > maxPayloadBytes) {
-      throw new LensfleetError('PAYLOAD_TOO_LARGE', `job data is ${size} bytes, more than the limit of ${maxPayloadBytes} (LENSFLEET_MAX_PAYLOAD_BYTES); send ids, not documents`);
+      throw new LensfleetError(
+        'PAYLOAD_TOO_LARGE',
+        `job data is ${size} bytes, more than the limit of ${maxPayloadBytes} (LENSFLEET_MAX_PAYLOAD_BYTES); send ids, not documents`,
+      );
     }
   }
   // Hot path: plain checks for a well-formed job; the schema only runs to explain a bad one.

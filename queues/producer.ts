@@ -10,7 +10,15 @@
 import { Queue, QueueEvents, type ConnectionOptions, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { LensfleetError } from '../src/errors.js';
-import { DEFAULT_JOB_OPTIONS, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE_NAME, parseJobData, type LensJobData, type LensRequest, type LensResult } from './contract.js';
+import {
+  DEFAULT_JOB_OPTIONS,
+  DEFAULT_MAX_PAYLOAD_BYTES,
+  DEFAULT_QUEUE_NAME,
+  parseJobData,
+  type LensJobData,
+  type LensRequest,
+  type LensResult,
+} from './contract.js';
 
 export type LensQueue = Queue<LensJobData, LensResult, string>;
 export type LensJob = Job<LensJobData, LensResult, string>;

@@ -152,8 +152,13 @@ async function main(): Promise<void> {
     bar(enqueued, completed, failed, true);
 
     step('results');
-    const finished = (await Promise.all(jobs.map((j) => Job.fromId<LensRequest, LensResult>(queue, j.id!)))).filter((j): j is Job<LensRequest, LensResult> => !!j);
-    const latencies = finished.filter((j) => j.finishedOn).map((j) => j.finishedOn! - j.timestamp).sort((a, b) => a - b);
+    const finished = (await Promise.all(jobs.map((j) => Job.fromId<LensRequest, LensResult>(queue, j.id!)))).filter(
+      (j): j is Job<LensRequest, LensResult> => !!j,
+    );
+    const latencies = finished
+      .filter((j) => j.finishedOn)
+      .map((j) => j.finishedOn! - j.timestamp)
+      .sort((a, b) => a - b);
     const first = Math.min(...finished.map((j) => j.timestamp));
     const last = Math.max(...finished.map((j) => j.finishedOn ?? 0));
     const sample = finished.find((j) => j.returnvalue?.lens === 'work_orders.open')?.returnvalue;
@@ -165,13 +170,21 @@ async function main(): Promise<void> {
     say(`  throughput ${((completed / (last - first)) * 1000).toFixed(0)} jobs/s (first enqueue → last completion, ${((last - first) / 1000).toFixed(2)} s)`);
     say(`  end-to-end latency (enqueue → completed): p50 ${pct(latencies, 0.5)} ms, p99 ${pct(latencies, 0.99)} ms, max ${latencies.at(-1)} ms`);
 
-    step(`pool stats per worker and tenant (GET /pools; process budget ${2 * CONCURRENCY} connections, so tenants share it: "evicted" = an idle connection closed for another tenant)`);
-    say(`  ${'worker'.padEnd(8)} ${'tenant'.padEnd(16)} ${'size'.padStart(4)} ${'inUse'.padStart(5)} ${'idle'.padStart(4)} ${'max'.padStart(4)} ${'min'.padStart(4)} ${'requests'.padStart(8)} ${'wait ms'.padStart(8)} ${'timeouts'.padStart(8)} ${'opened'.padStart(6)}  closed (reason)`);
+    step(
+      `pool stats per worker and tenant (GET /pools; process budget ${2 * CONCURRENCY} connections, so tenants share it: "evicted" = an idle connection closed for another tenant)`,
+    );
+    say(
+      `  ${'worker'.padEnd(8)} ${'tenant'.padEnd(16)} ${'size'.padStart(4)} ${'inUse'.padStart(5)} ${'idle'.padStart(4)} ${'max'.padStart(4)} ${'min'.padStart(4)} ${'requests'.padStart(8)} ${'wait ms'.padStart(8)} ${'timeouts'.padStart(8)} ${'opened'.padStart(6)}  closed (reason)`,
+    );
     for (const w of workers) {
       const { pools } = (await (await fetch(`http://127.0.0.1:${w.port}/pools`)).json()) as { pools: PoolStats[] };
       for (const p of pools) {
         say(
-          `  ${String(w.proc.pid).padEnd(8)} ${p.tenant.padEnd(16)} ${String(p.size).padStart(4)} ${String(p.inUse).padStart(5)} ${String(p.idle).padStart(4)} ${String(p.max).padStart(4)} ${String(p.min).padStart(4)} ${String(p.requests_total).padStart(8)} ${String(p.requests_wait_ms_total).padStart(8)} ${String(p.acquire_timeouts_total).padStart(8)} ${String(p.connections_opened_total).padStart(6)}  ${Object.entries(p.connections_closed_total).map(([r, n]) => `${n} ${r}`).join(', ') || '-'}`,
+          `  ${String(w.proc.pid).padEnd(8)} ${p.tenant.padEnd(16)} ${String(p.size).padStart(4)} ${String(p.inUse).padStart(5)} ${String(p.idle).padStart(4)} ${String(p.max).padStart(4)} ${String(p.min).padStart(4)} ${String(p.requests_total).padStart(8)} ${String(p.requests_wait_ms_total).padStart(8)} ${String(p.acquire_timeouts_total).padStart(8)} ${String(p.connections_opened_total).padStart(6)}  ${
+            Object.entries(p.connections_closed_total)
+              .map(([r, n]) => `${n} ${r}`)
+              .join(', ') || '-'
+          }`,
         );
       }
     }
@@ -180,7 +193,11 @@ async function main(): Promise<void> {
     const metrics = await (await fetch(`http://127.0.0.1:${workers[0]!.port}/metrics`)).text();
     const wanted = metrics
       .split('\n')
-      .filter((l) => (l.startsWith('lensfleet_') && !l.includes('_bucket') && (l.includes(`tenant="${ids[0]}"`) || !l.includes('tenant='))) || l.startsWith('lensfleet_jobs_total'))
+      .filter(
+        (l) =>
+          (l.startsWith('lensfleet_') && !l.includes('_bucket') && (l.includes(`tenant="${ids[0]}"`) || !l.includes('tenant='))) ||
+          l.startsWith('lensfleet_jobs_total'),
+      )
       .filter((l) => !l.startsWith('lensfleet_jobs_total') || l.includes(`tenant="${ids[0]}"`));
     for (const l of wanted) say(`  ${l}`);
     await events.close();

@@ -220,11 +220,26 @@ export function loadWorkerConfig(env: Env = process.env): WorkerConfig {
       'info',
       'LOG_LEVEL',
     ),
-    maxPayloadBytes: parseOpt(intSetting('LENSFLEET_MAX_PAYLOAD_BYTES', 256, 16 * 1024 * 1024), env.LENSFLEET_MAX_PAYLOAD_BYTES, 65_536, 'LENSFLEET_MAX_PAYLOAD_BYTES'),
+    maxPayloadBytes: parseOpt(
+      intSetting('LENSFLEET_MAX_PAYLOAD_BYTES', 256, 16 * 1024 * 1024),
+      env.LENSFLEET_MAX_PAYLOAD_BYTES,
+      65_536,
+      'LENSFLEET_MAX_PAYLOAD_BYTES',
+    ),
     warmTenants: list(env.LENSFLEET_WARM_TENANTS),
-    metricsMaxTenants: parseOpt(intSetting('LENSFLEET_METRICS_MAX_TENANTS', 1, 100_000), env.LENSFLEET_METRICS_MAX_TENANTS, 100, 'LENSFLEET_METRICS_MAX_TENANTS'),
+    metricsMaxTenants: parseOpt(
+      intSetting('LENSFLEET_METRICS_MAX_TENANTS', 1, 100_000),
+      env.LENSFLEET_METRICS_MAX_TENANTS,
+      100,
+      'LENSFLEET_METRICS_MAX_TENANTS',
+    ),
     lensModules: list(env.LENSFLEET_LENS_MODULES),
-    shutdownTimeoutMs: parseOpt(intSetting('LENSFLEET_SHUTDOWN_TIMEOUT_MS', 0, 3_600_000), env.LENSFLEET_SHUTDOWN_TIMEOUT_MS, 30_000, 'LENSFLEET_SHUTDOWN_TIMEOUT_MS'),
+    shutdownTimeoutMs: parseOpt(
+      intSetting('LENSFLEET_SHUTDOWN_TIMEOUT_MS', 0, 3_600_000),
+      env.LENSFLEET_SHUTDOWN_TIMEOUT_MS,
+      30_000,
+      'LENSFLEET_SHUTDOWN_TIMEOUT_MS',
+    ),
     pool: checkPoolSettings(pool as unknown as PoolSettings, 'environment (LENSFLEET_POOL_*)'),
   };
   return Object.freeze(config);

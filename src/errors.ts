@@ -84,15 +84,7 @@ export function isLensfleetError(err: unknown): err is LensfleetError {
 // (53: 53300 too_many_connections), operator intervention (57: admin shutdown, crash recovery,
 // cannot connect now), serialization/deadlock (40).
 const TRANSIENT_SQLSTATE = /^(08|53|57|40)/;
-const TRANSIENT_NODE_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EAI_AGAIN',
-]);
+const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
 
 /**
  * Map an error thrown by `pg` while running a lens query to a typed error. Messages are taken

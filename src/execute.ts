@@ -50,9 +50,13 @@ export function executeLens<P>(pool: TenantPool, lens: Lens<P>, params: P, holde
           const rows = res!.rows as Record<string, unknown>[];
           if (rows.length > lens.maxRows) {
             return reject(
-              new LensfleetError('RESULT_TOO_LARGE', `lens ${lens.name} returned ${rows.length} rows, more than its maxRows (${lens.maxRows}); narrow the params`, {
-                details: { lens: lens.name, tenant: pool.tenant },
-              }),
+              new LensfleetError(
+                'RESULT_TOO_LARGE',
+                `lens ${lens.name} returned ${rows.length} rows, more than its maxRows (${lens.maxRows}); narrow the params`,
+                {
+                  details: { lens: lens.name, tenant: pool.tenant },
+                },
+              ),
             );
           }
           resolve({ rows, rowCount: rows.length, acquireMs });
@@ -62,7 +66,10 @@ export function executeLens<P>(pool: TenantPool, lens: Lens<P>, params: P, holde
       };
       const timeoutMs = lens.timeoutMs;
       if (timeoutMs !== undefined && timeoutMs !== pool.settings.statementTimeoutMs) {
-        inReadOnlyTransaction(client, q, timeoutMs).then((res) => finish(undefined, res), (err: unknown) => finish(err ?? new Error('query failed'), undefined));
+        inReadOnlyTransaction(client, q, timeoutMs).then(
+          (res) => finish(undefined, res),
+          (err: unknown) => finish(err ?? new Error('query failed'), undefined),
+        );
         return;
       }
       try {

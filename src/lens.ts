@@ -156,7 +156,8 @@ export async function loadLensModules(catalog: LensCatalog, specifiers: readonly
       throw new LensfleetError('INVALID_CONFIG', `LENSFLEET_LENS_MODULES: cannot load ${spec}: ${(err as Error).message}`, { cause: err });
     }
     const lenses = mod.lenses ?? mod.default;
-    if (!Array.isArray(lenses)) throw new LensfleetError('INVALID_CONFIG', `LENSFLEET_LENS_MODULES: ${spec} must export \`lenses\` (an array of defineLens(...))`);
+    if (!Array.isArray(lenses))
+      throw new LensfleetError('INVALID_CONFIG', `LENSFLEET_LENS_MODULES: ${spec} must export \`lenses\` (an array of defineLens(...))`);
     for (const l of lenses) catalog.add(l as Lens<unknown>);
   }
 }

@@ -62,7 +62,8 @@ export class LensfleetMetrics {
       client.collectDefaultMetrics({ register: this.registry });
       // Gauges named *_total break `promtool check metrics`; the per-type series
       // (nodejs_active_handles etc.) carry the same information.
-      for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name);
+      for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'])
+        this.registry.removeSingleMetric(name);
     }
 
     // Tenant labels are bounded (busiest N named, the rest "other"); one aggregation per scrape
@@ -126,7 +127,11 @@ export class LensfleetMetrics {
         }
       },
     });
-    poolGauge('lensfleet_pool_max_connections', 'Effective connection ceiling of a tenant pool: min(max_size + max_overflow, worker concurrency).', (s) => s.max);
+    poolGauge(
+      'lensfleet_pool_max_connections',
+      'Effective connection ceiling of a tenant pool: min(max_size + max_overflow, worker concurrency).',
+      (s) => s.max,
+    );
     poolGauge('lensfleet_pool_min_connections', 'Connections a tenant pool keeps warm (min_size).', (s) => s.min);
     poolGauge('lensfleet_pool_waiting_requests', 'Acquires waiting for a connection of a tenant pool.', (s) => s.waiting);
     poolGauge('lensfleet_pool_saturation_ratio', 'Connections in use divided by the effective ceiling (0..1).', (s) => (s.max > 0 ? s.inUse / s.max : 0));
@@ -134,7 +139,12 @@ export class LensfleetMetrics {
     poolCounter('lensfleet_pool_acquire_timeouts_total', 'Acquires that waited longer than the acquire timeout (POOL_TIMEOUT).', 'timeouts');
     poolCounter('lensfleet_pool_connections_opened_total', 'Connections opened by a tenant pool.', 'opened');
     poolCounter('lensfleet_pool_leaks_total', 'Connections held longer than the leak detection threshold.', 'leaks');
-    poolCounterBy('lensfleet_pool_connection_errors_total', 'Connection errors of a tenant pool by kind (connect, connect_timeout, idle, active).', 'kind', 'errors:');
+    poolCounterBy(
+      'lensfleet_pool_connection_errors_total',
+      'Connection errors of a tenant pool by kind (connect, connect_timeout, idle, active).',
+      'kind',
+      'errors:',
+    );
     poolCounterBy('lensfleet_pool_connections_closed_total', 'Connections closed by a tenant pool by reason.', 'reason', 'closed:');
 
     this.#acquire = new Histogram({
@@ -169,7 +179,11 @@ export class LensfleetMetrics {
       });
     proc('lensfleet_pools', 'Active tenant pools in this process.', (p) => p.pools);
     proc('lensfleet_process_connections', 'Open connections over all tenant pools of this process.', (p) => p.connections);
-    proc('lensfleet_process_max_connections', 'Connection budget of this process over all tenants (LENSFLEET_PROCESS_MAX_CONNECTIONS).', (p) => p.maxConnections);
+    proc(
+      'lensfleet_process_max_connections',
+      'Connection budget of this process over all tenants (LENSFLEET_PROCESS_MAX_CONNECTIONS).',
+      (p) => p.maxConnections,
+    );
     proc('lensfleet_worker_concurrency', 'Jobs this worker runs at once.', (p) => p.concurrency);
     proc('lensfleet_worker_active_jobs', 'Jobs running now in this worker.', (p) => p.activeJobs);
     proc('lensfleet_pooling_enabled', '1 when pooling is on, 0 when the rollback switch (LENSFLEET_POOLING=off) is set.', (p) => (p.pooling ? 1 : 0));
@@ -254,4 +268,3 @@ export class LensfleetMetrics {
     return this.registry.metrics();
   }
 }
-

@@ -31,4 +31,3 @@ export class Secret {
     return REDACTED;
   }
 }
-

@@ -44,13 +44,23 @@ describe('worker config', () => {
       LENSFLEET_METRICS_PORT: '9999',
       LOG_LEVEL: 'DEBUG',
     });
-    expect(c.pool).toMatchObject({ minSize: 2, maxSize: 10, maxOverflow: 0, acquireTimeoutMs: 2500, connectTimeoutMs: 3000, recycleSeconds: 60, prePing: false });
+    expect(c.pool).toMatchObject({
+      minSize: 2,
+      maxSize: 10,
+      maxOverflow: 0,
+      acquireTimeoutMs: 2500,
+      connectTimeoutMs: 3000,
+      recycleSeconds: 60,
+      prePing: false,
+    });
     expect(c).toMatchObject({ pooling: false, concurrency: 32, port: 8080, logLevel: 'debug' });
     expect(loadWorkerConfig({ LENSFLEET_METRICS_PORT: '9999' }).port).toBe(9999);
   });
 
   it('rejects bad values naming the variable', () => {
-    expect(configError(() => loadWorkerConfig({ LENSFLEET_CONCURRENCY: 'many' })).message).toMatch(/^LENSFLEET_CONCURRENCY="many": LENSFLEET_CONCURRENCY must be a whole number/);
+    expect(configError(() => loadWorkerConfig({ LENSFLEET_CONCURRENCY: 'many' })).message).toMatch(
+      /^LENSFLEET_CONCURRENCY="many": LENSFLEET_CONCURRENCY must be a whole number/,
+    );
     expect(configError(() => loadWorkerConfig({ LENSFLEET_POOL_ACQUIRE_TIMEOUT_MS: '-5' })).message).toContain('LENSFLEET_POOL_ACQUIRE_TIMEOUT_MS');
     expect(configError(() => loadWorkerConfig({ LENSFLEET_POOLING: 'maybe' })).message).toContain('LENSFLEET_POOLING must be one of on|off');
     expect(configError(() => loadWorkerConfig({ LOG_LEVEL: 'loud' })).code).toBe('INVALID_CONFIG');
@@ -87,7 +97,9 @@ describe('tenant directory', () => {
 
   it('rejects a listed tenant without settings, bad ids and bad URLs without echoing them', () => {
     expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS: 'a1' })).message).toContain('set a1_DATABASE_URL');
-    expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS: 'bad-id', 'bad-id_DATABASE_URL': secretUrl })).message).toContain('tenant id "bad-id" is invalid');
+    expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS: 'bad-id', 'bad-id_DATABASE_URL': secretUrl })).message).toContain(
+      'tenant id "bad-id" is invalid',
+    );
     const badUrl = configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS: 't1', t1_DATABASE_URL: 'mysql://u:S3CRETpw@h/db' }));
     expect(badUrl.message).toContain('t1_DATABASE_URL must start with postgres://');
     expect(badUrl.message).not.toContain('S3CRETpw');
@@ -107,7 +119,9 @@ describe('tenant directory', () => {
     writeFileSync(file, JSON.stringify({ tenants: { yA: { databaseUrl: secretUrl, pool: { maxsize: 3 } } } }));
     expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file })).message).toMatch(/tenants\.yA\.pool: unknown key\(s\) maxsize/);
     writeFileSync(file, JSON.stringify({ tenants: { yA: { databaseUrl: secretUrl, pool: { minSize: 9, maxSize: 2, maxOverflow: 0 } } } }));
-    expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file })).message).toContain('tenant "yA": minSize (9) is larger than maxSize + maxOverflow');
+    expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file })).message).toContain(
+      'tenant "yA": minSize (9) is larger than maxSize + maxOverflow',
+    );
     writeFileSync(file, '{ not json');
     expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file })).message).toContain('not valid JSON (syntax error at character 2)');
     // the parser's own message may quote the text; ours never does
@@ -123,7 +137,15 @@ describe('job contract', () => {
     expect(parseJobData({ v: 1, tenant: 'yA', lens: 'receiving.recent' })).toEqual({ v: 1, tenant: 'yA', lens: 'receiving.recent', params: {} });
   });
   it('rejects anything else with INVALID_JOB, naming the field, and never echoes a JWT', () => {
-    for (const bad of ['text', 42, null, [1], { v: 2, tenant: 'yA', lens: 'x' }, { v: 1, tenant: 'y A', lens: 'x' }, { v: 1, tenant: 'yA', lens: 'x', sql: 'DROP TABLE' }]) {
+    for (const bad of [
+      'text',
+      42,
+      null,
+      [1],
+      { v: 2, tenant: 'yA', lens: 'x' },
+      { v: 1, tenant: 'y A', lens: 'x' },
+      { v: 1, tenant: 'yA', lens: 'x', sql: 'DROP TABLE' },
+    ]) {
       expect(configError(() => parseJobData(bad)).code).toBe('INVALID_JOB');
     }
     expect(configError(() => parseJobData({ v: 1, tenant: 'yA', lens: 'x', sql: 'DROP' })).message).toContain('sql');

@@ -88,7 +88,10 @@ function readAlertRules(yaml: string): AlertRule[] {
         if (key === 'expr') {
           if (/^[|>][-+]?$/.test(value)) {
             const block: string[] = [];
-            while (k + 1 < body.length && ((body[k + 1] ?? '').trim() === '' || (body[k + 1] ?? '').length - (body[k + 1] ?? '').trimStart().length > keyIndent)) {
+            while (
+              k + 1 < body.length &&
+              ((body[k + 1] ?? '').trim() === '' || (body[k + 1] ?? '').length - (body[k + 1] ?? '').trimStart().length > keyIndent)
+            ) {
               block.push((body[++k] ?? '').trim());
             }
             expr = block.join(' ').trim();
@@ -182,7 +185,12 @@ describe('alert rules', () => {
     for (const name of ['LensfleetPoolSaturationWarning', 'LensfleetPoolAcquireTimeoutsWarning', 'LensfleetPoolConnectionErrorsWarning']) {
       expect((await rule(name)).severity, name).toBe('warning');
     }
-    for (const name of ['LensfleetPoolSaturationCritical', 'LensfleetPoolExhausted', 'LensfleetPoolAcquireTimeoutsCritical', 'LensfleetPoolConnectionErrorsCritical']) {
+    for (const name of [
+      'LensfleetPoolSaturationCritical',
+      'LensfleetPoolExhausted',
+      'LensfleetPoolAcquireTimeoutsCritical',
+      'LensfleetPoolConnectionErrorsCritical',
+    ]) {
       expect((await rule(name)).severity, name).toBe('critical');
     }
   });
@@ -349,7 +357,10 @@ describe('Grafana dashboard', () => {
       /pools/i,
       /pooling enabled/i,
     ]) {
-      expect(titles.some((t) => wanted.test(t)), String(wanted)).toBe(true);
+      expect(
+        titles.some((t) => wanted.test(t)),
+        String(wanted),
+      ).toBe(true);
     }
     const workerCount = (await panelsOf()).find((p) => /worker count/i.test(p.title ?? ''));
     expect(exprsOf(workerCount!).join(' ')).toContain('count(up{job="lensfleet-worker"} == 1)');

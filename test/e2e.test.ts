@@ -104,12 +104,18 @@ describe('end to end', () => {
     const cli = path.join(ROOT, 'dist/cli/lensfleet.js');
     const env = { ...process.env, REDIS_URL: redisUrl(), LENSFLEET_QUEUE: w.queueName };
     const tenant = TENANTS[0]!;
-    const { stdout } = await promisify(execFile)(process.execPath, [cli, 'enqueue', '--tenant', tenant, '--lens', 'receiving.recent', '--params', '{"limit":3}', '--wait'], { env });
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      [cli, 'enqueue', '--tenant', tenant, '--lens', 'receiving.recent', '--params', '{"limit":3}', '--wait'],
+      { env },
+    );
     const out = JSON.parse(stdout) as { rowCount: number; tenant: string; rows: { yacht_id: string }[] };
     expect(out.tenant).toBe(tenant);
     expect(out.rowCount).toBe(3);
     expect(out.rows.every((r) => r.yacht_id === tenant)).toBe(true);
-    const bad = await promisify(execFile)(process.execPath, [cli, 'enqueue', '--tenant', 'not valid!', '--lens', 'receiving.recent'], { env }).catch((e: { code: number; stderr: string }) => e);
+    const bad = await promisify(execFile)(process.execPath, [cli, 'enqueue', '--tenant', 'not valid!', '--lens', 'receiving.recent'], { env }).catch(
+      (e: { code: number; stderr: string }) => e,
+    );
     expect((bad as { code: number }).code).toBe(2);
     expect((bad as { stderr: string }).stderr).toContain('INVALID_JOB');
   });

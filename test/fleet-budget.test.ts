@@ -71,7 +71,10 @@ describe('process connection budget: 50 tenants round-robin at concurrency 8', (
     const dbPrefix = `lf_${PREFIX}_`;
     const pgSampler = (async () => {
       while (running) {
-        const r = await admin.query<{ n: string }>("SELECT count(*) AS n FROM pg_stat_activity WHERE starts_with(datname, $1) AND backend_type = 'client backend'", [dbPrefix]);
+        const r = await admin.query<{ n: string }>(
+          "SELECT count(*) AS n FROM pg_stat_activity WHERE starts_with(datname, $1) AND backend_type = 'client backend'",
+          [dbPrefix],
+        );
         maxPg = Math.max(maxPg, Number(r.rows[0]!.n));
         pgSamples++;
         await sleep(10);
@@ -81,7 +84,10 @@ describe('process connection budget: 50 tenants round-robin at concurrency 8', (
       while (running) {
         const n = metric(await scrape(w), 'lensfleet_process_connections');
         // Connections actually established (checked out or idle), for the report on failure.
-        maxEstablished = Math.max(maxEstablished, w.service.registry.stats().reduce((a, x) => a + x.inUse + x.idle, 0));
+        maxEstablished = Math.max(
+          maxEstablished,
+          w.service.registry.stats().reduce((a, x) => a + x.inUse + x.idle, 0),
+        );
         if (n !== undefined) {
           maxMetric = Math.max(maxMetric, n);
           metricSamples++;
@@ -114,7 +120,12 @@ describe('process connection budget: 50 tenants round-robin at concurrency 8', (
       expect(maxPg).toBeGreaterThan(8);
       expect(maxPg).toBeLessThanOrEqual(16);
       // Soft, so the assertions below still run when this one fails.
-      expect.soft(maxMetric, `lensfleet_process_connections peaked at ${maxMetric} while at most ${maxEstablished} connections were established (pg_stat_activity max ${maxPg})`).toBeLessThanOrEqual(16);
+      expect
+        .soft(
+          maxMetric,
+          `lensfleet_process_connections peaked at ${maxMetric} while at most ${maxEstablished} connections were established (pg_stat_activity max ${maxPg})`,
+        )
+        .toBeLessThanOrEqual(16);
 
       const text = await scrape(w);
       expect(metric(text, 'lensfleet_process_max_connections')).toBe(16);
@@ -128,7 +139,11 @@ describe('process connection budget: 50 tenants round-robin at concurrency 8', (
       expect(stats.reduce((n, s) => n + s.size, 0)).toBeLessThanOrEqual(16);
     } finally {
       const text = await scrape(w);
-      const sum = (name: string) => text.split('\n').filter((l) => l.startsWith(`${name}{`)).reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+      const sum = (name: string) =>
+        text
+          .split('\n')
+          .filter((l) => l.startsWith(`${name}{`))
+          .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
       const avgMs = (h: string) => ((1000 * sum(`${h}_sum`)) / Math.max(1, sum(`${h}_count`))).toFixed(1);
       console.error(
         `[fleet-budget] jobs ${Date.now() - started} ms; max pg_stat_activity ${maxPg} over ${pgSamples} samples; max lensfleet_process_connections ${maxMetric}; ` +
@@ -177,7 +192,12 @@ describe('rollback switch: a fresh connection per job', () => {
   it('LENSFLEET_POOLING=off: 20 jobs open and close 20 connections, none stays open, same metrics', async () => {
     const config = loadWorkerConfig({ LENSFLEET_POOLING: 'off' });
     expect(config.pooling).toBe(false);
-    const w = await startTestWorker({ env: { LENSFLEET_TENANTS: OFF, [`${OFF}_DATABASE_URL`]: tenants.env[`${OFF}_DATABASE_URL`]! }, concurrency: 4, pool: { minSize: 2 }, extra: { pooling: config.pooling } });
+    const w = await startTestWorker({
+      env: { LENSFLEET_TENANTS: OFF, [`${OFF}_DATABASE_URL`]: tenants.env[`${OFF}_DATABASE_URL`]! },
+      concurrency: 4,
+      pool: { minSize: 2 },
+      extra: { pooling: config.pooling },
+    });
     try {
       expect(w.tenants.getPg(OFF).pooling).toBe(false);
       for (let i = 0; i < 20; i++) {

@@ -31,10 +31,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   };
   // Tests are throwaway, so trade durability for speed; 300 connections leave room for the
   // pools of several parallel test files.
-  const [redisStart, postgresStart] = await Promise.allSettled([
-    startRedis(),
-    startPostgres({ fsync: false, maxConnections: 300 }),
-  ]);
+  const [redisStart, postgresStart] = await Promise.allSettled([startRedis(), startPostgres({ fsync: false, maxConnections: 300 })]);
   if (redisStart.status === 'fulfilled') redis = redisStart.value;
   if (postgresStart.status === 'fulfilled') postgres = postgresStart.value;
   if (!redis || !postgres) {

@@ -10,7 +10,10 @@ import { findPostgresBinDir, freePort, startPostgres, startRedis } from '../dev/
 function probePort(port: number): Promise<string> {
   return new Promise((resolve) => {
     const socket = net.connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => { socket.destroy(); resolve('connected'); });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve('connected');
+    });
     socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
   });
 }
@@ -90,7 +93,7 @@ describe('separately started servers stop cleanly', () => {
     const server = await startRedis();
     const client = new Redis(server.url, { maxRetriesPerRequest: 1, lazyConnect: true });
     await client.connect();
-    const dir = await client.config('GET', 'dir') as string[];
+    const dir = (await client.config('GET', 'dir')) as string[];
     client.disconnect();
     const tempDir = dir[1]!;
     expect(path.basename(tempDir)).toMatch(/^lensfleet-redis-/);

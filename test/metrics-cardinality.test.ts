@@ -58,14 +58,16 @@ describe('metric cardinality', () => {
     expect(labels.size).toBe(21);
     expect(labels.has('other')).toBe(true);
     // the 20 busiest (most requests since the last ranking) keep their names
-    for (let i = 980; i < 1000; i++) expect(labels.has(`y${String(i).padStart(4, "0")}`)).toBe(true);
+    for (let i = 980; i < 1000; i++) expect(labels.has(`y${String(i).padStart(4, '0')}`)).toBe(true);
     expect(value(text, 'lensfleet_pool_max_connections{tenant="other"}')).toBe(980 * 4);
     expect(value(text, 'lensfleet_pool_connections{tenant="other",state="in_use"}')).toBe(980);
     expect(value(text, 'lensfleet_pool_saturation_ratio{tenant="other"}')).toBeCloseTo(0.25);
     const otherRequests = (979 * 980) / 2; // 0 + 1 + … + 979
     expect(value(text, 'lensfleet_pool_acquire_requests_total{tenant="other"}')).toBe(otherRequests);
     expect(text.length).toBeLessThan(64 * 1024);
-    console.log(`[figure] /metrics with 1,000 tenants (20 named + other, no default metrics): ${text.length} bytes, ${text.split('\n').length} lines, first scrape ${scrapeMs.toFixed(1)} ms`);
+    console.log(
+      `[figure] /metrics with 1,000 tenants (20 named + other, no default metrics): ${text.length} bytes, ${text.split('\n').length} lines, first scrape ${scrapeMs.toFixed(1)} ms`,
+    );
 
     // Tenant y0000 becomes the busiest: it gets its name, and "other" keeps growing, never shrinking.
     pools = pools.map((p) => (p.tenant === 'y0000' ? stats('y0000', 1_000_000) : stats(p.tenant, p.requests_total + 1)));

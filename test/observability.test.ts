@@ -59,7 +59,10 @@ describe('metrics, health and secrets', () => {
     };
     w = await startTestWorker({ env, concurrency: 4, pool: { minSize: 2, connectTimeoutMs: 2000 } });
     base = `http://127.0.0.1:${w.service.port}`;
-    const ok = await enqueueMany(w.queue, Array.from({ length: 12 }, (_, i) => ({ tenant: GOOD, lens: i % 2 ? 'receiving.recent' : 'work_orders.open' })));
+    const ok = await enqueueMany(
+      w.queue,
+      Array.from({ length: 12 }, (_, i) => ({ tenant: GOOD, lens: i % 2 ? 'receiving.recent' : 'work_orders.open' })),
+    );
     await Promise.all(ok.map((j) => j.waitUntilFinished(w.events, 30_000)));
     const once = { attempts: 1 };
     const failing = [

@@ -10,7 +10,18 @@ import type { PoolClient, PoolEvent } from '../src/pool/tenant-pool.js';
 import { PoolRegistry } from '../src/pool/registry.js';
 import { Secret } from '../src/secret.js';
 import type { PgTenant } from '../src/tenants.js';
-import { countBackends, countConnections, createTenants, LogCapture, makeTestPool, sleep, startTestWorker, uniqueId, waitFor, type TestPool } from './support/harness.js';
+import {
+  countBackends,
+  countConnections,
+  createTenants,
+  LogCapture,
+  makeTestPool,
+  sleep,
+  startTestWorker,
+  uniqueId,
+  waitFor,
+  type TestPool,
+} from './support/harness.js';
 
 const A = uniqueId('yPlcA');
 const B = uniqueId('yPlcB');

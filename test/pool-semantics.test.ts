@@ -19,7 +19,19 @@ import { Secret } from '../src/secret.js';
 import { defineLens } from '../src/lens.js';
 import { z } from 'zod';
 import type { PgTenant } from '../src/tenants.js';
-import { countBackends, countConnections, createTenants, LogCapture, makeTestPool, pgAdminUrl, sleep, terminateBackends, uniqueId, waitFor, type TestPool } from './support/harness.js';
+import {
+  countBackends,
+  countConnections,
+  createTenants,
+  LogCapture,
+  makeTestPool,
+  pgAdminUrl,
+  sleep,
+  terminateBackends,
+  uniqueId,
+  waitFor,
+  type TestPool,
+} from './support/harness.js';
 
 const TENANT = uniqueId('yPsem');
 
@@ -58,10 +70,14 @@ function makePool(overrides: Partial<PoolSettings>, max: number, opts: { url?: s
 }
 
 const pidOf = async (c: PoolClient): Promise<number> => (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-const errorOf = (p: Promise<unknown>): Promise<unknown> => p.then(() => undefined, (e: unknown) => e);
+const errorOf = (p: Promise<unknown>): Promise<unknown> =>
+  p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
 
 describe('pooled clients', () => {
-  it('connections of different pools are instances of one class (pg\'s hot paths see one object shape, however many tenants)', async () => {
+  it("connections of different pools are instances of one class (pg's hot paths see one object shape, however many tenants)", async () => {
     const a = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0 }, 1);
     const b = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0 }, 1);
     const ca = await a.pool.acquire();
@@ -70,7 +86,7 @@ describe('pooled clients', () => {
       expect(Object.getPrototypeOf(ca)).toBe(Object.getPrototypeOf(cb));
       expect(ca).toBeInstanceOf(pg.Client);
       // each still connects with its own pool's settings (application_name set per pool here)
-      const app = async (c: PoolClient) => (await c.query<{ a: string }>('SELECT current_setting(\'application_name\') AS a')).rows[0]!.a;
+      const app = async (c: PoolClient) => (await c.query<{ a: string }>("SELECT current_setting('application_name') AS a")).rows[0]!.a;
       expect(await app(ca)).toBe(a.app);
       expect(await app(cb)).toBe(b.app);
     } finally {
@@ -115,13 +131,11 @@ describe('min_size', () => {
     pool.release(c);
     await terminatePid(victim);
     await waitFor('the dead connection to be removed', () => (pool.stats().connections_closed_total.error ?? 0) === 1, 3000, 10);
-    await waitFor(
-      'the pool to refill from 2 to minSize 3',
-      async () => pool.stats().size === 3 && (await countBackends(database, app)) === 3,
-      2000,
-    ).catch(async (err: Error) => {
-      throw new Error(`${err.message}; stats.size=${pool.stats().size}, backends=${await countBackends(database, app)}`);
-    });
+    await waitFor('the pool to refill from 2 to minSize 3', async () => pool.stats().size === 3 && (await countBackends(database, app)) === 3, 2000).catch(
+      async (err: Error) => {
+        throw new Error(`${err.message}; stats.size=${pool.stats().size}, backends=${await countBackends(database, app)}`);
+      },
+    );
   });
 });
 
@@ -289,7 +303,11 @@ describe('two timeouts, two errors', () => {
     await pool.warm(); // connect outside the short acquire deadline: a slow connect under load is not the timeout meant here
     let held: PoolClient | undefined = await pool.acquire();
     try {
-      const timedOutAfter = (started: number) => (p: Promise<unknown>) => p.then(() => Number.NaN, () => performance.now() - started);
+      const timedOutAfter = (started: number) => (p: Promise<unknown>) =>
+        p.then(
+          () => Number.NaN,
+          () => performance.now() - started,
+        );
       const t0 = performance.now();
       const first = timedOutAfter(t0)(pool.acquire());
       await sleep(150);
@@ -463,7 +481,13 @@ describe('recycle', () => {
   it('registry.recycle(tenant): new pool for new work; the old pool drains (checked-out connection works, closed on release)', async () => {
     const registry = new PoolRegistry({ concurrency: 4, logger: new LogCapture().logger });
     cleanups.push(() => registry.close());
-    const tenant: PgTenant = { id: TENANT, backend: 'pg', databaseUrl: new Secret(databaseUrl), pool: { ...DEFAULT_POOL_SETTINGS, minSize: 1, maxSize: 2, maxOverflow: 0 }, pooling: true };
+    const tenant: PgTenant = {
+      id: TENANT,
+      backend: 'pg',
+      databaseUrl: new Secret(databaseUrl),
+      pool: { ...DEFAULT_POOL_SETTINGS, minSize: 1, maxSize: 2, maxOverflow: 0 },
+      pooling: true,
+    };
     const before = await countConnections(database);
     const old = await registry.get(tenant);
     const held = await old.acquire();
@@ -506,10 +530,15 @@ describe('pre_ping', () => {
       }
     }
     // every killed connection was either dropped by its idle error or failed its ping
-    await waitFor('both dead connections to be accounted for', () => {
-      const s = pool.stats();
-      return s.pings_failed_total + (s.connections_closed_total.error ?? 0) >= killed;
-    }, 3000, 10);
+    await waitFor(
+      'both dead connections to be accounted for',
+      () => {
+        const s = pool.stats();
+        return s.pings_failed_total + (s.connections_closed_total.error ?? 0) >= killed;
+      },
+      3000,
+      10,
+    );
   });
 
   describe('a connection that died silently while idle (terminated behind a proxy that hides the close)', () => {
@@ -532,7 +561,11 @@ describe('pre_ping', () => {
       made.pool.release(probe);
       proxy.hideCloses();
       expect(await terminateBackends(database, { applicationName: made.app })).toBe(1);
-      await waitFor('the backend to be gone and the proxy to see it', async () => (await countBackends(database, made.app)) === 0 && proxy.deadLinks() === 1, 3000);
+      await waitFor(
+        'the backend to be gone and the proxy to see it',
+        async () => (await countBackends(database, made.app)) === 0 && proxy.deadLinks() === 1,
+        3000,
+      );
       proxy.showCloses();
       expect(made.pool.stats()).toMatchObject({ size: 1, idle: 1 }); // the pool still believes in it
       return { ...made, deadPid };
@@ -578,7 +611,9 @@ describe('reset on return', () => {
     try {
       expect(await pidOf(c2)).not.toBe(pid1);
       expect(c2.getTransactionStatus()).toBe('I');
-      const r = await c2.query<{ app: string; xid: string | null }>("SELECT current_setting('application_name') AS app, txid_current_if_assigned()::text AS xid");
+      const r = await c2.query<{ app: string; xid: string | null }>(
+        "SELECT current_setting('application_name') AS app, txid_current_if_assigned()::text AS xid",
+      );
       expect(r.rows[0]).toEqual({ app: 'lensfleet', xid: null });
     } finally {
       pool.release(c2);
@@ -590,7 +625,9 @@ describe('reset on return', () => {
     const c1 = await pool.acquire();
     await c1.query('BEGIN');
     await errorOf(c1.query('SELECT 1/0'));
-    const status = await waitFor('the aborted status', () => (c1.getTransactionStatus() === 'E' ? 'E' : undefined), 1000, 5).catch(() => c1.getTransactionStatus());
+    const status = await waitFor('the aborted status', () => (c1.getTransactionStatus() === 'E' ? 'E' : undefined), 1000, 5).catch(() =>
+      c1.getTransactionStatus(),
+    );
     pool.release(c1);
     expect(status).toBe('E');
     await waitFor('dirty close counted', () => pool.stats().connections_closed_total.dirty === 1, 2000, 10);

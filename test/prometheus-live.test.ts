@@ -26,15 +26,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue, enqueueMany } from '../queues/producer.js';
 import { createTenants, pgAdminUrl, ROOT, sleep, startTestWorker, uniqueId, waitFor, type TestWorker } from './support/harness.js';
-import {
-  hasNumber,
-  shortenForDurations,
-  signalExprs,
-  startPrometheus,
-  vectorOf,
-  type ActiveAlert,
-  type LocalPrometheus,
-} from './support/prometheus.js';
+import { hasNumber, shortenForDurations, signalExprs, startPrometheus, vectorOf, type ActiveAlert, type LocalPrometheus } from './support/prometheus.js';
 
 const JOB = 'lensfleet-worker';
 const FOR_SHORT = '2s';
@@ -106,7 +98,9 @@ describe('live Prometheus: dashboard panels and alert rules against a worker und
     const admin = new pg.Client({ connectionString: pgAdminUrl() });
     await admin.connect();
     try {
-      await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()", [heldDb]);
+      await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()", [
+        heldDb,
+      ]);
     } finally {
       await admin.end();
     }
@@ -142,7 +136,11 @@ describe('live Prometheus: dashboard panels and alert rules against a worker und
     await (await enqueue(worker.queue, { tenant: LEAKY, lens: 'test.whoami' }, { attempts: 1 })).waitUntilFinished(worker.events, 15_000);
 
     // Fill HELD before Prometheus starts, so every scrape of its pool sees 100 %.
-    const held = await enqueueMany(worker.queue, [0, 1].map(() => ({ tenant: HELD, lens: 'test.sleep', params: { seconds: SLEEP_S } })), { attempts: 1 });
+    const held = await enqueueMany(
+      worker.queue,
+      [0, 1].map(() => ({ tenant: HELD, lens: 'test.sleep', params: { seconds: SLEEP_S } })),
+      { attempts: 1 },
+    );
     sleepers = held.map((j) => j.waitUntilFinished(worker.events, (SLEEP_S + 20) * 1000).catch((e: unknown) => e));
     await waitFor('both HELD connections in use', async () => {
       const { pools } = (await (await fetch(`${base}/pools`)).json()) as { pools: { tenant: string; inUse: number }[] };
@@ -158,9 +156,11 @@ describe('live Prometheus: dashboard panels and alert rules against a worker und
     load = startLoad(worker);
 
     const p = prom;
-    await waitFor('Prometheus to scrape the worker', async () => vectorOf(await p.query(`up{job="${JOB}"} == 1`)).length === 1, 15_000, 200).catch((err: Error) => {
-      throw new Error(`${err.message}\n--- prometheus log ---\n${p.output()}`);
-    });
+    await waitFor('Prometheus to scrape the worker', async () => vectorOf(await p.query(`up{job="${JOB}"} == 1`)).length === 1, 15_000, 200).catch(
+      (err: Error) => {
+        throw new Error(`${err.message}\n--- prometheus log ---\n${p.output()}`);
+      },
+    );
     // A leak while Prometheus watches: LEAKY holds one connection past its 300 ms threshold.
     await enqueue(worker.queue, { tenant: LEAKY, lens: 'test.sleep', params: { seconds: 1 } }, { attempts: 1 });
     // rate() needs two samples in its window; give the [30s] panel windows several.
@@ -327,7 +327,10 @@ describe('signalExprs (the series an alert reads, thresholds off)', () => {
   it.each([
     ['avg_over_time(x[5m]) >= 0.8 < 0.95', ['avg_over_time(x[5m])']],
     ['a > 0 and on (job, instance, tenant) b >= 1', ['a', 'b']],
-    ['(sum by (tenant) (rate(t[5m])) / (sum by (tenant) (rate(r[5m])) > 0)) > 0.01 <= 0.05', ['sum by (tenant) (rate(t[5m])) / (sum by (tenant) (rate(r[5m])) > 0)']],
+    [
+      '(sum by (tenant) (rate(t[5m])) / (sum by (tenant) (rate(r[5m])) > 0)) > 0.01 <= 0.05',
+      ['sum by (tenant) (rate(t[5m])) / (sum by (tenant) (rate(r[5m])) > 0)'],
+    ],
     ['absent(up{job="w"} == 1)', ['up{job="w"}']],
     ['up{job="w",x!="a>b"} == 0', ['up{job="w",x!="a>b"}']],
     ['a > bool 1 unless ignoring (x) group_left (y) b', ['a', 'b']],

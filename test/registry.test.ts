@@ -27,7 +27,10 @@ describe('pool registry', () => {
     const w = await startTestWorker({ env: tenants.env, concurrency: 16, pool: { minSize: 5, maxSize: 20, maxOverflow: 5 } });
     const sampler = sampleConnections(`lf_${A}`, 5);
     try {
-      const jobs = await enqueueMany(w.queue, Array.from({ length: 100 }, () => ({ tenant: A, lens: 'receiving.recent', params: { limit: 5 } })));
+      const jobs = await enqueueMany(
+        w.queue,
+        Array.from({ length: 100 }, () => ({ tenant: A, lens: 'receiving.recent', params: { limit: 5 } })),
+      );
       await Promise.all(jobs.map((j) => j.waitUntilFinished(w.events, 30_000)));
       expect(w.service.registry.created).toBe(1);
       expect(w.service.registry.keys()).toEqual([`${A}:service`]);
@@ -81,7 +84,9 @@ describe('pool registry', () => {
     try {
       const jobs = await enqueueMany(
         w.queue,
-        Array.from({ length: 40 }, (_, i) => (i % 4 === 0 ? { tenant: B, lens: 'test.sleep', params: { seconds: 0.05 } } : { tenant: B, lens: 'equipment.search', params: { q: 'pump' } })),
+        Array.from({ length: 40 }, (_, i) =>
+          i % 4 === 0 ? { tenant: B, lens: 'test.sleep', params: { seconds: 0.05 } } : { tenant: B, lens: 'equipment.search', params: { q: 'pump' } },
+        ),
       );
       await Promise.all(jobs.map((j) => j.waitUntilFinished(w.events, 30_000)));
       expect(w.service.registry.stats()[0]!.max).toBe(4);
@@ -192,4 +197,3 @@ describe('pool registry', () => {
 function pgTenant(id: string, url: string, pool: Partial<typeof DEFAULT_POOL_SETTINGS> = {}): PgTenant {
   return { id, backend: 'pg', databaseUrl: new Secret(url), pool: { ...DEFAULT_POOL_SETTINGS, ...pool }, pooling: true };
 }
-

@@ -15,7 +15,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLensQueue, enqueue, enqueueMany, QueueEvents, type LensQueue } from '../queues/producer.js';
 import type { PoolStats } from '../src/pool/tenant-pool.js';
 import { TenantDirectory, type PgTenant } from '../src/tenants.js';
-import { countConnections, createTenants, pgAdminUrl, redisUrl, sleep, spawnWorker, startTestWorker, uniqueId, waitFor, type ChildWorker } from './support/harness.js';
+import {
+  countConnections,
+  createTenants,
+  pgAdminUrl,
+  redisUrl,
+  sleep,
+  spawnWorker,
+  startTestWorker,
+  uniqueId,
+  waitFor,
+  type ChildWorker,
+} from './support/harness.js';
 
 type Tenants = Awaited<ReturnType<typeof createTenants>>;
 
@@ -31,7 +42,10 @@ async function admin<T extends pg.QueryResultRow>(sql: string, values: unknown[]
 
 /** Backends of a database that started before `since` (PG's clock). */
 async function backendsStartedBefore(database: string, since: Date): Promise<number> {
-  const [r] = await admin<{ n: string }>("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend' AND backend_start < $2", [database, since]);
+  const [r] = await admin<{ n: string }>(
+    "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend' AND backend_start < $2",
+    [database, since],
+  );
   return Number(r!.n);
 }
 
@@ -62,7 +76,11 @@ describe('SIGHUP reload of a worker process', () => {
   const writeFile = () => writeFileSync(file, JSON.stringify({ tenants: entries }, null, 2));
   const getJson = async <T>(p: string): Promise<T> => (await (await fetch(`http://127.0.0.1:${child!.port}${p}`)).json()) as T;
   const pools = async (): Promise<PoolStats[]> => (await getJson<{ pools: PoolStats[] }>('/pools')).pools;
-  const count = (needle: string) => child!.output().split('\n').filter((l) => l.includes(needle)).length;
+  const count = (needle: string) =>
+    child!
+      .output()
+      .split('\n')
+      .filter((l) => l.includes(needle)).length;
   /** Send SIGHUP and wait until the worker logged the outcome (`tenants reloaded` or `reload rejected`). */
   async function sighup(outcome: 'tenants reloaded' | 'reload rejected'): Promise<void> {
     const before = count(outcome);
@@ -70,7 +88,11 @@ describe('SIGHUP reload of a worker process', () => {
     await waitFor(`"${outcome}" in the worker log`, () => count(outcome) > before, 10_000, 20);
   }
   async function runJobs(tenant: string, n: number, lens = 'test.whoami', params: Record<string, unknown> = {}) {
-    const jobs = await enqueueMany(queue, Array.from({ length: n }, () => ({ tenant, lens, params })), { attempts: 1 });
+    const jobs = await enqueueMany(
+      queue,
+      Array.from({ length: n }, () => ({ tenant, lens, params })),
+      { attempts: 1 },
+    );
     return Promise.all(jobs.map((j) => j.waitUntilFinished(events, 15_000)));
   }
 

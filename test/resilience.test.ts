@@ -51,16 +51,21 @@ describe('resilience of a worker process', () => {
     const c = child!;
     const base = `http://127.0.0.1:${c.port}`;
     const database = tenants.dbs[0]!.database;
-    const reqs = (n: number) => Array.from({ length: n }, (_, i) => ({ tenant: TENANT, lens: i % 2 ? 'receiving.recent' : 'test.whoami', params: i % 2 ? { limit: 5 } : {} }));
+    const reqs = (n: number) =>
+      Array.from({ length: n }, (_, i) => ({ tenant: TENANT, lens: i % 2 ? 'receiving.recent' : 'test.whoami', params: i % 2 ? { limit: 5 } : {} }));
 
     const warm = await enqueueMany(queue, reqs(20), RETRY);
     const warmResults = await Promise.all(warm.map((j) => j.waitUntilFinished(events, 15_000)));
     expect(warmResults).toHaveLength(20);
     // Nothing checked out: every backend we kill below is idle in the pool.
-    await waitFor('the pool to be idle', async () => {
-      const r = (await (await fetch(`${base}/pools`)).json()) as { pools: { inUse: number; idle: number }[] };
-      return r.pools[0]?.inUse === 0 && r.pools[0].idle >= 1;
-    }, 5000);
+    await waitFor(
+      'the pool to be idle',
+      async () => {
+        const r = (await (await fetch(`${base}/pools`)).json()) as { pools: { inUse: number; idle: number }[] };
+        return r.pools[0]?.inUse === 0 && r.pools[0].idle >= 1;
+      },
+      5000,
+    );
 
     const admin = new pg.Client({ connectionString: pgAdminUrl() });
     await admin.connect();

@@ -45,7 +45,10 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
       const params = lens.parse(data.params);
       if (data.auth !== undefined) {
         // Running a user's job with the service role would bypass row-level security.
-        throw new LensfleetError('AUTH_UNSUPPORTED', 'jobs with auth.jwt (row-level security as the user) are not supported by this worker version yet; send the job without auth for service-mode lenses');
+        throw new LensfleetError(
+          'AUTH_UNSUPPORTED',
+          'jobs with auth.jwt (row-level security as the user) are not supported by this worker version yet; send the job without auth for service-mode lenses',
+        );
       }
       const pool = registry.current(tenant) ?? (await registry.get(tenant));
       const r = await executeLens(pool, lens, params, { jobId: job.id, tenant: tenantId, lens: lensName });

@@ -106,7 +106,14 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     return { ready: reasons.length === 0, reasons };
   };
 
-  const processor = createProcessor({ catalog, tenants: { getPg: (id) => tenants.getPg(id) }, registry, logger, metrics, maxPayloadBytes: config.maxPayloadBytes });
+  const processor = createProcessor({
+    catalog,
+    tenants: { getPg: (id) => tenants.getPg(id) },
+    registry,
+    logger,
+    metrics,
+    maxPayloadBytes: config.maxPayloadBytes,
+  });
   const worker = new Worker<unknown, LensResult>(
     config.queueName,
     async (job) => {
@@ -132,7 +139,14 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
           poolStats: () => registry.stats(),
           poolKeys: () => registry.keys(),
           ready,
-          info: () => ({ pid: process.pid, queue: config.queueName, concurrency: config.concurrency, pooling: config.pooling, tenants: tenants.ids().length, draining }),
+          info: () => ({
+            pid: process.pid,
+            queue: config.queueName,
+            concurrency: config.concurrency,
+            pooling: config.pooling,
+            tenants: tenants.ids().length,
+            draining,
+          }),
         },
         { port: config.port, host: config.host, logger },
       );
@@ -155,7 +169,14 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
   void worker.run().catch((err: unknown) => logger.error({ err }, 'worker stopped'));
   await worker.waitUntilReady();
   logger.info(
-    { queue: config.queueName, concurrency: config.concurrency, pooling: config.pooling, tenants: tenants.ids().length, lenses: catalog.names(), port: http?.port },
+    {
+      queue: config.queueName,
+      concurrency: config.concurrency,
+      pooling: config.pooling,
+      tenants: tenants.ids().length,
+      lenses: catalog.names(),
+      port: http?.port,
+    },
     'worker started',
   );
 

@@ -89,7 +89,11 @@ export async function startBenchEnv(log: (line: string) => void, maxConnections:
   const postmasterPid = Number((await readFile(path.join(postgres.dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
   const pgVersion = (await admin<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]?.v ?? '?';
   const pkg = async (name: string): Promise<string> =>
-    (JSON.parse(await readFile(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../../node_modules', name, 'package.json'), 'utf8')) as { version: string }).version;
+    (
+      JSON.parse(await readFile(path.join(path.dirname(fileURLToPath(import.meta.url)), '../../../node_modules', name, 'package.json'), 'utf8')) as {
+        version: string;
+      }
+    ).version;
 
   return {
     redis,
@@ -103,13 +107,20 @@ export async function startBenchEnv(log: (line: string) => void, maxConnections:
       const dbs: TenantDatabase[] = [];
       // A few at a time: CREATE DATABASE with fsync on is slow, and each holds a connection.
       for (let i = 0; i < ids.length; i += 4) {
-        dbs.push(...(await Promise.all(ids.slice(i, i + 4).map((id) => createTenantDatabase(postgres.adminUrl(), id, { rows, connectionLimit: TENANT_CONNECTION_LIMIT })))));
+        dbs.push(
+          ...(await Promise.all(
+            ids.slice(i, i + 4).map((id) => createTenantDatabase(postgres.adminUrl(), id, { rows, connectionLimit: TENANT_CONNECTION_LIMIT })),
+          )),
+        );
         progress?.(`tenant databases ${dbs.length}/${ids.length}`);
       }
       return dbs;
     },
     async startProxy(delayMs) {
-      const child: ChildProcess = fork(benchScript('proxy-child.js'), [String(postgres.port), String(delayMs)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] });
+      const child: ChildProcess = fork(benchScript('proxy-child.js'), [String(postgres.port), String(delayMs)], {
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        execArgv: [],
+      });
       onCleanup(() => {
         child.kill('SIGTERM');
       });

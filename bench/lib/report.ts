@@ -30,8 +30,7 @@ export interface WorkloadReport {
   readonly raw: unknown;
 }
 
-const grouped = (n: number, digits: number): string =>
-  n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+const grouped = (n: number, digits: number): string => n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 
 /** A number with thousands separators; "–" for NaN. */
 export function num(n: number, digits = 0): string {
@@ -96,7 +95,11 @@ export function targetsTable(targets: readonly TargetResult[]): Table {
  * repetition 2 in reverse (C B A), and so on, so slow drift of a shared machine hits every
  * variant alike. Results come back indexed [variant][rep].
  */
-export async function interleaved<V extends string, R>(variants: readonly V[], reps: number, fn: (variant: V, rep: number) => Promise<R>): Promise<Record<V, R[]>> {
+export async function interleaved<V extends string, R>(
+  variants: readonly V[],
+  reps: number,
+  fn: (variant: V, rep: number) => Promise<R>,
+): Promise<Record<V, R[]>> {
   const out = Object.fromEntries(variants.map((v) => [v, [] as R[]])) as Record<V, R[]>;
   for (let rep = 0; rep < reps; rep++) {
     const order = rep % 2 === 0 ? variants : [...variants].reverse();

@@ -25,11 +25,9 @@ export function hasOpenssl(): boolean {
 export function makeSelfSignedCert(dir: string): SelfSignedCert {
   const certFile = path.join(dir, 'server.crt');
   const keyFile = path.join(dir, 'server.key');
-  execFileSync(
-    'openssl',
-    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-keyout', keyFile, '-out', certFile],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-keyout', keyFile, '-out', certFile], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   chmodSync(keyFile, 0o600);
   if (process.getuid?.() === 0) {
     const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());

@@ -61,30 +61,33 @@ export async function runLocal(opts: LocalOptions): Promise<WorkloadReport> {
       variant === 'graphile-16'
         ? { open: [], drain: await runGraphileDrain({ env, plan, progress, tenant: opts.tenant }) }
         : await withSession(
-      {
-        env,
-        mode: MODE[variant as Exclude<LocalVariant, 'graphile-16'>],
-        label: variant,
-        queueName: `bench-local-${variant}-r${rep}`,
-        tenants: [opts.tenant.id],
-        workerEnv: { ...tenantEnv({ [opts.tenant.id]: opts.tenant.url }), LENSFLEET_CONCURRENCY: String(concurrency) },
-        progress,
-        ...(execArgv ? { execArgv } : {}),
-      },
-      async (d): Promise<LocalRun> => {
-        progress.update('warm-up');
-        await warmUp(d, plan.local.warmUpJobs);
-        const open: OpenLoopResult[] = [];
-        if (hasOpenLoop(variant)) for (const rate of plan.local.openRates) open.push(await openLoop(d, rate, plan.local.openSeconds, plan.local.openGraceSeconds));
-        const drained = await drain(d, plan.local.drainJobs, plan.local.drainCapSeconds);
-        return { open, drain: drained };
-      },
-    );
+            {
+              env,
+              mode: MODE[variant as Exclude<LocalVariant, 'graphile-16'>],
+              label: variant,
+              queueName: `bench-local-${variant}-r${rep}`,
+              tenants: [opts.tenant.id],
+              workerEnv: { ...tenantEnv({ [opts.tenant.id]: opts.tenant.url }), LENSFLEET_CONCURRENCY: String(concurrency) },
+              progress,
+              ...(execArgv ? { execArgv } : {}),
+            },
+            async (d): Promise<LocalRun> => {
+              progress.update('warm-up');
+              await warmUp(d, plan.local.warmUpJobs);
+              const open: OpenLoopResult[] = [];
+              if (hasOpenLoop(variant))
+                for (const rate of plan.local.openRates) open.push(await openLoop(d, rate, plan.local.openSeconds, plan.local.openGraceSeconds));
+              const drained = await drain(d, plan.local.drainJobs, plan.local.drainCapSeconds);
+              return { open, drain: drained };
+            },
+          );
     const failed = result.drain.failed + result.open.reduce((a, o) => a + o.failed, 0);
     progress.line(
       `drain ${Math.round(result.drain.jobsPerSecond)} jobs/s${result.drain.capped ? ` (capped, ${result.drain.completed} jobs)` : ''}, ` +
         `${result.drain.cpuMsPerJob.total.toFixed(3)} CPU ms/job` +
-        (Number.isFinite(result.drain.connectsPer1000) ? `, ${result.drain.connectsPer1000.toFixed(1)} connects/1k jobs ${JSON.stringify(result.drain.closedByReason)}` : '') +
+        (Number.isFinite(result.drain.connectsPer1000)
+          ? `, ${result.drain.connectsPer1000.toFixed(1)} connects/1k jobs ${JSON.stringify(result.drain.closedByReason)}`
+          : '') +
         result.open.map((o) => `; ${o.ratePerSecond}/s: p50 ${o.e2eP50Ms} ms p99 ${o.e2eP99Ms} ms`).join('') +
         (failed > 0 ? `; ${failed} failed attempts (${result.drain.firstFailure ?? ''})` : ''),
     );
@@ -102,16 +105,32 @@ function report(opts: LocalOptions, runs: Record<LocalVariant, LocalRun[]>): Wor
   const rows = opts.variants.map((v) => [
     v,
     med(tput(v)),
-    med(pick(v, (r) => r.drain.cpuMsPerJob.total), 3),
-    med(pick(v, (r) => r.drain.cpuMsPerJob.worker), 3),
-    med(pick(v, (r) => r.drain.cpuMsPerJob.redis), 3),
-    med(pick(v, (r) => r.drain.cpuMsPerJob.postgres), 3),
-    v.startsWith('lensfleet') ? med(pick(v, (r) => r.drain.connectsPer1000), 1) : 'n/a',
+    med(
+      pick(v, (r) => r.drain.cpuMsPerJob.total),
+      3,
+    ),
+    med(
+      pick(v, (r) => r.drain.cpuMsPerJob.worker),
+      3,
+    ),
+    med(
+      pick(v, (r) => r.drain.cpuMsPerJob.redis),
+      3,
+    ),
+    med(
+      pick(v, (r) => r.drain.cpuMsPerJob.postgres),
+      3,
+    ),
+    v.startsWith('lensfleet')
+      ? med(
+          pick(v, (r) => r.drain.connectsPer1000),
+          1,
+        )
+      : 'n/a',
     String(pick(v, (r) => r.drain.failed).reduce((a, b) => a + b, 0)),
   ]);
   const rates = plan.local.openRates;
-  const openAt = (v: LocalVariant, i: number, f: (o: OpenLoopResult) => number): number[] =>
-    pick(v, (r) => (r.open[i] ? f(r.open[i]) : Number.NaN));
+  const openAt = (v: LocalVariant, i: number, f: (o: OpenLoopResult) => number): number[] => pick(v, (r) => (r.open[i] ? f(r.open[i]) : Number.NaN));
   // One row per variant and rate: where each variant's knee is.
   const openRows = opts.variants.filter(hasOpenLoop).flatMap((v) =>
     rates.map((rate, i) => [
@@ -120,8 +139,14 @@ function report(opts: LocalOptions, runs: Record<LocalVariant, LocalRun[]>): Wor
       med(openAt(v, i, (o) => o.achievedPerSecond)),
       med(openAt(v, i, (o) => o.e2eP50Ms)),
       med(openAt(v, i, (o) => o.e2eP99Ms)),
-      med(openAt(v, i, (o) => o.cpuMsPerJob.total), 3),
-      med(openAt(v, i, (o) => o.cpuMsPerJob.producer), 3),
+      med(
+        openAt(v, i, (o) => o.cpuMsPerJob.total),
+        3,
+      ),
+      med(
+        openAt(v, i, (o) => o.cpuMsPerJob.producer),
+        3,
+      ),
     ]),
   );
   const ratioRows: string[][] = [];
@@ -144,16 +169,40 @@ function report(opts: LocalOptions, runs: Record<LocalVariant, LocalRun[]>): Wor
     targets.push(ratioTarget('pooled drain faster than graphile-worker, a Postgres-backed queue (concurrency 16): > 1×', t, 1, true));
   }
   if (has('noop-16') && has('lensfleet-16')) {
-    ratioRows.push(['lensfleet-16 ÷ noop-16', med(ratios(tput('lensfleet-16'), tput('noop-16')), 2, '×'), med(ratios(cpu('lensfleet-16'), cpu('noop-16')), 2, '×')]);
+    ratioRows.push([
+      'lensfleet-16 ÷ noop-16',
+      med(ratios(tput('lensfleet-16'), tput('noop-16')), 2, '×'),
+      med(ratios(cpu('lensfleet-16'), cpu('noop-16')), 2, '×'),
+    ]);
   }
   if (has('baseline-16') && has('noop-16')) {
-    ratioRows.push(['baseline-16 ÷ noop-16', med(ratios(tput('baseline-16'), tput('noop-16')), 2, '×'), med(ratios(cpu('baseline-16'), cpu('noop-16')), 2, '×')]);
+    ratioRows.push([
+      'baseline-16 ÷ noop-16',
+      med(ratios(tput('baseline-16'), tput('noop-16')), 2, '×'),
+      med(ratios(cpu('baseline-16'), cpu('noop-16')), 2, '×'),
+    ]);
   }
   const targetRate = rates.indexOf(TARGET_RATE);
   if (has('lensfleet-16') && targetRate >= 0) {
     const v = 'lensfleet-16';
-    targets.push(maxTarget(`open loop ${TARGET_RATE}/s, ${v}: e2e p50 ≤ 5 ms`, openAt(v, targetRate, (o) => o.e2eP50Ms), 5, 0, ' ms'));
-    targets.push(maxTarget(`open loop ${TARGET_RATE}/s, ${v}: e2e p99 ≤ 30 ms`, openAt(v, targetRate, (o) => o.e2eP99Ms), 30, 0, ' ms'));
+    targets.push(
+      maxTarget(
+        `open loop ${TARGET_RATE}/s, ${v}: e2e p50 ≤ 5 ms`,
+        openAt(v, targetRate, (o) => o.e2eP50Ms),
+        5,
+        0,
+        ' ms',
+      ),
+    );
+    targets.push(
+      maxTarget(
+        `open loop ${TARGET_RATE}/s, ${v}: e2e p99 ≤ 30 ms`,
+        openAt(v, targetRate, (o) => o.e2eP99Ms),
+        30,
+        0,
+        ' ms',
+      ),
+    );
   }
   return {
     name: 'local',

@@ -71,7 +71,10 @@ const SLICE_GRACE_MS = 30_000;
  * timeouts, fails the pending step (and is killed): nothing waits for it forever.
  */
 function startChild(side: Side, url: string): Promise<MicroChild> {
-  const child: ChildProcess = fork(benchScript('micro-child.js'), [side, url, String(CONCURRENCY)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [] });
+  const child: ChildProcess = fork(benchScript('micro-child.js'), [side, url, String(CONCURRENCY)], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    execArgv: [],
+  });
   const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
   let exitCode: number | null | undefined;
   let pending: { resolve: (m: { t: 'ready' } | MicroSlice) => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | undefined;

@@ -75,7 +75,10 @@ export async function runPooling(opts: PoolingOptions): Promise<WorkloadReport> 
   });
 
   const pick = (v: Variant, f: (r: PoolingRun) => number): number[] => runs[v].map(f);
-  const throughput = ratios(pick('pooled', (r) => r.drain.jobsPerSecond), pick('off', (r) => r.drain.jobsPerSecond));
+  const throughput = ratios(
+    pick('pooled', (r) => r.drain.jobsPerSecond),
+    pick('off', (r) => r.drain.jobsPerSecond),
+  );
   // Job latency = service time of single jobs run one after another (no queueing), as in the
   // guide's table; the first job (pool creation) is left out.
   const nextJobs = (r: PoolingRun) => summarize(r.firstJobsMs.slice(1)).median;
@@ -88,9 +91,18 @@ export async function runPooling(opts: PoolingOptions): Promise<WorkloadReport> 
     med(pick(v, (r) => r.open.e2eP99Ms)),
     med(pick(v, (r) => r.open.serviceP50Ms)),
     med(pick(v, (r) => r.drain.jobsPerSecond)),
-    med(pick(v, (r) => r.drain.cpuMsPerJob.total), 3),
-    med(pick(v, (r) => r.drain.cpuMsPerJob.postgres), 3),
-    med(pick(v, (r) => r.drain.connectsPer1000), 1),
+    med(
+      pick(v, (r) => r.drain.cpuMsPerJob.total),
+      3,
+    ),
+    med(
+      pick(v, (r) => r.drain.cpuMsPerJob.postgres),
+      3,
+    ),
+    med(
+      pick(v, (r) => r.drain.connectsPer1000),
+      1,
+    ),
     String(pick(v, (r) => r.drain.failed + r.open.failed).reduce((a, b) => a + b, 0)),
   ]);
   const reduction = summarize(p50Reduction);
@@ -110,7 +122,19 @@ export async function runPooling(opts: PoolingOptions): Promise<WorkloadReport> 
     tables: [
       {
         title: `lensfleet, concurrency 16: ${p.firstJobs} single jobs on a fresh worker, open loop at ${rate} jobs/s for ${rateSeconds} s, drain of up to ${p.drainJobs.toLocaleString('en-US')} pre-filled jobs (capped at ${cap} s)`,
-        headers: ['variant', 'first job ms', 'next jobs ms (p50)', `e2e p50 ms @${rate}/s`, 'e2e p99 ms', 'service p50 ms', 'drain jobs/s', 'CPU ms/job', 'of which Postgres', 'connections opened per 1k jobs', 'failed'],
+        headers: [
+          'variant',
+          'first job ms',
+          'next jobs ms (p50)',
+          `e2e p50 ms @${rate}/s`,
+          'e2e p99 ms',
+          'service p50 ms',
+          'drain jobs/s',
+          'CPU ms/job',
+          'of which Postgres',
+          'connections opened per 1k jobs',
+          'failed',
+        ],
         rows,
       },
       {

@@ -118,7 +118,19 @@ export async function runTenants(opts: TenantsOptions): Promise<WorkloadReport> 
     tables: [
       {
         title: `Drain of ${t.jobs.toLocaleString('en-US')} jobs over ${t.count} tenant ids (${opts.databaseUrls.length} databases), capped at ${t.capSeconds} s`,
-        headers: ['jobs/s', 'completed', 'failed attempts', 'connections opened per 1k jobs', 'pools', 'max connections (Postgres)', 'max connections (registry)', 'budget', 'RSS before → after', 'RSS per pool', 'heap per pool'],
+        headers: [
+          'jobs/s',
+          'completed',
+          'failed attempts',
+          'connections opened per 1k jobs',
+          'pools',
+          'max connections (Postgres)',
+          'max connections (registry)',
+          'budget',
+          'RSS before → after',
+          'RSS per pool',
+          'heap per pool',
+        ],
         rows: [
           [
             num(drained.jobsPerSecond),

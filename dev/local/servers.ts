@@ -87,8 +87,7 @@ export function isExecutable(file: string): boolean {
   }
 }
 
-const hasPostgresBinaries = (dir: string): boolean =>
-  ['initdb', 'pg_ctl', 'postgres'].every((bin) => isExecutable(path.join(dir, bin)));
+const hasPostgresBinaries = (dir: string): boolean => ['initdb', 'pg_ctl', 'postgres'].every((bin) => isExecutable(path.join(dir, bin)));
 
 /**
  * The directory holding `initdb`, `pg_ctl` and `postgres`: the newest
@@ -115,7 +114,10 @@ export function findPostgresBinDir(): string | undefined {
   return candidates.find(hasPostgresBinaries);
 }
 
-interface RunResult { code: number | null; output: string }
+interface RunResult {
+  code: number | null;
+  output: string;
+}
 
 /**
  * Run a command to completion, keeping the tail of its combined output. As root, `asPostgres`
@@ -126,9 +128,7 @@ function run(
   args: readonly string[],
   opts: { cwd?: string; asPostgres?: boolean; env?: NodeJS.ProcessEnv; onLine?: (line: string) => void } = {},
 ): Promise<RunResult> {
-  const [cmd, argv] = opts.asPostgres && isRoot()
-    ? ['runuser', ['-u', 'postgres', '--', command, ...args]]
-    : [command, [...args]];
+  const [cmd, argv] = opts.asPostgres && isRoot() ? ['runuser', ['-u', 'postgres', '--', command, ...args]] : [command, [...args]];
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, argv, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
@@ -151,7 +151,12 @@ function run(
 // ---------------------------------------------------------------------------------------------
 // Packages
 
-interface Wanted { name: string; present: () => boolean; pkg: string; missing: string }
+interface Wanted {
+  name: string;
+  present: () => boolean;
+  pkg: string;
+  missing: string;
+}
 
 /**
  * Make sure the binaries for the wanted servers and tools exist. When one is missing and we are
@@ -168,10 +173,20 @@ export async function ensureSystemPackages(
     wanted.push({ name: 'redis', present: () => onPath('redis-server') !== undefined, pkg: 'redis-server', missing: 'redis-server not found' });
   }
   if (opts.postgres) {
-    wanted.push({ name: 'postgres', present: () => findPostgresBinDir() !== undefined, pkg: 'postgresql', missing: 'PostgreSQL server binaries (initdb, pg_ctl, postgres) not found' });
+    wanted.push({
+      name: 'postgres',
+      present: () => findPostgresBinDir() !== undefined,
+      pkg: 'postgresql',
+      missing: 'PostgreSQL server binaries (initdb, pg_ctl, postgres) not found',
+    });
   }
   if (opts.prometheus) {
-    wanted.push({ name: 'prometheus', present: () => onPath('promtool') !== undefined && onPath('prometheus') !== undefined, pkg: 'prometheus', missing: 'prometheus / promtool not found' });
+    wanted.push({
+      name: 'prometheus',
+      present: () => onPath('promtool') !== undefined && onPath('prometheus') !== undefined,
+      pkg: 'prometheus',
+      missing: 'prometheus / promtool not found',
+    });
   }
   if (opts.dockerCompose) {
     wanted.push({ name: 'docker-compose', present: () => onPath('docker-compose') !== undefined, pkg: 'docker-compose', missing: 'docker-compose not found' });
@@ -180,8 +195,7 @@ export async function ensureSystemPackages(
   if (missing.length === 0) return;
 
   const pkgs = missing.map((w) => w.pkg);
-  const advice = (): string =>
-    missing.map((w) => `${w.missing}: install Debian's ${w.pkg} package (apt-get install ${w.pkg})`).join('; ');
+  const advice = (): string => missing.map((w) => `${w.missing}: install Debian's ${w.pkg} package (apt-get install ${w.pkg})`).join('; ');
   if (!isRoot() || !onPath('apt-get')) throw new Error(advice());
 
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
@@ -190,7 +204,9 @@ export async function ensureSystemPackages(
     const result = await run('apt-get', args, {
       env,
       // One short line per package is enough to show progress without flooding the log.
-      onLine: (line) => { if (/^(Setting up|Unpacking) /.test(line)) log(`  ${line.trim()}`); },
+      onLine: (line) => {
+        if (/^(Setting up|Unpacking) /.test(line)) log(`  ${line.trim()}`);
+      },
     });
     if (result.code !== 0) throw new Error(`apt-get ${args[0]} failed (exit ${result.code}): ${result.output.slice(-800)}\n${advice()}`);
   };
@@ -208,7 +224,11 @@ let hooksInstalled = false;
 
 function runEmergencyKills(): void {
   for (const kill of emergencyKills) {
-    try { kill(); } catch { /* best effort: we are exiting */ }
+    try {
+      kill();
+    } catch {
+      /* best effort: we are exiting */
+    }
   }
   emergencyKills.clear();
 }
@@ -249,7 +269,10 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 function pingRedis(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect({ host: '127.0.0.1', port });
-    const done = (ok: boolean): void => { socket.destroy(); resolve(ok); };
+    const done = (ok: boolean): void => {
+      socket.destroy();
+      resolve(ok);
+    };
     socket.setTimeout(1000, () => done(false));
     socket.once('error', () => done(false));
     socket.once('connect', () => socket.write('PING\r\n'));
@@ -281,18 +304,28 @@ export async function startRedis(opts: StartOptions = {}): Promise<LocalRedis> {
 }
 
 async function spawnRedis(bin: string, dir: string, port: number): Promise<{ redis: LocalRedis } | { error: Error }> {
-  const child = spawn(bin, [
-    '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-    '--dir', dir, '--protected-mode', 'yes', '--daemonize', 'no',
-  ], { cwd: dir, detached: false, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    bin,
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--protected-mode', 'yes', '--daemonize', 'no'],
+    { cwd: dir, detached: false, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let output = '';
-  const collect = (chunk: Buffer): void => { output = (output + chunk.toString()).slice(-TAIL_CHARS); };
+  const collect = (chunk: Buffer): void => {
+    output = (output + chunk.toString()).slice(-TAIL_CHARS);
+  };
   child.stdout?.on('data', collect);
   child.stderr?.on('data', collect);
   let hasExited = false;
   const exited = new Promise<void>((resolve) => {
-    child.once('exit', () => { hasExited = true; resolve(); });
-    child.once('error', (err) => { output += `\n${err.message}`; hasExited = true; resolve(); });
+    child.once('exit', () => {
+      hasExited = true;
+      resolve();
+    });
+    child.once('error', (err) => {
+      output += `\n${err.message}`;
+      hasExited = true;
+      resolve();
+    });
   });
 
   const deadline = Date.now() + 15_000;
@@ -307,17 +340,21 @@ async function spawnRedis(bin: string, dir: string, port: number): Promise<{ red
     await sleep(50);
   }
 
-  const unregister = registerEmergencyKill(() => { child.kill('SIGKILL'); removeDirSync(dir); });
+  const unregister = registerEmergencyKill(() => {
+    child.kill('SIGKILL');
+    removeDirSync(dir);
+  });
   let stopping: Promise<void> | undefined;
   return {
     redis: {
       url: `redis://127.0.0.1:${port}`,
       port,
-      stop: () => (stopping ??= (async () => {
-        await killAndWait(child, exited);
-        unregister();
-        await rm(dir, { recursive: true, force: true });
-      })()),
+      stop: () =>
+        (stopping ??= (async () => {
+          await killAndWait(child, exited);
+          unregister();
+          await rm(dir, { recursive: true, force: true });
+        })()),
     },
   };
 }
@@ -438,12 +475,21 @@ function isAlive(pid: number): boolean {
 }
 
 function runningPostgres(s: {
-  dir: string; dataDir: string; port: number; user: string; password: string; pid: number;
+  dir: string;
+  dataDir: string;
+  port: number;
+  user: string;
+  password: string;
+  pid: number;
   pg: (name: string, args: string[]) => Promise<RunResult>;
 }): LocalPostgres {
   // SIGQUIT is Postgres' immediate shutdown: the postmaster takes its backends down with it.
   const unregister = registerEmergencyKill(() => {
-    try { process.kill(s.pid, 'SIGQUIT'); } catch { /* already gone */ }
+    try {
+      process.kill(s.pid, 'SIGQUIT');
+    } catch {
+      /* already gone */
+    }
     removeDirSync(s.dir);
   });
   let stopping: Promise<void> | undefined;
@@ -455,15 +501,20 @@ function runningPostgres(s: {
     dataDir: s.dataDir,
     adminUrl: (database = 'postgres') =>
       `postgres://${encodeURIComponent(s.user)}:${encodeURIComponent(s.password)}@127.0.0.1:${s.port}/${encodeURIComponent(database)}`,
-    stop: () => (stopping ??= (async () => {
-      const result = await s.pg('pg_ctl', ['-D', s.dataDir, '-m', 'fast', '-w', '-t', '30', 'stop']);
-      if (result.code !== 0) {
-        // Stop failed (e.g. timed out): do not leave a server running on a deleted dir.
-        try { process.kill(s.pid, 'SIGQUIT'); } catch { /* already gone */ }
-        for (let i = 0; i < 100 && isAlive(s.pid); i++) await sleep(50);
-      }
-      unregister();
-      await rm(s.dir, { recursive: true, force: true });
-    })()),
+    stop: () =>
+      (stopping ??= (async () => {
+        const result = await s.pg('pg_ctl', ['-D', s.dataDir, '-m', 'fast', '-w', '-t', '30', 'stop']);
+        if (result.code !== 0) {
+          // Stop failed (e.g. timed out): do not leave a server running on a deleted dir.
+          try {
+            process.kill(s.pid, 'SIGQUIT');
+          } catch {
+            /* already gone */
+          }
+          for (let i = 0; i < 100 && isAlive(s.pid); i++) await sleep(50);
+        }
+        unregister();
+        await rm(s.dir, { recursive: true, force: true });
+      })()),
   };
 }

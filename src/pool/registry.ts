@@ -251,7 +251,10 @@ export class PoolRegistry {
       // The registry closed, or the tenant was reconfigured while this pool was being created.
       this.#all.delete(pool);
       await pool.close();
-      throw new LensfleetError('POOL_CLOSED', this.#closed ? 'the pool registry is closed (worker shutting down)' : `pool ${key} was replaced while it was being created`);
+      throw new LensfleetError(
+        'POOL_CLOSED',
+        this.#closed ? 'the pool registry is closed (worker shutting down)' : `pool ${key} was replaced while it was being created`,
+      );
     }
     // Two creations with the same settings can overlap (a reload flipped the settings and back
     // while the first was warming up): the later one wins, the earlier one drains.

@@ -194,13 +194,17 @@ export class TenantPool {
   #attempt(w: Waiter): void {
     // pg.Pool's callback form: no promise of its own per checkout.
     if (this.#pool) this.#pool.connect((err, client) => this.#checkedOut(w, err, client));
-    else this.#checkout().then((client) => this.#checkedOut(w, undefined, client), (err: Error) => this.#checkedOut(w, err, undefined));
+    else
+      this.#checkout().then(
+        (client) => this.#checkedOut(w, undefined, client),
+        (err: Error) => this.#checkedOut(w, err, undefined),
+      );
   }
 
   #checkedOut(w: Waiter, err: Error | null | undefined, client: PoolClient | undefined): void {
     if (err || client === undefined) {
       if (w.settled) return;
-      this.#settle(w)(this.#connectError(err ?? new Error("pg.Pool returned no connection")), undefined);
+      this.#settle(w)(this.#connectError(err ?? new Error('pg.Pool returned no connection')), undefined);
       return;
     }
     if (w.settled) return this.#handBackLate(client);
@@ -260,7 +264,10 @@ export class TenantPool {
   /** On close: acquires still waiting fail now with POOL_CLOSED (a connection that reaches one later goes back). */
   #rejectWaiters(): void {
     this.#deadlines.drain((w) => {
-      this.#settle(w)(new LensfleetError('POOL_CLOSED', `pool ${this.key} was closed while this acquire waited`, { details: { tenant: this.tenant } }), undefined);
+      this.#settle(w)(
+        new LensfleetError('POOL_CLOSED', `pool ${this.key} was closed while this acquire waited`, { details: { tenant: this.tenant } }),
+        undefined,
+      );
     });
   }
 
@@ -269,9 +276,13 @@ export class TenantPool {
     const done = this.#settle(w);
     this.#stats.acquire_timeouts_total++;
     done(
-      new LensfleetError('POOL_TIMEOUT', `pool ${this.key} timed out after ${this.settings.acquireTimeoutMs} ms waiting for a connection (${this.#describe()})`, {
-        details: { tenant: this.tenant, ...this.#numbers() },
-      }),
+      new LensfleetError(
+        'POOL_TIMEOUT',
+        `pool ${this.key} timed out after ${this.settings.acquireTimeoutMs} ms waiting for a connection (${this.#describe()})`,
+        {
+          details: { tenant: this.tenant, ...this.#numbers() },
+        },
+      ),
       undefined,
     );
   }
@@ -410,7 +421,13 @@ export class TenantPool {
     client.on('error', (err) => this.#error('active', err));
     this.#unpooledOpen++;
     try {
-      await new Promise<void>((resolve, reject) => this.#openCounted(client, (cb) => client.connect(cb), (err) => (err ? reject(err) : resolve())));
+      await new Promise<void>((resolve, reject) =>
+        this.#openCounted(
+          client,
+          (cb) => client.connect(cb),
+          (err) => (err ? reject(err) : resolve()),
+        ),
+      );
     } catch (err) {
       this.#unpooledOpen--;
       throw err;
@@ -421,7 +438,10 @@ export class TenantPool {
       if (m) this.#connections.delete(m);
       this.#unpooledOpen--;
       this.#count('unpooled');
-      void client.end().catch(() => {}).finally(() => this.#budget?.released());
+      void client
+        .end()
+        .catch(() => {})
+        .finally(() => this.#budget?.released());
     };
     return c;
   }
@@ -444,15 +464,18 @@ export class TenantPool {
   /** One timer per pool, not one per acquire: checks held connections a few times per threshold. */
   #startLeakSweeper(): NodeJS.Timeout {
     const threshold = this.settings.leakDetectionMs;
-    const timer = setInterval(() => {
-      const now = Date.now();
-      for (const m of this.#connections) {
-        if (!m.checkedOut || m.leakReported || now - m.handedOutAt < threshold) continue;
-        m.leakReported = true;
-        this.#stats.leaks_total++;
-        this.#onEvent({ type: 'leak', heldMs: now - m.handedOutAt, holder: m.holder });
-      }
-    }, Math.max(10, Math.min(1000, Math.floor(threshold / 4))));
+    const timer = setInterval(
+      () => {
+        const now = Date.now();
+        for (const m of this.#connections) {
+          if (!m.checkedOut || m.leakReported || now - m.handedOutAt < threshold) continue;
+          m.leakReported = true;
+          this.#stats.leaks_total++;
+          this.#onEvent({ type: 'leak', heldMs: now - m.handedOutAt, holder: m.holder });
+        }
+      },
+      Math.max(10, Math.min(1000, Math.floor(threshold / 4))),
+    );
     timer.unref();
     return timer;
   }
@@ -551,7 +574,14 @@ export class TenantPool {
     // overflow when the pool already keeps maxSize idle ones. (Otherwise #armOverflowTrim closes
     // overflow once demand has stayed at or below maxSize for the linger.)
     const pool = this.#pool;
-    if (this.settings.overflowLingerMs === 0 && pool !== undefined && pool.totalCount > this.settings.maxSize && pool.idleCount >= this.settings.maxSize && this.#waiting === 0) return 'overflow';
+    if (
+      this.settings.overflowLingerMs === 0 &&
+      pool !== undefined &&
+      pool.totalCount > this.settings.maxSize &&
+      pool.idleCount >= this.settings.maxSize &&
+      this.#waiting === 0
+    )
+      return 'overflow';
     return undefined;
   }
 

@@ -145,7 +145,9 @@ export function sampleConnections(database: string, everyMs = 15): { stop(): Pro
   const loop = (async () => {
     await admin.connect();
     while (running) {
-      const r = await admin.query<{ n: string }>("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'", [database]);
+      const r = await admin.query<{ n: string }>("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'", [
+        database,
+      ]);
       max = Math.max(max, Number(r.rows[0]?.n ?? 0));
       await sleep(everyMs);
     }
