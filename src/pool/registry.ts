@@ -12,7 +12,8 @@
  */
 import type { Logger } from 'pino';
 import { LensfleetError } from '../errors.js';
-import { TenantPool, type ConnectionBudget, type PoolEvent, type PoolObserver, type PoolStats } from './tenant-pool.js';
+import { ProcessBudget } from './budget.js';
+import { TenantPool, type PoolEvent, type PoolObserver, type PoolStats } from './tenant-pool.js';
 import type { PgTenant, TenantDirectory } from '../tenants.js';
 
 export interface RegistryOptions {
@@ -280,77 +281,5 @@ function logPoolEvent(log: Logger, e: PoolEvent): void {
       if (e.reason === 'recycled' || e.reason === 'evicted') log.info({ reason: e.reason }, `connection ${e.reason}`);
       else log.debug({ reason: e.reason }, 'connection closed');
       return;
-  }
-}
-
-/**
- * The process connection budget. Derived state only: the total is the sum of the pools' sizes,
- * so nothing can drift. When a new connection would exceed it, the least recently used idle
- * connection of another tenant is closed first; if none is idle, the opener waits for a release.
- */
-class ProcessBudget implements ConnectionBudget {
-  readonly max: number;
-  readonly #pools: ReadonlySet<TenantPool>;
-  readonly #log: Logger;
-  #wakers: (() => void)[] = [];
-
-  constructor(max: number, pools: ReadonlySet<TenantPool>, log: Logger) {
-    this.max = max;
-    this.#pools = pools;
-    this.#log = log;
-  }
-
-  total(): number {
-    let n = 0;
-    for (const p of this.#pools) n += p.size;
-    return n;
-  }
-
-  free(): number {
-    return Math.max(0, this.max - this.total());
-  }
-
-  released(): void {
-    const wakers = this.#wakers;
-    this.#wakers = [];
-    for (const wake of wakers) wake();
-  }
-
-  async reserve(requester: TenantPool, timeoutMs: number): Promise<void> {
-    if (this.max === Infinity) return;
-    const deadline = Date.now() + timeoutMs;
-    while (this.total() > this.max) {
-      const victim = this.#leastRecentlyUsedIdle(requester);
-      if (victim !== undefined && (await victim.evictIdle())) {
-        this.#log.debug({ tenant: victim.tenant, for: requester.tenant }, 'idle connection evicted for the process budget');
-        continue;
-      }
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        throw new Error(`process connection budget (${this.max}) exhausted: no idle connection to close within ${timeoutMs} ms (timeout)`);
-      }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.min(left, 100));
-        this.#wakers.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-  }
-
-  #leastRecentlyUsedIdle(requester: TenantPool): TenantPool | undefined {
-    let best: TenantPool | undefined;
-    for (const p of this.#pools) {
-      if (p === requester || p.idleCount === 0 || p.busy) continue;
-      if (best === undefined || p.lastUsedAt < best.lastUsedAt) best = p;
-    }
-    // A draining pool's idle connections are closed by pg-pool itself; a busy pool may still
-    // have idle ones to spare when no quiet pool has any.
-    if (best !== undefined) return best;
-    for (const p of this.#pools) {
-      if (p !== requester && p.idleCount > 0 && (best === undefined || p.lastUsedAt < best.lastUsedAt)) best = p;
-    }
-    return best;
   }
 }

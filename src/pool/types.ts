@@ -4,7 +4,6 @@
  */
 import type pg from 'pg';
 import type { PoolSettings } from '../config.js';
-import type { TenantPool } from './tenant-pool.js';
 import type { Secret } from '../secret.js';
 
 /** Why a connection was closed (a metrics label: keep the set small and stable). */
@@ -24,6 +23,20 @@ export type PoolEvent =
   | { type: 'leak'; heldMs: number; holder: Readonly<Record<string, unknown>> | undefined }
   | { type: 'closed_connection'; reason: CloseReason };
 
+/** What the process budget needs to know of a pool (TenantPool implements it; tests use fakes). */
+export interface BudgetMember {
+  readonly tenant: string;
+  /** Connection slots taken, including ones still opening. */
+  readonly size: number;
+  readonly idleCount: number;
+  /** Connections in use or acquires waiting. */
+  readonly busy: boolean;
+  /** Date.now() of the last acquire. */
+  readonly lastUsedAt: number;
+  /** Close one idle connection; false when there is none to spare. */
+  evictIdle(): Promise<boolean>;
+}
+
 /** The process-wide connection budget (owned by the registry). */
 export interface ConnectionBudget {
   /**
@@ -31,7 +44,7 @@ export interface ConnectionBudget {
    * connects. Resolves when the process is within budget, evicting idle connections of other
    * tenants if needed; rejects when no room appears within `timeoutMs`.
    */
-  reserve(requester: TenantPool, timeoutMs: number): Promise<void>;
+  reserve(requester: BudgetMember, timeoutMs: number): Promise<void>;
   /** Connections the budget still allows to open without evicting anything. */
   free(): number;
   /** A connection closed somewhere: wake reservations that wait for room. */
