@@ -4,7 +4,7 @@
  * tenant id, so a test can prove a job saw only its own tenant's data. Used by the demo, the
  * tests and the benchmarks; production tenants bring their own databases.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,30 +47,46 @@ export function schemaSql(): string {
   throw new Error(`deploy/postgres/init/00-schema.sql not found above ${fileURLToPath(import.meta.url)}`);
 }
 
+/** Demo users per tenant: rows alternate between them (row i belongs to user 1 + i % DEMO_USERS). */
+export const DEMO_USERS = 2;
+
+/**
+ * The user id (a uuid, the JWT's `sub`) of demo user `n` (1-based) of a tenant: md5 of
+ * `<tenant>:user:<n>` read as a uuid, the same value the seed SQL computes. Different per tenant.
+ */
+export function demoUserId(tenant: string, n: number): string {
+  const h = createHash('md5').update(`${tenant}:user:${n}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
 function seedSql(tenant: string, rows: number): string {
   const t = literal(tenant);
+  const owner = `md5(${t} || ':user:' || (1 + i % ${DEMO_USERS}))::uuid`;
   return `
-INSERT INTO equipment (yacht_id, name, category, location, serial_number)
+INSERT INTO equipment (yacht_id, name, category, location, serial_number, owner_id)
 SELECT ${t},
        (ARRAY['Main engine','Generator','Watermaker','Bow thruster','Stabiliser','Fire pump','Radar','Tender crane'])[1 + i % 8] || ' ' || i,
        (ARRAY['propulsion','electrical','hotel','deck','safety','navigation'])[1 + i % 6],
        (ARRAY['engine room','bridge','lazarette','foredeck','crew mess'])[1 + i % 5],
-       'SN-' || ${t} || '-' || lpad(i::text, 5, '0')
+       'SN-' || ${t} || '-' || lpad(i::text, 5, '0'),
+       ${owner}
 FROM generate_series(1, ${rows}) AS i;
-INSERT INTO receiving (yacht_id, supplier, reference, status, received_at)
+INSERT INTO receiving (yacht_id, supplier, reference, status, received_at, owner_id)
 SELECT ${t},
        (ARRAY['Marine Parts Ltd','Ocean Provisions','Harbour Fuel','Deck & Rigging Co'])[1 + i % 4],
        'PO-' || lpad(i::text, 6, '0'),
        (ARRAY['pending','received','received','rejected'])[1 + i % 4],
-       timestamptz '2026-01-01 00:00:00+00' + (i || ' hours')::interval
+       timestamptz '2026-01-01 00:00:00+00' + (i || ' hours')::interval,
+       ${owner}
 FROM generate_series(1, ${rows}) AS i;
-INSERT INTO work_orders (yacht_id, title, status, priority, equipment_id, due_at)
+INSERT INTO work_orders (yacht_id, title, status, priority, equipment_id, due_at, owner_id)
 SELECT ${t},
        'Service ' || e.name,
        (ARRAY['open','in_progress','done'])[1 + i % 3],
        (ARRAY['low','medium','high','critical'])[1 + i % 4],
        e.id,
-       timestamptz '2026-02-01 00:00:00+00' + (i || ' days')::interval
+       timestamptz '2026-02-01 00:00:00+00' + (i || ' days')::interval,
+       e.owner_id
 FROM generate_series(1, ${Math.ceil(rows * 1.5)}) AS i
 JOIN equipment e ON e.id = 1 + (i % ${rows});
 ANALYZE;
@@ -110,6 +126,10 @@ export async function createTenantDatabase(adminUrl: string, tenant: string, opt
     await db.query(`GRANT CONNECT ON DATABASE ${ident(database)} TO ${ident(role)}`);
     await db.query(`GRANT USAGE ON SCHEMA public TO ${ident(role)}`);
     await db.query(`GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${ident(role)}`);
+    // The service identity (like Supabase's service_role) sees every row, and may act as a user
+    // for one transaction: set_config('role', 'authenticated' | 'anon', true).
+    await db.query(`ALTER ROLE ${ident(role)} BYPASSRLS`);
+    await db.query(`GRANT anon, authenticated TO ${ident(role)}`);
   } finally {
     await db.end();
   }

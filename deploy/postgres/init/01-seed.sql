@@ -3,7 +3,8 @@
 -- container's environment says which tenant it is:
 --   DEMO_YACHT_ID         yacht_id of every seeded row (compose sets it to the tenant id)
 --   DEMO_READER_PASSWORD  password of the read-only login role the workers use
--- The schema itself is 00-schema.sql (shared with src/local/tenant-db.ts).
+-- The schema itself is 00-schema.sql (shared with dev/local/tenant-db.ts). Rows alternate
+-- between two demo users, md5('<yacht_id>:user:1')::uuid and …:user:2 (as dev/local does).
 -- Needs psql 15+ (\getenv).
 
 \set ON_ERROR_STOP on
@@ -50,5 +51,13 @@ GRANT CONNECT ON DATABASE :"DBNAME" TO lensfleet_reader;
 GRANT USAGE ON SCHEMA public TO lensfleet_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO lensfleet_reader;
 
-ANALYZE;
 
+-- Demo users own alternate rows (row-level security: a user sees only their rows).
+UPDATE equipment SET owner_id = md5(:'yacht_id' || ':user:' || (1 + id % 2))::uuid;
+UPDATE receiving SET owner_id = md5(:'yacht_id' || ':user:' || (1 + id % 2))::uuid;
+UPDATE work_orders SET owner_id = md5(:'yacht_id' || ':user:' || (1 + id % 2))::uuid;
+-- The workers' service identity sees every row and may act as a user for one transaction.
+ALTER ROLE lensfleet_reader BYPASSRLS;
+GRANT anon, authenticated TO lensfleet_reader;
+
+ANALYZE;
