@@ -1,22 +1,24 @@
 /**
  * Run one lens on one tenant's pool: one checked-out connection, released exactly once; on any
- * error the connection is destroyed, not returned.
+ * error (or when session state outlived the job) the connection is destroyed, not returned.
  *
- * Connections open with `default_transaction_read_only=on` and the tenant's statement timeout as
- * session defaults, so a lens with the default timeout is a single round trip (a named prepared
- * statement). A lens with its own timeout runs in a read-only transaction with `SET LOCAL`.
+ * The lens runs as one pipelined batch (src/lens-run.ts): by default inside a read-only
+ * transaction that is always rolled back, with identity and statement timeout set
+ * transaction-locally, so the connection goes back with the pool's own role and settings whatever
+ * the lens did — in one round trip.
  *
- * The single-round-trip path is written with callbacks on purpose: the connection goes back to
- * the pool inside pg's result callback, and under load the pool hands it to the next waiting job
- * on that same stack, whose query is written at once — no promise hops between one job's result
- * and the next job's query (the way `pg.Pool.query` works). docs/BENCHMARKS.md has the numbers.
+ * Written with callbacks on purpose: the connection goes back to the pool inside pg's
+ * ReadyForQuery handler, and under load the pool hands it to the next waiting job on that same
+ * stack, whose batch is written at once — no promise hops between one job's result and the next
+ * job's query (the way `pg.Pool.query` works). docs/BENCHMARKS.md has the numbers.
  */
 import { performance } from 'node:perf_hooks';
-import pg from 'pg';
-import type { PoolClient, QueryResult } from 'pg';
 import { classifyQueryError, LensfleetError } from './errors.js';
-import type { Lens, LensQuery } from './lens.js';
+import type { Lens } from './lens.js';
+import { LensRun, type LensRunOutcome, type RunIdentity } from './lens-run.js';
 import type { TenantPool } from './pool/tenant-pool.js';
+
+export type { RunIdentity };
 
 export interface LensRows {
   readonly rows: Record<string, unknown>[];
@@ -25,79 +27,85 @@ export interface LensRows {
   readonly acquireMs: number;
 }
 
-export function executeLens<P>(pool: TenantPool, lens: Lens<P>, params: P, holder?: Readonly<Record<string, unknown>>): Promise<LensRows> {
+/** Largest result, in bytes of row data, unless a lens or the caller says otherwise (16 MiB). */
+export const DEFAULT_MAX_RESULT_BYTES = 16 * 1024 * 1024;
+
+export interface ExecuteOptions {
+  /** Job id, lens… reported if the connection leaks. */
+  readonly holder?: Readonly<Record<string, unknown>>;
+  /** Run as this verified user (role + claims, transaction-local). */
+  readonly identity?: RunIdentity;
+  /** Roll back every job and check what outlives it (connections come back clean). @defaultValue true */
+  readonly hygiene?: boolean;
+  /** Byte cap of the result's rows; over it → RESULT_TOO_LARGE. @defaultValue DEFAULT_MAX_RESULT_BYTES */
+  readonly maxResultBytes?: number;
+}
+
+export function executeLens<P>(pool: TenantPool, lens: Lens<P>, params: P, opts: ExecuteOptions = {}): Promise<LensRows> {
   return new Promise<LensRows>((resolve, reject) => {
     // Inside the executor: a lens whose SQL builder throws rejects, as an async function would.
     const q = lens.query(params);
+    const timeoutMs = lens.timeoutMs;
+    const maxBytes = opts.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
     const started = performance.now();
-    pool.checkout(holder, (acquireError, client) => {
+    pool.checkout(opts.holder, (acquireError, client) => {
       if (acquireError !== undefined || client === undefined) return reject(acquireError);
       const acquireMs = performance.now() - started;
-      // Runs inside pg's callback: it must not throw (pg would rethrow it on the next tick). And
-      // only once: a query that fails before it is sent (a value pg cannot serialize) calls back
-      // at once and again with "Connection terminated" when the destroyed connection ends.
-      let finished = false;
-      const finish = (err: unknown, res: QueryResult | undefined): void => {
-        if (finished) return;
-        finished = true;
+      // Runs inside pg's message handlers: it must not throw.
+      const finish = (err: Error | undefined, out: LensRunOutcome | undefined): void => {
         try {
-          if (err !== undefined && err !== null) {
-            pool.release(client, err);
+          if (err !== undefined || out === undefined) {
+            pool.release(client, err ?? new Error('lens run failed'));
             return reject(classifyQueryError(err, { lens: lens.name, tenant: pool.tenant }));
           }
-          // A result that is merely too large leaves a healthy connection: it goes back first.
-          pool.release(client);
-          const rows = res!.rows as Record<string, unknown>[];
-          if (rows.length > lens.maxRows) {
+          // State that outlived the transaction (a SQL PREPARE/DEALLOCATE) dies with the connection.
+          pool.release(client, out.clean ? undefined : SESSION_STATE_LEFT);
+          if (out.tooManyRows) {
+            return reject(
+              new LensfleetError('RESULT_TOO_LARGE', `lens ${lens.name} returned more than its maxRows (${lens.maxRows}) rows; narrow the params`, {
+                details: { lens: lens.name, tenant: pool.tenant },
+              }),
+            );
+          }
+          if (out.tooManyBytes) {
             return reject(
               new LensfleetError(
                 'RESULT_TOO_LARGE',
-                `lens ${lens.name} returned ${rows.length} rows, more than its maxRows (${lens.maxRows}); narrow the params`,
+                `lens ${lens.name} returned more than ${maxBytes} bytes of rows; narrow the params or select fewer columns`,
                 {
                   details: { lens: lens.name, tenant: pool.tenant },
                 },
               ),
             );
           }
-          resolve({ rows, rowCount: rows.length, acquireMs });
+          resolve({ rows: out.rows, rowCount: out.rows.length, acquireMs });
         } catch (bug) {
           reject(bug);
         }
       };
-      const timeoutMs = lens.timeoutMs;
-      if (timeoutMs !== undefined && timeoutMs !== pool.settings.statementTimeoutMs) {
-        inReadOnlyTransaction(client, q, timeoutMs).then(
-          (res) => finish(undefined, res),
-          (err: unknown) => finish(err ?? new Error('query failed'), undefined),
-        );
-        return;
-      }
+      const run = new LensRun(
+        {
+          statement: q,
+          maxRows: lens.maxRows,
+          maxBytes,
+          // The session default already is the tenant's; a user's transaction always sets one.
+          statementTimeoutMs:
+            opts.identity !== undefined || (timeoutMs !== undefined && timeoutMs !== pool.settings.statementTimeoutMs)
+              ? (timeoutMs ?? pool.settings.statementTimeoutMs)
+              : undefined,
+          identity: opts.identity,
+          hygiene: opts.hygiene ?? true,
+        },
+        finish,
+      );
       try {
-        client.query(new PreparedLensQuery(q, finish));
+        client.query(run as never);
       } catch (err) {
-        finish(err ?? new Error('query failed'), undefined);
+        finish(err instanceof Error ? err : new Error(String(err)), undefined);
       }
     });
   });
 }
 
-/**
- * A named (prepared) statement submitted as a ready-made `pg.Query`. Given a plain config object,
- * pg copies it property by property on every call (`Object.defineProperties` over its descriptors,
- * ≈ 1.5 % of the worker's CPU under load); given text, values and a callback it builds its query
- * directly. `name` is read when the query is submitted, so setting it here is enough.
- */
-class PreparedLensQuery extends pg.Query {
-  constructor(q: LensQuery & { readonly name: string }, callback: (err: Error | undefined, res: QueryResult | undefined) => void) {
-    super(q.text, q.values as unknown[], callback as never);
-    (this as { name?: string }).name = q.name;
-  }
-}
-
-/** A lens with its own statement timeout: `SET LOCAL` inside a read-only transaction. */
-async function inReadOnlyTransaction(client: PoolClient, q: LensQuery & { readonly name: string }, timeoutMs: number): Promise<QueryResult> {
-  await client.query(`BEGIN READ ONLY; SET LOCAL statement_timeout = ${timeoutMs | 0}`);
-  const res = await client.query({ name: q.name, text: q.text, values: q.values as unknown[] });
-  await client.query('COMMIT');
-  return res;
-}
+/** The release reason of a connection whose session state outlived its job. */
+const SESSION_STATE_LEFT = Object.freeze(new Error('session state outlived the job (a SQL-level PREPARE or DEALLOCATE); connection destroyed'));

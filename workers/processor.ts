@@ -51,7 +51,7 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
         );
       }
       const pool = registry.current(tenant) ?? (await registry.get(tenant));
-      const r = await executeLens(pool, lens, params, { jobId: job.id, tenant: tenantId, lens: lensName });
+      const r = await executeLens(pool, lens, params, { holder: { jobId: job.id, tenant: tenantId, lens: lensName } });
       const durationMs = performance.now() - started;
       metrics?.jobFinished(lensName, tenantId, 'completed', durationMs / 1000);
       if (logger.isLevelEnabled('debug')) log().debug({ rowCount: r.rowCount, durationMs, acquireMs: r.acquireMs }, 'job completed');

@@ -1,0 +1,283 @@
+/**
+ * One lens run on one checked-out connection, written to the server as a single pipelined batch
+ * of extended-protocol messages and answered in one round trip:
+ *
+ *   BEGIN READ ONLY                                    (lf_begin)
+ *   set_config(role, claims, statement_timeout, true)  (lf_as_user / lf_timeout; when needed)
+ *   <the lens>, at most maxRows + 1 rows               (its own named statement)
+ *   ROLLBACK                                           (lf_rollback)
+ *   pg_advisory_unlock_all() + prepared-statement count (lf_check)
+ *   Sync
+ *
+ * Why this shape — connections come back clean *by construction*, whatever the lens SQL did:
+ * - Everything a statement can change for the session in Postgres is transactional except a few
+ *   things, so ending every job with ROLLBACK reverts SET / set_config / SET ROLE / search_path /
+ *   default_transaction_read_only, LISTEN, cursors (also WITH HOLD: they are only kept on commit)
+ *   and transaction locks, however they were spelled or hidden in a function. Temp objects cannot
+ *   be created in a read-only transaction at all.
+ * - What ROLLBACK does not undo is handled in the same round trip: session advisory locks are
+ *   released (pg_advisory_unlock_all), and SQL-level PREPARE/DEALLOCATE are detected by counting
+ *   pg_prepared_statements against the statements lensfleet itself prepared on this connection; a
+ *   mismatch makes the run report `clean: false` and the caller destroys the connection.
+ * - Identity (`role`, `request.jwt.claims`) is transaction-local (`set_config(…, true)`), as
+ *   PostgREST does it, so it ends with the transaction too.
+ * - The row limit is the protocol's: Execute asks the server for maxRows + 1 rows and stops
+ *   there, so a lens that would return millions of rows costs maxRows + 1 rows of memory; the
+ *   result's bytes are counted as they arrive and rows stop being kept past the byte cap.
+ *
+ * node-pg accepts any object with `submit(connection)` as a query (pg-cursor works this way) and
+ * routes the server's messages to it until ReadyForQuery. Statements are named and parsed once per
+ * connection; any error destroys the connection (the caller's rule), so the bookkeeping of what
+ * was parsed never has to survive a failure.
+ */
+import pg from 'pg';
+import utils from 'pg/lib/utils.js';
+
+/** A verified user identity, as the run needs it. */
+export interface RunIdentity {
+  /** Database role for the transaction (already checked against the tenant's allowlist). */
+  readonly role: string;
+  /** The JWT's claims as JSON, for `request.jwt.claims`. */
+  readonly claimsJson: string;
+}
+
+export interface LensRunPlan {
+  /** The lens's prepared statement: a stable name per distinct text. */
+  readonly statement: { readonly name: string; readonly text: string; readonly values: readonly unknown[] };
+  /** Rows the result may have; the server is asked for one more to tell "more" from "exactly". */
+  readonly maxRows: number;
+  /** Bytes (of DataRow messages) the result may have. */
+  readonly maxBytes: number;
+  /** Statement timeout for this run, set transaction-locally; undefined = the session default. */
+  readonly statementTimeoutMs: number | undefined;
+  /** Run as this user (role + claims) instead of the connection's own (service) identity. */
+  readonly identity: RunIdentity | undefined;
+  /** Wrap in a rolled-back transaction and check what outlives it (see above). */
+  readonly hygiene: boolean;
+}
+
+export interface LensRunOutcome {
+  readonly rows: Record<string, unknown>[];
+  /** The server had more than maxRows rows (rows holds maxRows + 1 at most). */
+  readonly tooManyRows: boolean;
+  /** The rows' bytes passed maxBytes (rows kept stop there). */
+  readonly tooManyBytes: boolean;
+  readonly bytes: number;
+  /**
+   * false when session state outlived the transaction (a SQL PREPARE or DEALLOCATE): the caller
+   * must destroy the connection. Always true without hygiene (nothing was checked).
+   */
+  readonly clean: boolean;
+}
+
+export type LensRunCallback = (err: Error | undefined, outcome: LensRunOutcome | undefined) => void;
+
+const BEGIN = { name: 'lf_begin', text: 'BEGIN READ ONLY' } as const;
+const ROLLBACK = { name: 'lf_rollback', text: 'ROLLBACK' } as const;
+const SET_TIMEOUT = { name: 'lf_timeout', text: "SELECT set_config('statement_timeout', $1, true)" } as const;
+const SET_USER = {
+  name: 'lf_as_user',
+  text: "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), set_config('statement_timeout', $3, true)",
+} as const;
+/** Releases session advisory locks; counts SQL-level and all prepared statements of the session. */
+const CHECK = {
+  name: 'lf_check',
+  text: 'SELECT pg_advisory_unlock_all(), count(*) FILTER (WHERE from_sql), count(*) FROM pg_prepared_statements',
+} as const;
+
+type Step = 'begin' | 'context' | 'lens' | 'rollback' | 'check';
+
+/** The parts of node-pg's Connection a submittable uses (not in @types/pg). */
+interface PgConnection {
+  readonly stream: { cork?(): void; uncork?(): void };
+  parsedStatements: Record<string, string>;
+  parse(q: { text: string; name: string }): void;
+  bind(b: { statement: string; values: readonly unknown[] }): void;
+  describe(d: { type: 'P'; name: string }): void;
+  execute(e: { portal: string; rows?: number }): void;
+  sync(): void;
+  sendCopyFail(msg: string): void;
+}
+
+interface PgMessage {
+  readonly length: number;
+  readonly fields: unknown[];
+}
+
+/** Session statements prepared per connection (parsed + executed in the same batch, so their count is exact). */
+const prepared = new WeakMap<PgConnection, Set<string>>();
+
+export class LensRun {
+  readonly #plan: LensRunPlan;
+  readonly #done: LensRunCallback;
+  #steps: Step[] = [];
+  #step = 0;
+  #expectedPrepared = 0;
+  readonly #rows: Record<string, unknown>[] = [];
+  #bytes = 0;
+  #tooManyRows = false;
+  #tooManyBytes = false;
+  #checkRow: unknown[] | undefined;
+  #finished = false;
+  /** node-pg sets the client's type parsers on `_result` when the query is submitted. */
+  readonly _result: pg.Result = new (pg as unknown as { Result: new (rowMode?: string, types?: unknown) => pg.Result }).Result(undefined, undefined);
+
+  constructor(plan: LensRunPlan, done: LensRunCallback) {
+    this.#plan = plan;
+    this.#done = done;
+  }
+
+  /** Called by node-pg when the connection is free: write the whole batch. An Error return fails the query without sending anything. */
+  submit(connection: PgConnection): Error | null {
+    const plan = this.#plan;
+    // Values first: a value pg cannot serialise fails here, before a byte is written.
+    let lensValues: unknown[];
+    let contextValues: unknown[] | undefined;
+    try {
+      lensValues = plan.statement.values.map((v) => utils.prepareValue(v));
+    } catch (err) {
+      return err instanceof Error ? err : new Error(String(err));
+    }
+    const inTransaction = plan.hygiene || plan.identity !== undefined || plan.statementTimeoutMs !== undefined;
+    const steps: Step[] = [];
+    let context: { readonly name: string; readonly text: string } | undefined;
+    if (inTransaction) steps.push('begin');
+    if (plan.identity !== undefined) {
+      context = SET_USER;
+      // The caller always gives a user's run a timeout (the session default otherwise).
+      contextValues = [plan.identity.role, plan.identity.claimsJson, String(plan.statementTimeoutMs)];
+    } else if (plan.statementTimeoutMs !== undefined) {
+      context = SET_TIMEOUT;
+      contextValues = [String(plan.statementTimeoutMs)];
+    }
+    if (context !== undefined) steps.push('context');
+    steps.push('lens');
+    if (inTransaction) steps.push('rollback');
+    if (plan.hygiene) steps.push('check');
+    this.#steps = steps;
+
+    let names = prepared.get(connection);
+    if (names === undefined) {
+      names = new Set();
+      prepared.set(connection, names);
+    }
+    connection.stream.cork?.();
+    try {
+      for (const step of steps) {
+        switch (step) {
+          case 'begin':
+            this.#run(connection, names, BEGIN, []);
+            break;
+          case 'context':
+            this.#run(connection, names, context!, contextValues!);
+            break;
+          case 'lens':
+            this.#run(connection, names, plan.statement, lensValues, plan.maxRows + 1);
+            break;
+          case 'rollback':
+            this.#run(connection, names, ROLLBACK, []);
+            break;
+          case 'check':
+            this.#run(connection, names, CHECK, []);
+            break;
+        }
+      }
+      connection.sync();
+    } finally {
+      connection.stream.uncork?.();
+    }
+    this.#expectedPrepared = names.size;
+    return null;
+  }
+
+  #run(connection: PgConnection, names: Set<string>, s: { readonly name: string; readonly text: string }, values: readonly unknown[], rows?: number): void {
+    if (!names.has(s.name)) {
+      connection.parse({ text: s.text, name: s.name });
+      // Any failure destroys the connection, so "sent" can stand for "parsed".
+      names.add(s.name);
+      connection.parsedStatements[s.name] = s.text;
+    }
+    connection.bind({ statement: s.name, values });
+    if (rows !== undefined) {
+      connection.describe({ type: 'P', name: '' });
+      connection.execute({ portal: '', rows });
+    } else {
+      connection.execute({ portal: '' });
+    }
+  }
+
+  get #current(): Step | undefined {
+    return this.#steps[this.#step];
+  }
+
+  handleRowDescription(msg: { fields: unknown[] }): void {
+    if (this.#current === 'lens') (this._result as unknown as { addFields(f: unknown[]): void }).addFields(msg.fields);
+  }
+
+  handleDataRow(msg: PgMessage): void {
+    const step = this.#current;
+    if (step === 'lens') {
+      this.#bytes += msg.length;
+      if (this.#bytes > this.#plan.maxBytes) {
+        this.#tooManyBytes = true;
+        return;
+      }
+      if (this.#rows.length > this.#plan.maxRows) return;
+      this.#rows.push((this._result as unknown as { parseRow(f: unknown[]): Record<string, unknown> }).parseRow(msg.fields));
+    } else if (step === 'check') {
+      this.#checkRow = msg.fields;
+    }
+  }
+
+  handleCommandComplete(): void {
+    this.#step++;
+  }
+
+  /** The lens had more rows than Execute asked for: it is over maxRows; its portal dies with the transaction. */
+  handlePortalSuspended(): void {
+    if (this.#current === 'lens') this.#tooManyRows = true;
+    this.#step++;
+  }
+
+  handleEmptyQuery(): void {
+    this.#step++;
+  }
+
+  handleCopyInResponse(connection: PgConnection): void {
+    connection.sendCopyFail('lens queries cannot COPY FROM STDIN');
+  }
+
+  handleCopyData(): void {}
+
+  handleError(err: Error): void {
+    this.#finish(err, undefined);
+  }
+
+  handleReadyForQuery(): void {
+    if (this.#step < this.#steps.length) {
+      // The server answered fewer statements than were sent: never hand such a connection on.
+      return this.#finish(new Error(`lens run ended after ${this.#step} of ${this.#steps.length} statements`), undefined);
+    }
+    const tooManyRows = this.#tooManyRows || this.#rows.length > this.#plan.maxRows;
+    this.#finish(undefined, {
+      rows: this.#rows,
+      tooManyRows,
+      tooManyBytes: this.#tooManyBytes,
+      bytes: this.#bytes,
+      clean: this.#plan.hygiene ? this.#isClean() : true,
+    });
+  }
+
+  /** No SQL-level prepared statements, and exactly the ones lensfleet prepared. */
+  #isClean(): boolean {
+    const row = this.#checkRow;
+    if (row === undefined) return false;
+    return String(row[1]) === '0' && String(row[2]) === String(this.#expectedPrepared);
+  }
+
+  #finish(err: Error | undefined, outcome: LensRunOutcome | undefined): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#done(err, outcome);
+  }
+}
