@@ -22,5 +22,14 @@ export const whoamiLens = defineLens({
   }),
 });
 
-export const lenses = [sleepLens, whoamiLens];
+/** `rows` rows of `width` characters each (generate_series): a result far above its maxRows. */
+export const seriesLens = defineLens({
+  name: 'test.series',
+  params: z.object({ rows: z.number().int().min(0).max(100_000_000), width: z.number().int().min(1).max(10_000).default(8) }).strict(),
+  sql: ({ rows, width }) => ({ text: 'SELECT g, repeat($2::text, $3::int) AS pad FROM generate_series(1, $1::int) AS g', values: [rows, 'x', width] }),
+  maxRows: 10,
+  timeoutMs: 30_000,
+});
+
+export const lenses = [sleepLens, whoamiLens, seriesLens];
 export default lenses;
