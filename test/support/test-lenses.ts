@@ -26,7 +26,11 @@ export const whoamiLens = defineLens({
 export const seriesLens = defineLens({
   name: 'test.series',
   params: z.object({ rows: z.number().int().min(0).max(100_000_000), width: z.number().int().min(1).max(10_000).default(8) }).strict(),
-  sql: ({ rows, width }) => ({ text: 'SELECT g, repeat($2::text, $3::int) AS pad FROM generate_series(1, $1::int) AS g', values: [rows, 'x', width] }),
+  sql: ({ rows, width }) => ({
+    // generate_series in the select list streams (ProjectSet); in FROM it would materialise every row first.
+    text: 'SELECT g, repeat($2::text, $3::int) AS pad FROM (SELECT generate_series(1, $1::int) AS g) AS s',
+    values: [rows, 'x', width],
+  }),
   maxRows: 10,
   timeoutMs: 30_000,
 });
