@@ -20,6 +20,22 @@ export const ERROR_CODES = {
   UNKNOWN_LENS: false,
   /** The job carries `auth` (a user JWT), which this version cannot verify yet. */
   AUTH_UNSUPPORTED: false,
+  /** The user token is unusable: too large, malformed, bad signature, another tenant's token, wrong alg, aud/iss mismatch, missing exp or role. */
+  AUTH_INVALID: false,
+  /** The user token's exp is past, beyond the tenant's clock skew. */
+  AUTH_EXPIRED: false,
+  /** The user token's nbf (or iat) is ahead, beyond the tenant's clock skew. */
+  AUTH_NOT_YET_VALID: false,
+  /** The user token asks for a database role that is not in the tenant's allowlist. */
+  AUTH_ROLE_FORBIDDEN: false,
+  /** The tenant's JWKS could not be fetched (network, timeout, bad response): the token could not be checked yet. */
+  AUTH_KEYS_UNAVAILABLE: true,
+  /** The job carries a user token but its tenant has no JWT key configured. */
+  AUTH_NOT_CONFIGURED: false,
+  /** The lens needs a user (auth.jwt) and the job carries none. */
+  AUTH_REQUIRED: false,
+  /** The lens runs as the service only and the job carries a user token. */
+  AUTH_NOT_ALLOWED: false,
   /** The lens parameters fail the lens schema. */
   INVALID_PARAMS: false,
   /** Configuration is contradictory or malformed (raised at start, never per job). */
