@@ -18,7 +18,7 @@ export const ERROR_CODES = {
   TENANT_UNSUPPORTED: false,
   /** The job names a lens that is not in the catalog. */
   UNKNOWN_LENS: false,
-  /** The job carries `auth` (a user JWT), which this version cannot verify yet. */
+  /** Retired: raised before per-user identity was supported. Kept so the code is never reused. */
   AUTH_UNSUPPORTED: false,
   /** The user token is unusable: too large, malformed, bad signature, another tenant's token, wrong alg, aud/iss mismatch, missing exp or role. */
   AUTH_INVALID: false,

@@ -15,7 +15,7 @@
 import { performance } from 'node:perf_hooks';
 import { classifyQueryError, LensfleetError } from './errors.js';
 import type { Lens } from './lens.js';
-import { LensRun, type LensRunOutcome, type RunIdentity } from './lens-run.js';
+import { LensRun, type LensRunOutcome, type LensRunStep, type RunIdentity } from './lens-run.js';
 import type { TenantPool } from './pool/tenant-pool.js';
 
 export type { RunIdentity };
@@ -52,10 +52,20 @@ export function executeLens<P>(pool: TenantPool, lens: Lens<P>, params: P, opts:
       if (acquireError !== undefined || client === undefined) return reject(acquireError);
       const acquireMs = performance.now() - started;
       // Runs inside pg's message handlers: it must not throw.
-      const finish = (err: Error | undefined, out: LensRunOutcome | undefined): void => {
+      const finish = (err: Error | undefined, out: LensRunOutcome | undefined, failedStep?: LensRunStep): void => {
         try {
           if (err !== undefined || out === undefined) {
             pool.release(client, err ?? new Error('lens run failed'));
+            if (failedStep === 'context' && opts.identity !== undefined) {
+              // Only taking on the identity can fail there: the lens never ran.
+              return reject(
+                new LensfleetError(
+                  'AUTH_ROLE_FORBIDDEN',
+                  `tenant ${pool.tenant}: the database refused role "${opts.identity.role}" for this tenant's login role (it does not exist, is not granted to the login role, or is a superuser / bypasses row-level security); fix the role's grants or the tenant's jwtRoles`,
+                  { details: { lens: lens.name, tenant: pool.tenant, reason: 'role_refused_by_database' } },
+                ),
+              );
+            }
             return reject(classifyQueryError(err, { lens: lens.name, tenant: pool.tenant }));
           }
           // State that outlived the transaction (a SQL PREPARE/DEALLOCATE) dies with the connection.

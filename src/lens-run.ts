@@ -70,14 +70,24 @@ export interface LensRunOutcome {
   readonly clean: boolean;
 }
 
-export type LensRunCallback = (err: Error | undefined, outcome: LensRunOutcome | undefined) => void;
+/** Which statement of the batch failed: 'context' = the identity could not be taken on. */
+export type LensRunStep = 'begin' | 'context' | 'lens' | 'rollback' | 'check';
+
+export type LensRunCallback = (err: Error | undefined, outcome: LensRunOutcome | undefined, failedStep?: LensRunStep) => void;
 
 const BEGIN = { name: 'lf_begin', text: 'BEGIN READ ONLY' } as const;
 const ROLLBACK = { name: 'lf_rollback', text: 'ROLLBACK' } as const;
 const SET_TIMEOUT = { name: 'lf_timeout', text: "SELECT set_config('statement_timeout', $1, true)" } as const;
+/**
+ * A user's identity for one transaction. The role is looked up, not trusted: one the login role
+ * could switch to but that is a superuser or bypasses row-level security becomes a name that
+ * does not exist, so set_config fails and the batch stops before the lens runs (the allowlist
+ * checked the name already; this checks what the database says the role is).
+ */
 const SET_USER = {
   name: 'lf_as_user',
-  text: "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true), set_config('statement_timeout', $3, true)",
+  text: `SELECT set_config('role', coalesce((SELECT rolname::text FROM pg_roles WHERE rolname = $1 AND NOT rolsuper AND NOT rolbypassrls), '-lensfleet-refused-role-'), true),
+                set_config('request.jwt.claims', $2, true), set_config('statement_timeout', $3, true)`,
 } as const;
 /** Releases session advisory locks; counts SQL-level and all prepared statements of the session. */
 const CHECK = {
@@ -85,7 +95,7 @@ const CHECK = {
   text: 'SELECT pg_advisory_unlock_all(), count(*) FILTER (WHERE from_sql), count(*) FROM pg_prepared_statements',
 } as const;
 
-type Step = 'begin' | 'context' | 'lens' | 'rollback' | 'check';
+type Step = LensRunStep;
 
 /** The parts of node-pg's Connection a submittable uses (not in @types/pg). */
 interface PgConnection {
@@ -250,7 +260,7 @@ export class LensRun {
   handleCopyData(): void {}
 
   handleError(err: Error): void {
-    this.#finish(err, undefined);
+    this.#finish(err, undefined, this.#current);
   }
 
   handleReadyForQuery(): void {
@@ -275,9 +285,9 @@ export class LensRun {
     return String(row[1]) === '0' && String(row[2]) === String(this.#expectedPrepared);
   }
 
-  #finish(err: Error | undefined, outcome: LensRunOutcome | undefined): void {
+  #finish(err: Error | undefined, outcome: LensRunOutcome | undefined, failedStep?: Step): void {
     if (this.#finished) return;
     this.#finished = true;
-    this.#done(err, outcome);
+    this.#done(err, outcome, failedStep);
   }
 }

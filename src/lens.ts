@@ -27,13 +27,25 @@ export interface LensDefinition<P> {
   readonly maxRows?: number;
   /** Statement timeout of this lens; defaults to the tenant's statementTimeoutMs. */
   readonly timeoutMs?: number;
+  /**
+   * Who may run the lens: `service` (the tenant's own login role; a job carrying a user token is
+   * refused with AUTH_NOT_ALLOWED), `user` (a verified user token is required: AUTH_REQUIRED
+   * without one), or `optional` (as the user when the job carries a token, as the service
+   * otherwise). @defaultValue 'service'
+   */
+  readonly auth?: LensAuthMode;
 }
+
+/** Who may run a lens (see LensDefinition.auth). */
+export type LensAuthMode = 'service' | 'user' | 'optional';
+const LENS_AUTH_MODES: readonly LensAuthMode[] = ['service', 'user', 'optional'];
 
 export interface Lens<P = unknown> {
   readonly name: string;
   readonly description: string;
   readonly maxRows: number;
   readonly timeoutMs: number | undefined;
+  readonly auth: LensAuthMode;
   /** Validate raw params; `INVALID_PARAMS` naming each problem. */
   parse(raw: unknown): P;
   /** Build the query with a stable prepared-statement name (per distinct SQL text). */
@@ -47,6 +59,8 @@ export function defineLens<P>(def: LensDefinition<P>): Lens<P> {
   }
   const maxRows = def.maxRows ?? 1000;
   if (!Number.isInteger(maxRows) || maxRows < 1) throw new LensfleetError('INVALID_CONFIG', `lens ${def.name}: maxRows must be a positive integer`);
+  const auth = def.auth ?? 'service';
+  if (!LENS_AUTH_MODES.includes(auth)) throw new LensfleetError('INVALID_CONFIG', `lens ${def.name}: auth must be one of ${LENS_AUTH_MODES.join(', ')}`);
   if (def.timeoutMs !== undefined && (!Number.isInteger(def.timeoutMs) || def.timeoutMs < 1)) {
     throw new LensfleetError('INVALID_CONFIG', `lens ${def.name}: timeoutMs must be a positive integer`);
   }
@@ -74,6 +88,7 @@ export function defineLens<P>(def: LensDefinition<P>): Lens<P> {
     description: def.description ?? '',
     maxRows,
     timeoutMs: def.timeoutMs,
+    auth,
     parse(raw: unknown): P {
       const r = def.params.safeParse(raw ?? {});
       if (r.success) return r.data;

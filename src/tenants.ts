@@ -11,6 +11,14 @@ import { z } from 'zod';
 import { checkPoolSettings, poolSettingsShape, type Env, type PoolSettings, type WorkerConfig } from './config.js';
 import { LensfleetError } from './errors.js';
 import { TENANT_ID_PATTERN } from './ids.js';
+import {
+  AUTH_SETTINGS,
+  assertDistinctTenantKeys,
+  parseTenantAuth,
+  readTenantAuthEnv,
+  type RawTenantAuth,
+  type TenantAuthSettings,
+} from './identity/settings.js';
 import { Secret } from './secret.js';
 
 export { TENANT_ID_PATTERN };
@@ -20,6 +28,8 @@ interface TenantBase {
   readonly pool: PoolSettings;
   /** false = connect per job for this tenant (the guide's rollback plan). */
   readonly pooling: boolean;
+  /** How its users' tokens are verified; undefined = the tenant takes no user tokens (AUTH_NOT_CONFIGURED). */
+  readonly auth?: TenantAuthSettings | undefined;
 }
 
 /** A tenant reached over the Postgres protocol. */
@@ -90,6 +100,14 @@ const tenantFileEntry = z
     supabaseServiceKey: z.string().min(1).optional(),
     pooling: z.boolean().optional(),
     pool: z.object(poolSettingsShape()).partial().strict().optional(),
+    // Identity (docs/IDENTITY.md); validated by parseTenantAuth, which names the setting.
+    jwtSecret: z.string().optional(),
+    jwksUrl: z.string().optional(),
+    jwtAudience: z.union([z.string(), z.array(z.string())]).optional(),
+    jwtIssuer: z.string().optional(),
+    jwtRoles: z.union([z.string(), z.array(z.string())]).optional(),
+    jwtDefaultRole: z.string().optional(),
+    jwtClockSkewSeconds: z.number().optional(),
   })
   .strict();
 
@@ -155,14 +173,19 @@ export function loadTenantDirectory(config: WorkerConfig, env: Env = process.env
     const where = `tenant "${id}"`;
     const pool = checkPoolSettings({ ...config.pool, ...entry.pool } as PoolSettings, where);
     const pooling = config.pooling && entry.pooling !== false;
+    // The tenants file overrides the environment setting by setting.
+    const fileAuth = Object.fromEntries(
+      (Object.keys(AUTH_SETTINGS) as (keyof RawTenantAuth)[]).filter((k) => entry[k] !== undefined).map((k) => [k, entry[k]]),
+    );
+    const auth = parseTenantAuth(id, { ...readTenantAuthEnv(id, env), ...fileAuth });
     const databaseUrl = entry.databaseUrl ?? env[`${id}_DATABASE_URL`];
     const supabaseUrl = entry.supabaseUrl ?? env[`${id}_SUPABASE_URL`];
     const serviceKey = entry.supabaseServiceKey ?? env[`${id}_SUPABASE_SERVICE_KEY`];
     if (databaseUrl) {
       checkDatabaseUrl(databaseUrl, `${where}: ${id}_DATABASE_URL`);
-      tenants.push(Object.freeze({ id, backend: 'pg', databaseUrl: new Secret(databaseUrl), pool, pooling }));
+      tenants.push(Object.freeze({ id, backend: 'pg', databaseUrl: new Secret(databaseUrl), pool, pooling, auth }));
     } else if (supabaseUrl && serviceKey) {
-      tenants.push(Object.freeze({ id, backend: 'supabase', supabaseUrl, serviceKey: new Secret(serviceKey), pool, pooling }));
+      tenants.push(Object.freeze({ id, backend: 'supabase', supabaseUrl, serviceKey: new Secret(serviceKey), pool, pooling, auth }));
     } else if (supabaseUrl || serviceKey) {
       throw new LensfleetError(
         'INVALID_CONFIG',
@@ -175,6 +198,8 @@ export function loadTenantDirectory(config: WorkerConfig, env: Env = process.env
       );
     }
   }
+  // A key shared by two tenants would let one tenant's users into the other.
+  assertDistinctTenantKeys(tenants.map((t) => [t.id, t.auth] as const));
   return new TenantDirectory(tenants);
 }
 

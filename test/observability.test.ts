@@ -137,7 +137,8 @@ describe('metrics, health and secrets', () => {
     expect(reasons).toHaveLength(4);
     expect(reasons.some((r) => r.startsWith('CONNECTION_FAILED:') && r.includes('28P01'))).toBe(true);
     expect(reasons.some((r) => r.startsWith('CONNECTION_FAILED:') && r.includes('ECONNREFUSED'))).toBe(true);
-    expect(reasons.some((r) => r.startsWith('AUTH_UNSUPPORTED:'))).toBe(true);
+    // The tenant has no JWT key: a job with a token is refused without looking at it.
+    expect(reasons.some((r) => r.startsWith('AUTH_NOT_CONFIGURED:'))).toBe(true);
     expect(reasons.some((r) => r.startsWith('UNKNOWN_LENS:'))).toBe(true);
     const surfaces = {
       logs: w.logs.text(),

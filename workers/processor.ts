@@ -4,16 +4,18 @@
  * from the error class (errors.ts): non-retryable failures become BullMQ `UnrecoverableError`s so
  * they fail once, at once. The stored failure reason is always `CODE: message`.
  */
+import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { parseJobData, type LensResult } from '../queues/contract.js';
 import { LensfleetError } from '../src/errors.js';
 import { executeLens } from '../src/execute.js';
-import type { LensCatalog } from '../src/lens.js';
+import { createJwtVerifier, type JwtVerifier, type VerifiedIdentity } from '../src/identity/jwt.js';
+import type { Lens, LensCatalog } from '../src/lens.js';
 import type { LensfleetMetrics } from '../src/metrics.js';
 import type { PoolRegistry } from '../src/pool/registry.js';
-import type { PgTenant } from '../src/tenants.js';
+import type { PgTenant, Tenant } from '../src/tenants.js';
 
 export interface ProcessorDeps {
   readonly catalog: LensCatalog;
@@ -29,6 +31,26 @@ export type LensProcessor = (job: Job) => Promise<LensResult>;
 
 export function createProcessor(deps: ProcessorDeps): LensProcessor {
   const { catalog, tenants, registry, logger, metrics, maxPayloadBytes } = deps;
+  /** One verifier per tenant object (a reload makes new objects, so changed keys take effect). */
+  const verifiers = new WeakMap<Tenant, JwtVerifier>();
+  const verify = (tenant: Tenant, lens: Lens<unknown>, token: string): Promise<VerifiedIdentity> => {
+    if (lens.auth === 'service') {
+      // Checked first: a service lens must not become a way to test tokens.
+      throw new LensfleetError(
+        'AUTH_NOT_ALLOWED',
+        `lens ${lens.name} runs as the service only: send the job without auth.jwt, or use a lens that allows a user`,
+        {
+          details: { lens: lens.name, tenant: tenant.id },
+        },
+      );
+    }
+    let v = verifiers.get(tenant);
+    if (v === undefined) {
+      v = createJwtVerifier(tenant.id, tenant.auth);
+      verifiers.set(tenant, v);
+    }
+    return v.verify(token);
+  };
   return async function processLensJob(job: Job): Promise<LensResult> {
     const started = performance.now();
     let lensName = 'unknown';
@@ -43,15 +65,16 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
       lensName = lens.name;
       metrics?.jobStarted(lensName, ((job.processedOn ?? Date.now()) - job.timestamp) / 1000);
       const params = lens.parse(data.params);
-      if (data.auth !== undefined) {
-        // Running a user's job with the service role would bypass row-level security.
-        throw new LensfleetError(
-          'AUTH_UNSUPPORTED',
-          'jobs with auth.jwt (row-level security as the user) are not supported by this worker version yet; send the job without auth for service-mode lenses',
-        );
+      // The token is verified against this tenant's key before any connection is taken.
+      const identity = data.auth === undefined ? undefined : await verify(tenant, lens, data.auth.jwt);
+      if (identity === undefined && lens.auth === 'user') {
+        throw new LensfleetError('AUTH_REQUIRED', `lens ${lens.name} runs as a user: send the job with auth.jwt (a token of tenant ${tenant.id})`, {
+          details: { lens: lens.name, tenant: tenant.id },
+        });
       }
       const pool = registry.current(tenant) ?? (await registry.get(tenant));
-      const r = await executeLens(pool, lens, params, { holder: { jobId: job.id, tenant: tenantId, lens: lensName } });
+      const r = await executeLens(pool, lens, params, { holder: { jobId: job.id, tenant: tenantId, lens: lensName }, identity });
+      if (identity !== undefined) await forgetToken(job, log);
       const durationMs = performance.now() - started;
       metrics?.jobFinished(lensName, tenantId, 'completed', durationMs / 1000);
       if (logger.isLevelEnabled('debug')) log().debug({ rowCount: r.rowCount, durationMs, acquireMs: r.acquireMs }, 'job completed');
@@ -64,8 +87,30 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
       const fields = { code: e.code, retryable: e.retryable, final, ...e.details };
       if (final) log().error(fields, e.message);
       else log().warn(fields, e.message);
+      if (final) await forgetToken(job, log);
       if (!e.retryable) throw new UnrecoverableError(e.toString());
       throw new Error(e.toString(), { cause: e });
     }
   };
+}
+
+/** What replaces a finished job's token in its stored data (the token's hash prefix, for correlation). */
+export function redactedToken(token: string): string {
+  return `redacted:sha256:${createHash('sha256').update(token).digest('hex').slice(0, 12)}`;
+}
+
+/**
+ * A finished job (completed, or failed for good) keeps its data in Redis for days: replace its
+ * user token so what is stored is no longer a usable credential. Attempts still to come need the
+ * token, so only the last attempt forgets it. A failure to update is logged, never fatal.
+ */
+async function forgetToken(job: Job, log: () => Logger): Promise<void> {
+  const data = job.data as { auth?: { jwt?: unknown } } | null;
+  if (data === null || typeof data !== 'object' || typeof data.auth !== 'object' || data.auth === null || typeof data.auth.jwt !== 'string') return;
+  if (data.auth.jwt.startsWith('redacted:')) return;
+  try {
+    await job.updateData({ ...data, auth: { jwt: redactedToken(data.auth.jwt) } });
+  } catch (err) {
+    log().warn({ code: (err as { code?: string }).code }, 'could not remove the user token from the finished job’s stored data');
+  }
 }

@@ -22,6 +22,8 @@ export const receivingRecent = defineLens({
           values: [limit, status],
         },
   maxRows: 200,
+  // Service jobs see the whole tenant; a user's job sees what row-level security lets them see.
+  auth: 'optional',
 });
 
 export const equipmentSearch = defineLens({
@@ -34,6 +36,8 @@ export const equipmentSearch = defineLens({
     values: [`%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`, limit],
   }),
   maxRows: 200,
+  // Service jobs see the whole tenant; a user's job sees what row-level security lets them see.
+  auth: 'optional',
 });
 
 export const workOrdersOpen = defineLens({
@@ -49,6 +53,8 @@ export const workOrdersOpen = defineLens({
     values: [priority ?? null, limit],
   }),
   maxRows: 200,
+  // Service jobs see the whole tenant; a user's job sees what row-level security lets them see.
+  auth: 'optional',
 });
 
 export const maritimeLenses = [receivingRecent, equipmentSearch, workOrdersOpen] as const;

@@ -35,5 +35,16 @@ export const seriesLens = defineLens({
   timeoutMs: 30_000,
 });
 
-export const lenses = [sleepLens, whoamiLens, seriesLens];
+/** Who the job ran as, seen from inside its transaction (a user is required). */
+export const meLens = defineLens({
+  name: 'test.me',
+  params: z.object({}).strict(),
+  sql: () => ({
+    text: "SELECT current_user AS usr, auth.uid()::text AS uid, auth.role() AS role, current_setting('statement_timeout') AS statement_timeout, (SELECT count(*)::int FROM receiving) AS visible",
+    values: [],
+  }),
+  auth: 'user',
+});
+
+export const lenses = [sleepLens, whoamiLens, seriesLens, meLens];
 export default lenses;
