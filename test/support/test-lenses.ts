@@ -46,5 +46,25 @@ export const meLens = defineLens({
   auth: 'user',
 });
 
-export const lenses = [sleepLens, whoamiLens, seriesLens, meLens];
+/** Rows with their tenant and owner, as whoever runs the job may see them. */
+export const mineLens = defineLens({
+  name: 'test.mine',
+  params: z.object({}).strict(),
+  sql: () => ({ text: 'SELECT yacht_id, owner_id::text AS owner FROM receiving ORDER BY id LIMIT 100', values: [] }),
+  maxRows: 100,
+  auth: 'optional',
+});
+
+/** The session as a service job finds it: what the previous job on this connection left behind. */
+export const sessionLens = defineLens({
+  name: 'test.session',
+  params: z.object({}).strict(),
+  sql: () => ({
+    text: `SELECT current_user AS usr, current_setting('role') AS role, coalesce(current_setting('request.jwt.claims', true), '') AS claims,
+                  auth.uid()::text AS uid, current_setting('search_path') AS search_path, current_setting('statement_timeout') AS statement_timeout`,
+    values: [],
+  }),
+});
+
+export const lenses = [sleepLens, whoamiLens, seriesLens, meLens, mineLens, sessionLens];
 export default lenses;
