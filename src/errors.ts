@@ -22,6 +22,11 @@ export const ERROR_CODES = {
   AUTH_UNSUPPORTED: false,
   /** The lens parameters fail the lens schema. */
   INVALID_PARAMS: false,
+  /**
+   * The lens itself is broken (its SQL builder throws, or its definition is inconsistent): a bug
+   * in the lens module, which no retry fixes.
+   */
+  LENS_INVALID: false,
   /** Configuration is contradictory or malformed (raised at start, never per job). */
   INVALID_CONFIG: false,
   /** No connection became free within the acquire timeout. */
@@ -32,6 +37,11 @@ export const ERROR_CODES = {
   POOL_CLOSED: true,
   /** Opening a connection took longer than the connect timeout. */
   CONNECT_TIMEOUT: true,
+  /**
+   * The process connection budget (LENSFLEET_PROCESS_MAX_CONNECTIONS) stayed full, with no idle
+   * connection of another tenant to close, for the connect timeout.
+   */
+  PROCESS_BUDGET_TIMEOUT: true,
   /** Opening a connection failed (refused, reset, auth, too many connections). */
   CONNECTION_FAILED: true,
   /** The lens query hit its statement timeout. */

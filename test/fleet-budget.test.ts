@@ -6,6 +6,7 @@
  * - LENSFLEET_POOLING=off (and a per-tenant `pooling: false`) runs every job on a fresh
  *   connection that is closed afterwards, with the same metrics.
  */
+import { performance } from 'node:perf_hooks';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,7 +15,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue, enqueueMany } from '../queues/producer.js';
 import { loadWorkerConfig } from '../src/config.js';
 import { LensfleetError } from '../src/errors.js';
-import { countConnections, createTenants, pgAdminUrl, sleep, startTestWorker, uniqueId, waitFor, type TestWorker } from './support/harness.js';
+import { ProcessBudget } from '../src/pool/budget.js';
+import type { BudgetMember } from '../src/pool/types.js';
+import { countConnections, createTenants, LogCapture, pgAdminUrl, sleep, startTestWorker, uniqueId, waitFor, type TestWorker } from './support/harness.js';
 
 type Tenants = Awaited<ReturnType<typeof createTenants>>;
 
@@ -151,6 +154,50 @@ describe('process connection budget: 50 tenants round-robin at concurrency 8', (
       );
     }
   }
+});
+
+describe('process connection budget: exhaustion', () => {
+  /** A pool as the budget sees it (the budget is tested with fakes on purpose: no Postgres needed to fill it). */
+  const member = (tenant: string, size: number, idle = 0, busy = true): BudgetMember => ({
+    tenant,
+    size,
+    idleCount: idle,
+    busy,
+    lastUsedAt: 0,
+    evictIdle: async () => false,
+  });
+
+  it('a full budget with nothing idle to close fails with PROCESS_BUDGET_TIMEOUT (retried) after the timeout, stating its numbers', async () => {
+    const requester = member('yWants', 1); // its new connection's slot already counts
+    const pools = new Set([member('yBusy1', 1), member('yBusy2', 1), requester]);
+    const budget = new ProcessBudget(2, pools, new LogCapture().logger);
+    const started = performance.now();
+    const err = await budget.reserve(requester, 200).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    const took = performance.now() - started;
+    expect(err).toBeInstanceOf(LensfleetError);
+    expect((err as LensfleetError).code).toBe('PROCESS_BUDGET_TIMEOUT');
+    expect((err as LensfleetError).retryable).toBe(true);
+    expect((err as LensfleetError).message).toContain('tenant yWants');
+    expect((err as LensfleetError).message).toContain('200 ms');
+    expect((err as LensfleetError).message).toContain('total=3, max=2, pools=3, busy=3');
+    expect((err as LensfleetError).details).toMatchObject({ tenant: 'yWants', total: 3, max: 2 });
+    expect(took).toBeGreaterThanOrEqual(190);
+    expect(took).toBeLessThan(2000);
+  });
+
+  it('room that appears before the timeout (a connection closed elsewhere) lets the reservation through', async () => {
+    const requester = member('yWants', 1);
+    const other = { ...member('yBusy', 2) };
+    const budget = new ProcessBudget(2, new Set([other, requester]), new LogCapture().logger);
+    const reserved = budget.reserve(requester, 5000);
+    await sleep(50);
+    other.size = 1;
+    budget.released();
+    await expect(reserved).resolves.toBeUndefined();
+  });
 });
 
 describe('process connection budget: configuration', () => {
