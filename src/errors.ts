@@ -97,8 +97,31 @@ const TRANSIENT_SQLSTATE = /^(08|53|57|40)/;
 const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
 
 /**
- * Map an error thrown by `pg` while running a lens query to a typed error. Messages are taken
- * from the server error only (never from connection config), so they cannot carry secrets.
+ * Errors known to report a lost connection. pg gives such errors no code ("Connection terminated
+ * unexpectedly", "… is not queryable"), so they are recognised by where they came from, not by
+ * their text: the tenant pool marks every error a connection emits as its own 'error' event (pg
+ * emits it when the socket fails or ends, before it fails the queries in flight with the same
+ * object), and every error a job releases a connection with after that connection lost its socket.
+ */
+const lostConnectionErrors = new WeakSet<object>();
+
+/** Record that `err` reports the loss of the connection it came from (called by the tenant pool). */
+export function markConnectionLoss(err: unknown): void {
+  if (typeof err === 'object' && err !== null) lostConnectionErrors.add(err);
+}
+
+/** True when `err` was marked by `markConnectionLoss`. */
+export function isConnectionLoss(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && lostConnectionErrors.has(err);
+}
+
+/**
+ * Map an error thrown by `pg` while running a lens query to a typed error: by SQLSTATE or Node
+ * error code, or as a lost connection when the pool marked it so. Release the connection to its
+ * pool with the error first (`pool.release(client, err)`): a query sent on a connection that had
+ * already lost its socket fails with a fresh, unmarked error, which the release marks. Messages
+ * are taken from the server error only (never from connection config), so they cannot carry
+ * secrets.
  */
 export function classifyQueryError(err: unknown, context: Record<string, unknown>): LensfleetError {
   if (isLensfleetError(err)) return err;
@@ -111,7 +134,7 @@ export function classifyQueryError(err: unknown, context: Record<string, unknown
       details: context,
     });
   }
-  if ((code !== undefined && (TRANSIENT_SQLSTATE.test(code) || TRANSIENT_NODE_CODES.has(code))) || isConnectionLoss(message)) {
+  if ((code !== undefined && (TRANSIENT_SQLSTATE.test(code) || TRANSIENT_NODE_CODES.has(code))) || isConnectionLoss(err)) {
     return new LensfleetError('QUERY_FAILED_TRANSIENT', `lens query failed (${code ?? 'connection'}): ${message}`, {
       cause: err,
       details: context,
@@ -121,10 +144,6 @@ export function classifyQueryError(err: unknown, context: Record<string, unknown
     cause: err,
     details: context,
   });
-}
-
-function isConnectionLoss(message: string): boolean {
-  return /Connection terminated|connection ended|Client has encountered a connection error|not queryable/i.test(message);
 }
 
 /** A schema validation error's issues (zod's shape), formatted for a message: at most five, each with its path. */
