@@ -50,6 +50,7 @@ export class LensfleetMetrics {
   readonly #jobs: Counter<'lens' | 'tenant' | 'outcome'>;
   readonly #jobDuration: Histogram<'lens'>;
   readonly #queueWait: Histogram<'lens'>;
+  readonly #warmUpFailures: Counter;
 
   readonly #labels: TenantLabels;
   /** The per-scrape tenant aggregation (shared by all pool metrics) must be recomputed. */
@@ -177,6 +178,11 @@ export class LensfleetMetrics {
     proc('lensfleet_worker_active_jobs', 'Jobs running now in this worker.', (p) => p.activeJobs);
     proc('lensfleet_pooling_enabled', '1 when pooling is on, 0 when the rollback switch (LENSFLEET_POOLING=off) is set.', (p) => (p.pooling ? 1 : 0));
     proc('lensfleet_worker_ready', '1 when the worker is ready (Redis reachable, not draining).', (p) => (p.ready ? 1 : 0));
+    this.#warmUpFailures = new Counter({
+      name: 'lensfleet_warmup_failures_total',
+      help: "Warm tenants (LENSFLEET_WARM_TENANTS) whose pool could not be created at start or reload (not one connection opened); the tenant's first job tries again.",
+      registers,
+    });
 
     if (sources.queueCounts) {
       const queue = sources.queueName ?? 'lens-queries';
@@ -226,6 +232,11 @@ export class LensfleetMetrics {
     this.#jobs.inc({ lens, tenant: label, outcome });
     this.#jobKeys.add(`${lens}\u0000${outcome}`);
     this.#jobDuration.observe({ lens }, durationSeconds);
+  }
+
+  /** A warm tenant's pool could not be created (the log line names the tenant; no label here: warm tenants may be all tenants). */
+  warmUpFailed(): void {
+    this.#warmUpFailures.inc();
   }
 
   jobStarted(lens: string, queueWaitSeconds: number): void {

@@ -120,7 +120,12 @@ export class PooledSource implements ConnectionSource {
 
   async warm(): Promise<void> {
     const { error } = await this.#fill();
-    if (error !== undefined) throw error;
+    if (error === undefined) return;
+    // One open connection serves: accept the pool with what opened (a role whose CONNECTION
+    // LIMIT is below minSize, a server refusing some with 53300) and open the rest later, with
+    // backoff. Only a pool that could open nothing fails (and is not kept by the registry).
+    if (!this.#hasOpenConnection()) throw error;
+    this.#refill.retryLater();
   }
 
   /**
@@ -214,5 +219,9 @@ export class PooledSource implements ConnectionSource {
 
   #hasWaiters(): boolean {
     return this.#pool.waitingCount > 0 || this.#host.waiting > 0;
+  }
+
+  #hasOpenConnection(): boolean {
+    return this.#pool.totalCount > this.#ledger.opening;
   }
 }

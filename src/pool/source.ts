@@ -32,7 +32,10 @@ export interface ConnectionSource {
   reuse(client: PoolClient): void;
   /** Close a connection that must not be reused, counted under `reason`. */
   destroy(client: PoolClient, reason: CloseReason): void;
-  /** Open connections up to minSize within the budget; rejects with the first error if one fails. */
+  /**
+   * Open connections up to minSize within the budget. Resolves once at least one is open (the
+   * rest are retried in the background with backoff); rejects with the first error when none is.
+   */
   warm(): Promise<void>;
   /** Close up to `count` idle connections; resolves with how many closed. */
   closeIdle(count: number, reason: CloseReason): Promise<number>;

@@ -133,7 +133,12 @@ export class TenantPool implements BudgetMember {
     }
   }
 
-  /** Open connections up to minSize now (pg.Pool's `min` does not pre-open), within the budget. Nothing to do without pooling. */
+  /**
+   * Open connections up to minSize now (pg.Pool's `min` does not pre-open), within the process
+   * budget. Resolves once at least one connection is open — one serves; the rest are opened in
+   * the background with backoff — and rejects with the first error when none could be opened.
+   * Nothing to do without pooling.
+   */
   warm(): Promise<void> {
     return this.#source.warm();
   }

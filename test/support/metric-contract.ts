@@ -41,6 +41,7 @@ export const METRIC_CONTRACT: readonly MetricSpec[] = Object.freeze([
   { name: 'lensfleet_worker_active_jobs', type: 'gauge', labels: [] },
   { name: 'lensfleet_pooling_enabled', type: 'gauge', labels: [] },
   { name: 'lensfleet_worker_ready', type: 'gauge', labels: [] },
+  { name: 'lensfleet_warmup_failures_total', type: 'counter', labels: [] },
   // Per lens.
   { name: 'lensfleet_jobs_total', type: 'counter', labels: ['lens', 'tenant', 'outcome'] },
   { name: 'lensfleet_job_duration_seconds', type: 'histogram', labels: ['lens'] },
