@@ -1,8 +1,8 @@
 /**
  * The pool's housekeeping tasks (src/pool/housekeeping.ts) on a clock the test advances (the fake
  * clock is the point: backoff and linger windows of seconds, checked exactly), with fake targets:
- * - the refill retries a fill that falls short with exponential backoff (capped), resets it on
- *   success, and stops when nothing is missing;
+ * - the refill retries a fill in which a connection failed with exponential backoff (capped),
+ *   resets it on success, and stops when nothing is missing;
  * - a task whose work throws reports the failure and keeps its schedule;
  * - the overflow trim closes overflow only after a whole linger window of low demand.
  * Their effect on real pools is in pool-semantics, pool-lifecycle and warm-up tests.
@@ -27,7 +27,7 @@ beforeEach(() => {
 });
 
 describe('Refill', () => {
-  it('retries a fill that falls short after 500 ms, 1 s, 2 s, 4 s … capped at 30 s; resets after a success', async () => {
+  it('retries a fill in which a connection failed after 500 ms, 1 s, 2 s, 4 s … capped at 30 s; resets after a success', async () => {
     const fills: number[] = [];
     let succeed = false;
     let missing = true;
@@ -86,6 +86,22 @@ describe('Refill', () => {
       ['refill', 'bug in fill'],
       ['refill', 'bug in fill'],
     ]);
+    refill.stop();
+  });
+
+  it('a fill held back only by a full process budget (no connection failed) is not retried until the pool asks again', async () => {
+    let calls = 0;
+    const fill = async () => {
+      calls++;
+      return true; // still below minSize, but nothing failed
+    };
+    const refill = new Refill({ needsRefill: () => true, fill }, failed);
+    refill.request();
+    await vi.advanceTimersByTimeAsync(120000);
+    expect(calls).toBe(1);
+    refill.request(); // the pool's next closed connection
+    await vi.advanceTimersByTimeAsync(10);
+    expect(calls).toBe(2);
     refill.stop();
   });
 

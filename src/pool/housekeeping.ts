@@ -156,7 +156,7 @@ export class OverflowTrim extends PoolTask {
 export interface RefillTarget {
   /** The pool needs connections to reach minSize and nothing else is opening them. */
   needsRefill(): boolean;
-  /** Open connections up to minSize; resolves true when the pool reached it. */
+  /** Open connections up to minSize (as far as the process budget allows); resolves false when one failed to open. */
   fill(): Promise<boolean>;
 }
 
@@ -169,9 +169,11 @@ const REFILL_SOON_MS = 10;
 /**
  * Tops the pool back up to minSize after connections died, were recycled or could not all be
  * opened at creation (a tenant whose role allows fewer connections than minSize, a database that
- * refuses some with 53300). A refill that falls short retries with exponential backoff (with
- * jitter, so a fleet of workers does not retry in step); the failed connects are counted as
- * connection errors where they happen.
+ * refuses some with 53300). A refill in which a connection failed to open retries with
+ * exponential backoff (with jitter, so a fleet of workers does not retry in step); the failed
+ * connects are counted as connection errors where they happen. One held back by a full process
+ * budget does not retry: the pool's next closed connection asks again (as it always did), so
+ * idle pools do not keep taking back the room busy tenants evicted them from.
  */
 export class Refill extends PoolTask {
   readonly #target: RefillTarget;

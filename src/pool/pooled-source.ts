@@ -61,7 +61,7 @@ export class PooledSource implements ConnectionSource {
       this.#settings.overflowLingerMs,
       failed,
     );
-    this.#refill = new Refill({ needsRefill: () => this.#needsRefill(), fill: () => this.#fill().then((r) => r.reached) }, failed);
+    this.#refill = new Refill({ needsRefill: () => this.#needsRefill(), fill: () => this.#fill().then((r) => r.error === undefined) }, failed);
   }
 
   get size(): number {
@@ -161,13 +161,14 @@ export class PooledSource implements ConnectionSource {
   }
 
   /**
-   * Open connections up to minSize (pg.Pool's `min` does not pre-open), within the budget.
-   * Resolves with whether the pool reached minSize, and the first error if some failed.
+   * Open connections up to minSize (pg.Pool's `min` does not pre-open), within the free process
+   * budget (a full budget is no failure: the next closed connection asks again). Resolves with
+   * the first error if a connection failed to open.
    */
-  async #fill(): Promise<{ reached: boolean; error: unknown }> {
+  async #fill(): Promise<{ error: unknown }> {
     const pool = this.#pool;
     const need = Math.min(this.#min - pool.totalCount, this.#ledger.budgetFree());
-    if (need <= 0) return { reached: pool.totalCount >= this.#min, error: undefined };
+    if (need <= 0) return { error: undefined };
     // pg.Pool hands out idle connections before it opens new ones: borrow those too, so that
     // `need` new connections really open. Each goes straight back when it arrives (without
     // touching releasedAt: a borrowed connection keeps its idle age, and so its pre-ping), so
@@ -182,7 +183,7 @@ export class PooledSource implements ConnectionSource {
       ),
     );
     const failure = results.find((r) => r.status === 'rejected');
-    return { reached: pool.totalCount >= this.#min, error: failure?.reason };
+    return { error: failure?.reason };
   }
 
   #removed(client: pg.Client): void {
