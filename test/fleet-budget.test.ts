@@ -13,11 +13,24 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue, enqueueMany } from '../queues/producer.js';
-import { loadWorkerConfig } from '../src/config.js';
+import { DEFAULT_POOL_SETTINGS, loadWorkerConfig } from '../src/config.js';
 import { LensfleetError } from '../src/errors.js';
 import { ProcessBudget } from '../src/pool/budget.js';
+import { TenantPool } from '../src/pool/tenant-pool.js';
+import { Secret } from '../src/secret.js';
 import type { BudgetMember } from '../src/pool/types.js';
-import { countConnections, createTenants, LogCapture, pgAdminUrl, sleep, startTestWorker, uniqueId, waitFor, type TestWorker } from './support/harness.js';
+import {
+  countConnections,
+  createTenants,
+  LogCapture,
+  pgAdminUrl,
+  sleep,
+  startTestWorker,
+  terminateBackends,
+  uniqueId,
+  waitFor,
+  type TestWorker,
+} from './support/harness.js';
 
 type Tenants = Awaited<ReturnType<typeof createTenants>>;
 
@@ -197,6 +210,50 @@ describe('process connection budget: exhaustion', () => {
     other.size = 1;
     budget.released();
     await expect(reserved).resolves.toBeUndefined();
+  });
+});
+
+describe('process connection budget: minSize within it', () => {
+  const T = uniqueId('yBudMin');
+  let tenants: Tenants;
+  beforeAll(async () => {
+    tenants = await createTenants([T], 5);
+  });
+  afterAll(async () => {
+    await tenants?.drop();
+  });
+
+  it('a pool held below minSize by a full budget opens what fits, and does not take room that frees up later by itself', async () => {
+    const members = new Set<BudgetMember>();
+    const other = { tenant: 'yOther', size: 1, idleCount: 0, busy: true, lastUsedAt: 0, evictIdle: async () => false };
+    members.add(other);
+    const budget = new ProcessBudget(2, members, new LogCapture().logger);
+    const app = uniqueId('lfbudmin');
+    const pool = new TenantPool({
+      tenant: T,
+      key: `${T}:service`,
+      databaseUrl: new Secret(tenants.env[`${T}_DATABASE_URL`]!),
+      settings: { ...DEFAULT_POOL_SETTINGS, minSize: 2, maxSize: 2, maxOverflow: 0 },
+      max: 2,
+      pooling: true,
+      budget,
+      applicationName: app,
+    });
+    members.add(pool);
+    try {
+      await pool.warm();
+      expect(pool.stats()).toMatchObject({ size: 1, connections_opened_total: 1, connection_errors_total: {} });
+      // Its connection dies: the refill opens again what fits (1), nothing failed.
+      expect(await terminateBackends(`lf_${T}`, { applicationName: app })).toBe(1);
+      await waitFor('the refill', () => pool.stats().connections_opened_total === 2 && pool.stats().size === 1, 5000, 10);
+      // Room appears (another tenant's connection closed); the idle pool leaves it to whoever
+      // needs it: it refills on its own closed connections only (and a job still gets one).
+      other.size = 0;
+      await sleep(2000);
+      expect(pool.stats()).toMatchObject({ size: 1, connections_opened_total: 2 });
+    } finally {
+      await pool.close();
+    }
   });
 });
 
