@@ -165,6 +165,11 @@ export class PoolLedger {
     this.#onEvent(event);
   }
 
+  /** A housekeeping task failed unexpectedly (housekeeping.ts's TaskFailed). */
+  readonly taskFailed = (task: string, err: unknown): void => {
+    this.#onEvent({ type: 'task_failed', task, message: String((err as Error | undefined)?.message ?? err) });
+  };
+
   #error(kind: ConnectionErrorKind, err: Error): void {
     this.counters.connection_errors_total[kind] = (this.counters.connection_errors_total[kind] ?? 0) + 1;
     const typed = err instanceof LensfleetError;

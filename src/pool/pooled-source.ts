@@ -50,7 +50,7 @@ export class PooledSource implements ConnectionSource {
       this.#ledger.idleError(err);
     });
     this.#pool.on('remove', (client) => this.#removed(client));
-    const failed = (task: string, err: unknown) => this.#ledger.event({ type: 'task_failed', task, message: String((err as Error)?.message ?? err) });
+    const failed = this.#ledger.taskFailed;
     this.#trim = new OverflowTrim(
       {
         keep: this.#keep,

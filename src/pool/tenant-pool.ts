@@ -128,7 +128,7 @@ export class TenantPool implements BudgetMember {
           ledger.counters.leaks_total++;
           ledger.event({ type: 'leak', heldMs, holder: m.holder });
         },
-        (task, err) => ledger.event({ type: 'task_failed', task, message: String((err as Error)?.message ?? err) }),
+        ledger.taskFailed,
       );
     }
   }
