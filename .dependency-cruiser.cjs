@@ -4,6 +4,8 @@
  *   queues/   the job contract producers import      → src/ids, src/errors only
  *   src/      the library a worker loads             → never workers/, cli/, dev/, scripts/, bench/, test/
  *   src/pool/ tenant pools and the registry          → never lenses, metrics, HTTP, BullMQ
+ *             its insides (connection sources, ledger, housekeeping, pooled client) are
+ *             imported only from src/pool/ (and tests): the rest sees TenantPool, the registry, the budget
  *   workers/  process entry points                   → src/, queues/
  *   cli/      the operator's command line            → src/, queues/
  *   dev/      local servers and demo databases       → never workers/ or cli/
@@ -46,6 +48,14 @@ module.exports = {
       comment: 'Pools know tenants and connections, not lenses, metrics, HTTP or BullMQ.',
       from: { path: '^src/pool/' },
       to: { path: '^(src/(lens|lenses|metrics|metrics-tenants|http|execute)|node_modules/(bullmq|prom-client))' },
+    },
+    {
+      name: 'pool-insides-stay-inside',
+      severity: 'error',
+      comment:
+        'The connection sources, the ledger, the housekeeping tasks and the pooled client are how a tenant pool works, not its API: only src/pool/ (and its tests) import them.',
+      from: { pathNot: '^(src/pool|test)/' },
+      to: { path: '^src/pool/(source|pooled-source|unpooled-source|ledger|housekeeping|pooled-client)\\.ts$' },
     },
     {
       name: 'dev-tooling-not-processes',

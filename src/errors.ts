@@ -38,6 +38,11 @@ export const ERROR_CODES = {
   AUTH_NOT_ALLOWED: false,
   /** The lens parameters fail the lens schema. */
   INVALID_PARAMS: false,
+  /**
+   * The lens itself is broken (its SQL builder throws, or its definition is inconsistent): a bug
+   * in the lens module, which no retry fixes.
+   */
+  LENS_INVALID: false,
   /** Configuration is contradictory or malformed (raised at start, never per job). */
   INVALID_CONFIG: false,
   /** No connection became free within the acquire timeout. */
@@ -48,6 +53,11 @@ export const ERROR_CODES = {
   POOL_CLOSED: true,
   /** Opening a connection took longer than the connect timeout. */
   CONNECT_TIMEOUT: true,
+  /**
+   * The process connection budget (LENSFLEET_PROCESS_MAX_CONNECTIONS) stayed full, with no idle
+   * connection of another tenant to close, for the connect timeout.
+   */
+  PROCESS_BUDGET_TIMEOUT: true,
   /** Opening a connection failed (refused, reset, auth, too many connections). */
   CONNECTION_FAILED: true,
   /** The lens query hit its statement timeout. */
@@ -103,8 +113,31 @@ const TRANSIENT_SQLSTATE = /^(08|53|57|40)/;
 const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
 
 /**
- * Map an error thrown by `pg` while running a lens query to a typed error. Messages are taken
- * from the server error only (never from connection config), so they cannot carry secrets.
+ * Errors known to report a lost connection. pg gives such errors no code ("Connection terminated
+ * unexpectedly", "… is not queryable"), so they are recognised by where they came from, not by
+ * their text: the tenant pool marks every error a connection emits as its own 'error' event (pg
+ * emits it when the socket fails or ends, before it fails the queries in flight with the same
+ * object), and every error a job releases a connection with after that connection lost its socket.
+ */
+const lostConnectionErrors = new WeakSet<object>();
+
+/** Record that `err` reports the loss of the connection it came from (called by the tenant pool). */
+export function markConnectionLoss(err: unknown): void {
+  if (typeof err === 'object' && err !== null) lostConnectionErrors.add(err);
+}
+
+/** True when `err` was marked by `markConnectionLoss`. */
+export function isConnectionLoss(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && lostConnectionErrors.has(err);
+}
+
+/**
+ * Map an error thrown by `pg` while running a lens query to a typed error: by SQLSTATE or Node
+ * error code, or as a lost connection when the pool marked it so. Release the connection to its
+ * pool with the error first (`pool.release(client, err)`): a query sent on a connection that had
+ * already lost its socket fails with a fresh, unmarked error, which the release marks. Messages
+ * are taken from the server error only (never from connection config), so they cannot carry
+ * secrets.
  */
 export function classifyQueryError(err: unknown, context: Record<string, unknown>): LensfleetError {
   if (isLensfleetError(err)) return err;
@@ -117,7 +150,7 @@ export function classifyQueryError(err: unknown, context: Record<string, unknown
       details: context,
     });
   }
-  if ((code !== undefined && (TRANSIENT_SQLSTATE.test(code) || TRANSIENT_NODE_CODES.has(code))) || isConnectionLoss(message)) {
+  if ((code !== undefined && (TRANSIENT_SQLSTATE.test(code) || TRANSIENT_NODE_CODES.has(code))) || isConnectionLoss(err)) {
     return new LensfleetError('QUERY_FAILED_TRANSIENT', `lens query failed (${code ?? 'connection'}): ${message}`, {
       cause: err,
       details: context,
@@ -127,10 +160,6 @@ export function classifyQueryError(err: unknown, context: Record<string, unknown
     cause: err,
     details: context,
   });
-}
-
-function isConnectionLoss(message: string): boolean {
-  return /Connection terminated|connection ended|Client has encountered a connection error|not queryable/i.test(message);
 }
 
 /** A schema validation error's issues (zod's shape), formatted for a message: at most five, each with its path. */

@@ -43,8 +43,19 @@ export interface ExecuteOptions {
 
 export function executeLens<P>(pool: TenantPool, lens: Lens<P>, params: P, opts: ExecuteOptions = {}): Promise<LensRows> {
   return new Promise<LensRows>((resolve, reject) => {
-    // Inside the executor: a lens whose SQL builder throws rejects, as an async function would.
-    const q = lens.query(params);
+    // A lens whose SQL builder throws is a bug in its module: LENS_INVALID (not retried), rejected
+    // rather than thrown, and before any connection is taken.
+    let q: ReturnType<Lens<P>['query']>;
+    try {
+      q = lens.query(params);
+    } catch (err) {
+      return reject(
+        new LensfleetError('LENS_INVALID', `lens ${lens.name} could not build its query: ${err instanceof Error ? err.message : String(err)}`, {
+          cause: err,
+          details: { lens: lens.name, tenant: pool.tenant },
+        }),
+      );
+    }
     const timeoutMs = lens.timeoutMs;
     const maxBytes = opts.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
     const started = performance.now();

@@ -5,6 +5,7 @@
  * per-tenant deltas, so each label's counter only ever grows — a tenant moving in or out of the
  * named set, or a pool being replaced, never makes a counter go backwards.
  */
+import { POOL_COUNTER_KEYS, type PoolCounterKey } from './metrics-counters.js';
 import type { PoolStats } from './pool/tenant-pool.js';
 
 export const OTHER_TENANT = 'other';
@@ -16,17 +17,24 @@ export interface TenantSeries {
   max: number;
   min: number;
   waiting: number;
-  /** Monotonic counters: `requests`, `timeouts`, `opened`, `leaks`, `errors:<kind>`, `closed:<reason>`. */
-  readonly counters: Map<string, number>;
+  /**
+   * Monotonic counters by stats key (metrics-counters.ts): a keyed counter's values by key (close
+   * reason, error kind), a plain counter's under ''.
+   */
+  readonly counters: CounterValues;
 }
+
+export type CounterValues = Map<PoolCounterKey, Map<string, number>>;
 
 export class TenantLabels {
   readonly #maxNamed: number;
   readonly #rerankMs: number;
   readonly #onDrop: (label: string) => void;
   readonly #named = new Set<string>();
-  readonly #acc = new Map<string, Map<string, number>>();
-  readonly #last = new Map<string, Map<string, number>>();
+  /** Counters accumulated per label. */
+  readonly #acc = new Map<string, CounterValues>();
+  /** The values each tenant's pool reported at the last scrape, to add only what grew since. */
+  readonly #last = new Map<string, CounterValues>();
   readonly #requestsAtRank = new Map<string, number>();
   #rankedAt = Date.now();
 
@@ -79,7 +87,7 @@ export class TenantLabels {
     if (this.#named.delete(tenant)) this.#drop(tenant);
   }
 
-  #accumulator(label: string): Map<string, number> {
+  #accumulator(label: string): CounterValues {
     let acc = this.#acc.get(label);
     if (acc === undefined) {
       acc = new Map();
@@ -88,25 +96,17 @@ export class TenantLabels {
     return acc;
   }
 
-  #addDeltas(s: PoolStats, acc: Map<string, number>): void {
+  #addDeltas(s: PoolStats, acc: CounterValues): void {
     let last = this.#last.get(s.tenant);
     if (last === undefined) {
       last = new Map();
       this.#last.set(s.tenant, last);
     }
-    const add = (key: string, current: number) => {
-      const previous = last.get(key) ?? 0;
-      // A replaced pool starts again from zero: count its whole value as new.
-      const delta = current >= previous ? current - previous : current;
-      last.set(key, current);
-      acc.set(key, (acc.get(key) ?? 0) + delta);
-    };
-    add('requests', s.requests_total);
-    add('timeouts', s.acquire_timeouts_total);
-    add('opened', s.connections_opened_total);
-    add('leaks', s.leaks_total);
-    for (const [kind, n] of Object.entries(s.connection_errors_total)) add(`errors:${kind}`, n);
-    for (const [reason, n] of Object.entries(s.connections_closed_total)) add(`closed:${reason}`, n);
+    for (const key of POOL_COUNTER_KEYS) {
+      const value = s[key];
+      if (typeof value === 'number') add(last, acc, key, '', value);
+      else for (const k in value) add(last, acc, key, k, value[k]!);
+    }
   }
 
   #rerank(stats: readonly PoolStats[]): void {
@@ -131,4 +131,24 @@ export class TenantLabels {
     this.#acc.delete(label);
     this.#onDrop(label);
   }
+}
+
+/** Add what one counter of one tenant's pool grew by since the last scrape to its label's total. */
+function add(last: CounterValues, acc: CounterValues, key: PoolCounterKey, k: string, current: number): void {
+  const seen = inner(last, key);
+  const previous = seen.get(k) ?? 0;
+  // A replaced pool starts again from zero: count its whole value as new.
+  const delta = current >= previous ? current - previous : current;
+  seen.set(k, current);
+  const total = inner(acc, key);
+  total.set(k, (total.get(k) ?? 0) + delta);
+}
+
+function inner(values: CounterValues, key: PoolCounterKey): Map<string, number> {
+  let m = values.get(key);
+  if (m === undefined) {
+    m = new Map();
+    values.set(key, m);
+  }
+  return m;
 }

@@ -5,6 +5,7 @@
  * Metric names are a contract (README, deploy/): never rename one.
  */
 import client, { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { labelOf, POOL_COUNTER_KEYS, POOL_COUNTER_METRICS } from './metrics-counters.js';
 import { TenantLabels, type TenantSeries } from './metrics-tenants.js';
 import type { PoolObserver, PoolStats } from './pool/tenant-pool.js';
 import { withTimeout } from './timeout.js';
@@ -49,6 +50,7 @@ export class LensfleetMetrics {
   readonly #jobs: Counter<'lens' | 'tenant' | 'outcome'>;
   readonly #jobDuration: Histogram<'lens'>;
   readonly #queueWait: Histogram<'lens'>;
+  readonly #warmUpFailures: Counter;
 
   readonly #labels: TenantLabels;
   /** The per-scrape tenant aggregation (shared by all pool metrics) must be recomputed. */
@@ -89,31 +91,6 @@ export class LensfleetMetrics {
           for (const [tenant, s] of series()) this.set({ tenant }, value(s));
         },
       });
-    const poolCounter = (name: string, help: string, key: string) =>
-      new Counter({
-        name,
-        help,
-        labelNames: ['tenant'],
-        registers,
-        collect() {
-          this.reset();
-          for (const [tenant, s] of series()) this.inc({ tenant }, s.counters.get(key) ?? 0);
-        },
-      });
-    const poolCounterBy = (name: string, help: string, label: string, prefix: string) =>
-      new Counter({
-        name,
-        help,
-        labelNames: ['tenant', label],
-        registers,
-        collect() {
-          this.reset();
-          for (const [tenant, s] of series()) {
-            for (const [k, v] of s.counters) if (k.startsWith(prefix)) this.inc({ tenant, [label]: k.slice(prefix.length) }, v);
-          }
-        },
-      });
-
     new Gauge({
       name: 'lensfleet_pool_connections',
       help: 'Open connections of a tenant pool by state (in_use, idle).',
@@ -135,17 +112,30 @@ export class LensfleetMetrics {
     poolGauge('lensfleet_pool_min_connections', 'Connections a tenant pool keeps warm (min_size).', (s) => s.min);
     poolGauge('lensfleet_pool_waiting_requests', 'Acquires waiting for a connection of a tenant pool.', (s) => s.waiting);
     poolGauge('lensfleet_pool_saturation_ratio', 'Connections in use divided by the effective ceiling (0..1).', (s) => (s.max > 0 ? s.inUse / s.max : 0));
-    poolCounter('lensfleet_pool_acquire_requests_total', 'Connection acquire requests of a tenant pool.', 'requests');
-    poolCounter('lensfleet_pool_acquire_timeouts_total', 'Acquires that waited longer than the acquire timeout (POOL_TIMEOUT).', 'timeouts');
-    poolCounter('lensfleet_pool_connections_opened_total', 'Connections opened by a tenant pool.', 'opened');
-    poolCounter('lensfleet_pool_leaks_total', 'Connections held longer than the leak detection threshold.', 'leaks');
-    poolCounterBy(
-      'lensfleet_pool_connection_errors_total',
-      'Connection errors of a tenant pool by kind (connect, connect_timeout, idle, active).',
-      'kind',
-      'errors:',
-    );
-    poolCounterBy('lensfleet_pool_connections_closed_total', 'Connections closed by a tenant pool by reason.', 'reason', 'closed:');
+    // Every pool counter, from the one table (metrics-counters.ts): stats key → metric.
+    for (const key of POOL_COUNTER_KEYS) {
+      const spec = POOL_COUNTER_METRICS[key];
+      const label = labelOf(spec);
+      const scale = 'scale' in spec ? spec.scale : 1;
+      new Counter({
+        name: spec.name,
+        help: spec.help,
+        labelNames: label === undefined ? ['tenant'] : ['tenant', label],
+        registers,
+        collect() {
+          this.reset();
+          for (const [tenant, s] of series()) {
+            const values = s.counters.get(key);
+            if (label !== undefined) {
+              for (const [k, n] of values ?? []) this.inc({ tenant, [label]: k }, n);
+            } else {
+              // A plain counter is exported from the start, at 0 (rate() needs the first sample).
+              this.inc({ tenant }, (values?.get('') ?? 0) * scale);
+            }
+          }
+        },
+      });
+    }
 
     this.#acquire = new Histogram({
       name: 'lensfleet_pool_acquire_seconds',
@@ -188,6 +178,11 @@ export class LensfleetMetrics {
     proc('lensfleet_worker_active_jobs', 'Jobs running now in this worker.', (p) => p.activeJobs);
     proc('lensfleet_pooling_enabled', '1 when pooling is on, 0 when the rollback switch (LENSFLEET_POOLING=off) is set.', (p) => (p.pooling ? 1 : 0));
     proc('lensfleet_worker_ready', '1 when the worker is ready (Redis reachable, not draining).', (p) => (p.ready ? 1 : 0));
+    this.#warmUpFailures = new Counter({
+      name: 'lensfleet_warmup_failures_total',
+      help: "Warm tenants (LENSFLEET_WARM_TENANTS) whose pool could not be created at start or reload (not one connection opened); the tenant's first job tries again.",
+      registers,
+    });
 
     if (sources.queueCounts) {
       const queue = sources.queueName ?? 'lens-queries';
@@ -237,6 +232,11 @@ export class LensfleetMetrics {
     this.#jobs.inc({ lens, tenant: label, outcome });
     this.#jobKeys.add(`${lens}\u0000${outcome}`);
     this.#jobDuration.observe({ lens }, durationSeconds);
+  }
+
+  /** A warm tenant's pool could not be created (the log line names the tenant; no label here: warm tenants may be all tenants). */
+  warmUpFailed(): void {
+    this.#warmUpFailures.inc();
   }
 
   jobStarted(lens: string, queueWaitSeconds: number): void {

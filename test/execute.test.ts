@@ -164,7 +164,7 @@ describe('executeLens', () => {
     expect(events.filter((e) => e.type === 'closed_connection')).toEqual([]);
   });
 
-  it('a lens whose SQL builder throws rejects (no synchronous throw) and takes no connection', async () => {
+  it('a lens whose SQL builder throws rejects with LENS_INVALID (not retried, no synchronous throw) and takes no connection', async () => {
     const { pool } = makePool(1);
     const broken = defineLens({
       name: 'exec.broken_builder',
@@ -176,6 +176,7 @@ describe('executeLens', () => {
     let promise: Promise<unknown> | undefined;
     expect(() => (promise = executeLens(pool, broken, {}))).not.toThrow();
     await expect(promise).rejects.toThrow('builder bug');
+    await expect(promise).rejects.toMatchObject({ code: 'LENS_INVALID', retryable: false });
     expect(pool.stats()).toMatchObject({ requests_total: 0, inUse: 0 });
   });
 

@@ -6,15 +6,31 @@
  * - LENSFLEET_POOLING=off (and a per-tenant `pooling: false`) runs every job on a fresh
  *   connection that is closed afterwards, with the same metrics.
  */
+import { performance } from 'node:perf_hooks';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue, enqueueMany } from '../queues/producer.js';
-import { loadWorkerConfig } from '../src/config.js';
+import { DEFAULT_POOL_SETTINGS, loadWorkerConfig } from '../src/config.js';
 import { LensfleetError } from '../src/errors.js';
-import { countConnections, createTenants, pgAdminUrl, sleep, startTestWorker, uniqueId, waitFor, type TestWorker } from './support/harness.js';
+import { ProcessBudget } from '../src/pool/budget.js';
+import { TenantPool } from '../src/pool/tenant-pool.js';
+import { Secret } from '../src/secret.js';
+import type { BudgetMember } from '../src/pool/types.js';
+import {
+  countConnections,
+  createTenants,
+  LogCapture,
+  pgAdminUrl,
+  sleep,
+  startTestWorker,
+  terminateBackends,
+  uniqueId,
+  waitFor,
+  type TestWorker,
+} from './support/harness.js';
 
 type Tenants = Awaited<ReturnType<typeof createTenants>>;
 
@@ -151,6 +167,94 @@ describe('process connection budget: 50 tenants round-robin at concurrency 8', (
       );
     }
   }
+});
+
+describe('process connection budget: exhaustion', () => {
+  /** A pool as the budget sees it (the budget is tested with fakes on purpose: no Postgres needed to fill it). */
+  const member = (tenant: string, size: number, idle = 0, busy = true): BudgetMember => ({
+    tenant,
+    size,
+    idleCount: idle,
+    busy,
+    lastUsedAt: 0,
+    evictIdle: async () => false,
+  });
+
+  it('a full budget with nothing idle to close fails with PROCESS_BUDGET_TIMEOUT (retried) after the timeout, stating its numbers', async () => {
+    const requester = member('yWants', 1); // its new connection's slot already counts
+    const pools = new Set([member('yBusy1', 1), member('yBusy2', 1), requester]);
+    const budget = new ProcessBudget(2, pools, new LogCapture().logger);
+    const started = performance.now();
+    const err = await budget.reserve(requester, 200).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    const took = performance.now() - started;
+    expect(err).toBeInstanceOf(LensfleetError);
+    expect((err as LensfleetError).code).toBe('PROCESS_BUDGET_TIMEOUT');
+    expect((err as LensfleetError).retryable).toBe(true);
+    expect((err as LensfleetError).message).toContain('tenant yWants');
+    expect((err as LensfleetError).message).toContain('200 ms');
+    expect((err as LensfleetError).message).toContain('total=3, max=2, pools=3, busy=3');
+    expect((err as LensfleetError).details).toMatchObject({ tenant: 'yWants', total: 3, max: 2 });
+    expect(took).toBeGreaterThanOrEqual(190);
+    expect(took).toBeLessThan(2000);
+  });
+
+  it('room that appears before the timeout (a connection closed elsewhere) lets the reservation through', async () => {
+    const requester = member('yWants', 1);
+    const other = { ...member('yBusy', 2) };
+    const budget = new ProcessBudget(2, new Set([other, requester]), new LogCapture().logger);
+    const reserved = budget.reserve(requester, 5000);
+    await sleep(50);
+    other.size = 1;
+    budget.released();
+    await expect(reserved).resolves.toBeUndefined();
+  });
+});
+
+describe('process connection budget: minSize within it', () => {
+  const T = uniqueId('yBudMin');
+  let tenants: Tenants;
+  beforeAll(async () => {
+    tenants = await createTenants([T], 5);
+  });
+  afterAll(async () => {
+    await tenants?.drop();
+  });
+
+  it('a pool held below minSize by a full budget opens what fits, and does not take room that frees up later by itself', async () => {
+    const members = new Set<BudgetMember>();
+    const other = { tenant: 'yOther', size: 1, idleCount: 0, busy: true, lastUsedAt: 0, evictIdle: async () => false };
+    members.add(other);
+    const budget = new ProcessBudget(2, members, new LogCapture().logger);
+    const app = uniqueId('lfbudmin');
+    const pool = new TenantPool({
+      tenant: T,
+      key: `${T}:service`,
+      databaseUrl: new Secret(tenants.env[`${T}_DATABASE_URL`]!),
+      settings: { ...DEFAULT_POOL_SETTINGS, minSize: 2, maxSize: 2, maxOverflow: 0 },
+      max: 2,
+      pooling: true,
+      budget,
+      applicationName: app,
+    });
+    members.add(pool);
+    try {
+      await pool.warm();
+      expect(pool.stats()).toMatchObject({ size: 1, connections_opened_total: 1, connection_errors_total: {} });
+      // Its connection dies: the refill opens again what fits (1), nothing failed.
+      expect(await terminateBackends(`lf_${T}`, { applicationName: app })).toBe(1);
+      await waitFor('the refill', () => pool.stats().connections_opened_total === 2 && pool.stats().size === 1, 5000, 10);
+      // Room appears (another tenant's connection closed); the idle pool leaves it to whoever
+      // needs it: it refills on its own closed connections only (and a job still gets one).
+      other.size = 0;
+      await sleep(2000);
+      expect(pool.stats()).toMatchObject({ size: 1, connections_opened_total: 2 });
+    } finally {
+      await pool.close();
+    }
+  });
 });
 
 describe('process connection budget: configuration', () => {

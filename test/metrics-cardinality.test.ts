@@ -6,6 +6,8 @@
 import { performance } from 'node:perf_hooks';
 import { describe, expect, it } from 'vitest';
 import { LensfleetMetrics, type ProcessSnapshot } from '../src/metrics.js';
+import { labelOf, POOL_COUNTER_KEYS, POOL_COUNTER_METRICS } from '../src/metrics-counters.js';
+import { METRIC_CONTRACT } from './support/metric-contract.js';
 import type { PoolStats } from '../src/pool/tenant-pool.js';
 
 function stats(tenant: string, requests: number, inUse = 1): PoolStats {
@@ -109,5 +111,45 @@ describe('metric cardinality', () => {
     const after = await metrics.metrics();
     expect(after).not.toContain('tenant="yA"');
     expect(after).toContain('lensfleet_pool_max_connections{tenant="yB"} 4');
+  });
+
+  it("one vocabulary: every counter of a pool's stats is exported under the metric the table names, with its value (ms as seconds), and is in the metric contract", async () => {
+    const pool: PoolStats = {
+      ...stats('yAll', 7),
+      requests_wait_ms_total: 2500,
+      acquire_timeouts_total: 2,
+      pool_busy_total: 3,
+      connections_opened_total: 4,
+      connections_closed_total: { idle: 1, evicted: 5 },
+      connection_errors_total: { connect: 6, process_budget_timeout: 8 },
+      pings_failed_total: 9,
+      leaks_total: 10,
+    };
+    const metrics = new LensfleetMetrics({ poolStats: () => [pool], processStats: () => proc }, { defaultMetrics: false });
+    const text = await metrics.metrics();
+    const expected: Record<string, number> = {
+      'lensfleet_pool_acquire_requests_total{tenant="yAll"}': 7,
+      'lensfleet_pool_acquire_wait_seconds_total{tenant="yAll"}': 2.5,
+      'lensfleet_pool_acquire_timeouts_total{tenant="yAll"}': 2,
+      'lensfleet_pool_busy_total{tenant="yAll"}': 3,
+      'lensfleet_pool_connections_opened_total{tenant="yAll"}': 4,
+      'lensfleet_pool_connections_closed_total{tenant="yAll",reason="idle"}': 1,
+      'lensfleet_pool_connections_closed_total{tenant="yAll",reason="evicted"}': 5,
+      'lensfleet_pool_connection_errors_total{tenant="yAll",kind="connect"}': 6,
+      'lensfleet_pool_connection_errors_total{tenant="yAll",kind="process_budget_timeout"}': 8,
+      'lensfleet_pool_pings_failed_total{tenant="yAll"}': 9,
+      'lensfleet_pool_leaks_total{tenant="yAll"}': 10,
+    };
+    for (const [series, v] of Object.entries(expected)) expect(value(text, series), series).toBe(v);
+    // Every counter key of the snapshot has a row, and every row is a contract counter with its labels.
+    const counterKeys = Object.entries(pool)
+      .filter(([k, v]) => k.endsWith('_total') && (typeof v === 'number' || typeof v === 'object'))
+      .map(([k]) => k);
+    expect([...POOL_COUNTER_KEYS].sort()).toEqual(counterKeys.sort());
+    for (const key of POOL_COUNTER_KEYS) {
+      const spec = POOL_COUNTER_METRICS[key];
+      const label = labelOf(spec);
+      expect(METRIC_CONTRACT.find((m) => m.name === spec.name)).toEqual({ name: spec.name, type: 'counter', labels: label ? ['tenant', label] : ['tenant'] });
+    }
   });
 });

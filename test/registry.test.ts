@@ -121,6 +121,9 @@ describe('pool registry', () => {
   it('warm-up on start: LENSFLEET_WARM_TENANTS pools exist with min_size connections before any job', async () => {
     const w = await startTestWorker({ env: tenants.env, concurrency: 4, pool: { minSize: 3 }, extra: { warmTenants: [B] } });
     try {
+      // Warm-up runs in the background (a warm tenant whose database is down must not keep the
+      // worker from starting: test/warm-up.test.ts).
+      await waitFor('the warm pool', () => w.logs.find((e) => e.msg === 'pool warmed' && e.tenant === B).length === 1, 10_000, 10);
       expect(w.service.registry.keys()).toEqual([`${B}:service`]);
       expect(w.service.registry.stats()[0]).toMatchObject({ size: 3, requests_total: 0 });
       expect(await countConnections(`lf_${B}`)).toBe(3);

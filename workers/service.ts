@@ -154,15 +154,30 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
       // Closed last, so /ready answers 503 "draining" (not connection refused) during a drain.
       cleanups.unshift({ name: 'http', run: () => server.close() });
     }
-    await warmUp(config.warmTenants.includes('*') ? tenants.ids() : config.warmTenants);
+    // In the background: the worker serves every tenant at once, whatever the warm ones' databases do.
+    void warmUp(config.warmTenants.includes('*') ? tenants.ids() : config.warmTenants);
   } catch (err) {
     await runCleanups(cleanups, logger);
     throw err;
   }
+  /**
+   * Create the warm tenants' pools, one after another. Never rejects: a tenant whose database is
+   * down (or refuses every connection) is logged and counted, and nothing is cached — its first
+   * job creates the pool. A pool that opened fewer than minSize connections is kept (one
+   * serves) and opens the rest in the background.
+   */
   async function warmUp(ids: readonly string[]): Promise<void> {
     for (const id of ids) {
-      const pool = await registry.get(tenants.getPg(id));
-      logger.info({ tenant: id, connections: pool.size }, 'pool warmed');
+      if (draining) return;
+      try {
+        const pool = await registry.get(tenants.getPg(id));
+        logger.info({ tenant: id, connections: pool.size, min: pool.min }, 'pool warmed');
+      } catch (err) {
+        if (draining) return; // the registry closed under it: shutting down, not a failure
+        metrics.warmUpFailed();
+        const e = err as { code?: unknown; message?: unknown };
+        logger.warn({ tenant: id, code: e?.code }, `pool warm-up failed (the tenant's first job tries again): ${String(e?.message ?? err)}`);
+      }
     }
   }
 

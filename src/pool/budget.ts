@@ -3,6 +3,7 @@
  * pools. It sees pools only through `BudgetMember`, so it can be tested with fakes.
  */
 import type { Logger } from 'pino';
+import { LensfleetError } from '../errors.js';
 import type { BudgetMember, ConnectionBudget } from './types.js';
 
 /**
@@ -48,9 +49,7 @@ export class ProcessBudget implements ConnectionBudget {
         continue;
       }
       const left = deadline - Date.now();
-      if (left <= 0) {
-        throw new Error(`process connection budget (${this.max}) exhausted: no idle connection to close within ${timeoutMs} ms (timeout)`);
-      }
+      if (left <= 0) throw this.#exhausted(requester, timeoutMs);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, Math.min(left, 100));
         this.#wakers.push(() => {
@@ -59,6 +58,22 @@ export class ProcessBudget implements ConnectionBudget {
         });
       });
     }
+  }
+
+  /** PROCESS_BUDGET_TIMEOUT, stating the budget's numbers (as HikariCP's timeouts state the pool's). */
+  #exhausted(requester: BudgetMember, timeoutMs: number): LensfleetError {
+    let pools = 0;
+    let busy = 0;
+    for (const p of this.#pools) {
+      pools++;
+      if (p.busy) busy++;
+    }
+    const total = this.total();
+    return new LensfleetError(
+      'PROCESS_BUDGET_TIMEOUT',
+      `tenant ${requester.tenant}: no room in the process connection budget within ${timeoutMs} ms (total=${total}, max=${this.max}, pools=${pools}, busy=${busy}) and no idle connection of another tenant to close`,
+      { details: { tenant: requester.tenant, total, max: this.max, pools, busyPools: busy } },
+    );
   }
 
   #leastRecentlyUsedIdle(requester: BudgetMember): BudgetMember | undefined {

@@ -272,7 +272,7 @@ export class PoolRegistry {
 function logPoolEvent(log: Logger, e: PoolEvent): void {
   switch (e.type) {
     case 'connection_error':
-      log.warn({ kind: e.kind, code: e.code }, `connection error: ${e.message}`);
+      log.warn({ kind: e.kind, code: e.code, cause: e.cause }, `connection error: ${e.message}`);
       return;
     case 'leak':
       log.warn({ heldMs: e.heldMs, ...e.holder }, `connection held for ${e.heldMs} ms (leak detection threshold exceeded)`);
@@ -280,6 +280,9 @@ function logPoolEvent(log: Logger, e: PoolEvent): void {
     case 'closed_connection':
       if (e.reason === 'recycled' || e.reason === 'evicted') log.info({ reason: e.reason }, `connection ${e.reason}`);
       else log.debug({ reason: e.reason }, 'connection closed');
+      return;
+    case 'task_failed':
+      log.error({ task: e.task }, `pool housekeeping task failed (it runs again): ${e.message}`);
       return;
   }
 }

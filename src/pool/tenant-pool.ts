@@ -1,38 +1,25 @@
 /**
- * One tenant's connections in this process: a thin wrapper around `pg.Pool` that adds what it
- * lacks — a typed acquire timeout distinct from the connect timeout, bounded waiting, warm-up and
- * refill to minSize, overflow connections closed on release, pre-ping of idle connections,
- * jittered lifetime, destroy-on-dirty-return, leak detection, a process-wide connection budget
- * hook, and a stats snapshot. It knows nothing of lenses or BullMQ.
- *
- * With `pooling: false` (the guide's rollback plan) every acquire opens a fresh connection and
- * every release closes it; stats, timeouts and the budget work the same.
+ * One tenant's connections in this process. The pool owns the acquire path — a typed acquire
+ * timeout distinct from the connect timeout, bounded waiting, hand-out, destroy-on-dirty-return,
+ * leak detection — and the stats snapshot; its connection source (source.ts) owns where
+ * connections come from and go back to: a `pg.Pool` that keeps them (pooled-source.ts) or a fresh
+ * connection per job (unpooled-source.ts, the guide's rollback plan). Both count in one ledger
+ * (ledger.ts); background work is in housekeeping.ts. It knows nothing of lenses or BullMQ.
  */
 import { performance } from 'node:perf_hooks';
-import pg from 'pg';
+import type pg from 'pg';
 import type { PoolSettings } from '../config.js';
+import { LensfleetError, markConnectionLoss } from '../errors.js';
 import { DeadlineQueue } from './deadline-queue.js';
-import { LensfleetError } from '../errors.js';
-import { closeReasons, meta, PooledClient, type ClientMeta, type PooledClientOptions } from './pooled-client.js';
-import type {
-  CheckoutCallback,
-  CloseReason,
-  ConnectionBudget,
-  ConnectionErrorKind,
-  PoolClient,
-  PoolEvent,
-  PoolObserver,
-  PoolStats,
-  TenantPoolOptions,
-} from './types.js';
-import { withTimeout } from '../timeout.js';
+import { LeakSweep } from './housekeeping.js';
+import { PoolLedger } from './ledger.js';
+import { meta } from './pooled-client.js';
+import { PooledSource } from './pooled-source.js';
+import type { ConnectionSource, SourceHost } from './source.js';
+import type { BudgetMember, CheckoutCallback, CloseReason, PoolClient, PoolObserver, PoolStats, TenantPoolOptions } from './types.js';
+import { UnpooledSource } from './unpooled-source.js';
 
 export type * from './types.js';
-
-/** A pre-ping slower than this counts as failed (the connection is destroyed, another is used). */
-const PING_TIMEOUT_MS = 2000;
-/** Longest wait for an evicted connection's socket to close. */
-const EVICT_WAIT_MS = 1000;
 
 /** What a settled waiter keeps instead of its caller's callback (see #settle). */
 const SETTLED: CheckoutCallback = () => {};
@@ -48,50 +35,34 @@ interface Waiter {
   settled: boolean;
 }
 
-export class TenantPool {
+export class TenantPool implements BudgetMember {
   readonly tenant: string;
   readonly key: string;
   readonly max: number;
   readonly min: number;
   readonly settings: PoolSettings;
   readonly pooling: boolean;
-  readonly #pool: pg.Pool | undefined;
-  readonly #clientConfig: pg.ClientConfig;
+  readonly #source: ConnectionSource;
+  readonly #ledger: PoolLedger;
   readonly #observer: PoolObserver;
-  readonly #budget: ConnectionBudget | undefined;
-  readonly #onEvent: (event: PoolEvent) => void;
   #closed = false;
   #closing: Promise<void> | undefined;
-  #refillScheduled = false;
   #waiting = 0;
   #inUse = 0;
-  #unpooledOpen = 0;
-  /** Connections counted in `size` that are still waiting for the budget or connecting. */
-  #opening = 0;
+  /** Highest demand (in use + waiting) since the overflow trim last asked. */
+  #peakDemand = 0;
   #lastUsedAt = Date.now();
-  /**
-   * Metadata of every open connection, for the leak sweeper (which looks at the checked-out ones).
-   * Changed on open and close only: a Set add/delete per checkout cost ~0.8 µs (V8 reallocates a
-   * small Set's table as it empties and refills).
-   */
-  readonly #connections = new Set<ClientMeta>();
-  #leakSweeper: NodeJS.Timeout | undefined;
   /** Every acquire's deadline on one timer (deadlines grow in start order: one timeout per pool). */
   readonly #deadlines = new DeadlineQueue<Waiter>((w) => this.#expired(w));
-  /** Armed while the pool holds overflow connections: closes them once demand stayed ≤ maxSize. */
-  #overflowTimer: NodeJS.Timeout | undefined;
-  /** Highest demand (in use + waiting) since the overflow timer was armed. */
-  #peakDemand = 0;
-  readonly #stats = {
+  /** Started at the first hand-out (when leak detection is on), then it runs until close. */
+  readonly #leakSweep: LeakSweep | undefined;
+  #sweeping = false;
+  /** Acquire-path counters (the connection counters are the ledger's). */
+  readonly #requests = {
     requests_total: 0,
     requests_wait_ms_total: 0,
     acquire_timeouts_total: 0,
     pool_busy_total: 0,
-    connections_opened_total: 0,
-    pings_failed_total: 0,
-    leaks_total: 0,
-    connections_closed_total: {} as Record<string, number>,
-    connection_errors_total: {} as Record<string, number>,
   };
 
   constructor(opts: TenantPoolOptions) {
@@ -102,57 +73,74 @@ export class TenantPool {
     this.min = Math.min(opts.settings.minSize, opts.max);
     this.pooling = opts.pooling;
     this.#observer = opts.observer ?? {};
-    this.#budget = opts.budget;
-    this.#onEvent = opts.onEvent ?? (() => {});
-    this.#clientConfig = {
+    const ledger = new PoolLedger({
+      tenant: opts.tenant,
+      settings: opts.settings,
+      member: this,
+      observer: opts.observer,
+      budget: opts.budget,
+      onEvent: opts.onEvent,
+    });
+    this.#ledger = ledger;
+    const clientConfig: pg.ClientConfig = {
       connectionString: opts.databaseUrl.reveal(),
       application_name: opts.applicationName ?? 'lensfleet',
       // Session defaults make a plain lens query one round trip: read-only and time-bounded
       // without a BEGIN/SET/COMMIT around it.
       statement_timeout: opts.settings.statementTimeoutMs,
       options: '-c default_transaction_read_only=on',
-      connectionTimeoutMillis: opts.settings.connectTimeoutMs,
     };
-    if (!this.pooling) return;
-    const clientConfig = this.#clientConfig;
-    const poolOptions: PooledClientOptions = {
-      Client: PooledClient as unknown as typeof pg.Client,
-      // A function, not the object: the config holds the database URL (a secret), and pg-pool
-      // copies its options around; a dump of them then shows no URL.
-      clientConfig: () => clientConfig,
-      openCounted: (client, open, done) => this.#openCounted(client, open, done),
+    const pool = this;
+    const host: SourceHost = {
+      get waiting() {
+        return pool.#waiting;
+      },
+      get closed() {
+        return pool.#closed;
+      },
+      takePeakDemand() {
+        const peak = pool.#peakDemand;
+        pool.#peakDemand = pool.#inUse + pool.#waiting;
+        return peak;
+      },
+    };
+    const sourceOptions = {
+      settings: opts.settings,
       max: this.max,
       min: this.min,
-      idleTimeoutMillis: opts.settings.idleTimeoutMs,
+      ledger,
+      host,
+      client: {
+        // A function, not the object: the config holds the database URL (a secret), and pg-pool
+        // copies its options around; a dump of them then shows no URL.
+        clientConfig: () => clientConfig,
+        openCounted: ledger.open,
+        connectTimeoutMs: opts.settings.connectTimeoutMs,
+      },
     };
-    this.#pool = new pg.Pool(poolOptions);
-    // An idle client's error (server restart, pg_terminate_backend) is emitted here; without a
-    // listener it would crash the process. pg-pool removes that client itself.
-    this.#pool.on('error', (err, client) => {
-      closeReasons.set(client, 'error');
-      this.#error('idle', err);
-    });
-    this.#pool.on('remove', (client) => this.#removed(client));
+    // The one place the mode is decided (a mode is a type, not a flag checked everywhere).
+    this.#source = opts.pooling ? new PooledSource(sourceOptions) : new UnpooledSource(sourceOptions);
+    if (opts.settings.leakDetectionMs > 0) {
+      this.#leakSweep = new LeakSweep(
+        ledger.connections,
+        opts.settings.leakDetectionMs,
+        (m, heldMs) => {
+          ledger.counters.leaks_total++;
+          ledger.event({ type: 'leak', heldMs, holder: m.holder });
+        },
+        ledger.taskFailed,
+      );
+    }
   }
 
-  /** Open connections up to minSize now (pg.Pool's `min` does not pre-open), within the budget. */
-  async warm(): Promise<void> {
-    const pool = this.#pool;
-    if (!pool) return;
-    const need = Math.min(this.min - pool.totalCount, this.#budget?.free() ?? Infinity);
-    if (need <= 0) return;
-    // pg.Pool hands out idle connections before it opens new ones: borrow those too, so that
-    // `need` new connections really open.
-    const borrow = pool.idleCount;
-    const clients = await Promise.allSettled(Array.from({ length: need + borrow }, () => pool.connect()));
-    let firstError: unknown;
-    for (const r of clients) {
-      // Straight back, without touching releasedAt: a borrowed connection keeps its idle age
-      // (and so its pre-ping), a new one is fresh.
-      if (r.status === 'fulfilled') r.value.release();
-      else firstError ??= r.reason;
-    }
-    if (firstError !== undefined) throw this.#connectError(firstError);
+  /**
+   * Open connections up to minSize now (pg.Pool's `min` does not pre-open), within the process
+   * budget. Resolves once at least one connection is open — one serves; the rest are opened in
+   * the background with backoff — and rejects with the first error when none could be opened.
+   * Nothing to do without pooling.
+   */
+  warm(): Promise<void> {
+    return this.#source.warm();
   }
 
   /**
@@ -173,10 +161,10 @@ export class TenantPool {
     if (this.#closed) {
       return done(new LensfleetError('POOL_CLOSED', `pool ${this.key} is closed`, { details: { tenant: this.tenant } }), undefined);
     }
-    this.#stats.requests_total++;
+    this.#requests.requests_total++;
     this.#lastUsedAt = Date.now();
-    if (this.#waiting >= this.settings.maxWaiting) {
-      this.#stats.pool_busy_total++;
+    if (this.#isQueueFull()) {
+      this.#requests.pool_busy_total++;
       return done(
         new LensfleetError('POOL_BUSY', `pool ${this.key} has ${this.#waiting} acquires waiting (maxWaiting=${this.settings.maxWaiting}); try again later`, {
           details: { tenant: this.tenant, ...this.#numbers() },
@@ -192,23 +180,17 @@ export class TenantPool {
   }
 
   #attempt(w: Waiter): void {
-    // pg.Pool's callback form: no promise of its own per checkout.
-    if (this.#pool) this.#pool.connect((err, client) => this.#checkedOut(w, err, client));
-    else
-      this.#checkout().then(
-        (client) => this.#checkedOut(w, undefined, client),
-        (err: Error) => this.#checkedOut(w, err, undefined),
-      );
+    this.#source.connect((err, client) => this.#checkedOut(w, err, client));
   }
 
   #checkedOut(w: Waiter, err: Error | null | undefined, client: PoolClient | undefined): void {
     if (err || client === undefined) {
       if (w.settled) return;
-      this.#settle(w)(this.#connectError(err ?? new Error('pg.Pool returned no connection')), undefined);
+      this.#settle(w)(this.#acquireError(err), undefined);
       return;
     }
     if (w.settled) return this.#handBackLate(client);
-    const usable = this.#validate(client);
+    const usable = this.#source.validate(client);
     if (usable === true) this.#grant(w, client);
     else if (usable === false) this.#retry(w);
     else
@@ -231,7 +213,7 @@ export class TenantPool {
    * saturated for minutes holds thousands) and overflow the stack.
    */
   #handBackLate(client: PoolClient): void {
-    queueMicrotask(() => this.#giveBack(client, undefined));
+    queueMicrotask(() => this.#return(client, undefined));
   }
 
   #grant(w: Waiter, client: PoolClient): void {
@@ -257,7 +239,7 @@ export class TenantPool {
     w.done = SETTLED;
     w.holder = undefined;
     this.#waiting--;
-    this.#stats.requests_wait_ms_total += performance.now() - w.started;
+    this.#requests.requests_wait_ms_total += performance.now() - w.started;
     return done;
   }
 
@@ -274,7 +256,7 @@ export class TenantPool {
   /** An acquire's deadline passed: POOL_TIMEOUT with the pool's numbers. */
   #expired(w: Waiter): void {
     const done = this.#settle(w);
-    this.#stats.acquire_timeouts_total++;
+    this.#requests.acquire_timeouts_total++;
     done(
       new LensfleetError(
         'POOL_TIMEOUT',
@@ -290,7 +272,9 @@ export class TenantPool {
   /**
    * Return a connection. It is destroyed instead of reused when the job failed (`err`), when it
    * is left inside a transaction, when it is past its lifetime, or when it is an overflow
-   * connection. Releasing the same checkout again does nothing.
+   * connection. Releasing the same checkout again does nothing. Release before classifying
+   * `err` (classifyQueryError): when the connection had lost its socket, `err` is marked as
+   * reporting that loss.
    */
   release(client: PoolClient, err?: unknown): void {
     const m = meta.get(client);
@@ -302,15 +286,18 @@ export class TenantPool {
     if (m) {
       m.checkedOut = false;
       m.holder = undefined;
+      // A query sent after the socket failed fails with a fresh error (not the one the client
+      // emitted): what it reports is still that loss.
+      if (m.lost && err !== undefined) markConnectionLoss(err);
     }
-    if (this.#pool && this.settings.resetOnReturn && this.#unusable(client, err) === undefined) {
-      // Session state a job set (SET outside a transaction, SET ROLE…) must not reach the next
-      // job: reset to the connection's startup defaults (read-only, statement timeout). The
-      // command is queued on the connection, so the next user's query runs after it; if it
-      // fails, the connection errors and is replaced. Prepared statements survive RESET ALL.
-      client.query('RESET ALL').catch(() => {});
-    }
-    this.#giveBack(client, err);
+    this.#return(client, err);
+  }
+
+  /** Back to the source: reused when healthy, else destroyed with the reason. */
+  #return(client: PoolClient, err: unknown): void {
+    const reason = this.#unusable(client, err);
+    if (reason === undefined) this.#source.reuse(client);
+    else this.#source.destroy(client, reason);
   }
 
   /**
@@ -318,7 +305,7 @@ export class TenantPool {
    * Resolves true once it is closed, false when this pool has none to spare.
    */
   evictIdle(): Promise<boolean> {
-    return this.#closeIdle(1, 'evicted').then((closed) => closed > 0);
+    return this.#source.closeIdle(1, 'evicted').then((closed) => closed > 0);
   }
 
   /**
@@ -328,10 +315,12 @@ export class TenantPool {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
-      clearTimeout(this.#overflowTimer);
       this.#rejectWaiters();
-      await this.#pool?.end();
-      clearInterval(this.#leakSweeper);
+      try {
+        await this.#source.end();
+      } finally {
+        this.#leakSweep?.stop();
+      }
     })();
     return this.#closing;
   }
@@ -342,16 +331,16 @@ export class TenantPool {
 
   /** Connection slots taken, including ones still waiting for the budget or connecting (what the budget counts). */
   get size(): number {
-    return this.#pool ? this.#pool.totalCount : this.#unpooledOpen;
+    return this.#source.size;
   }
 
   /** Connections actually open (what the database sees). */
   get open(): number {
-    return this.size - this.#opening;
+    return this.#source.size - this.#ledger.opening;
   }
 
   get idleCount(): number {
-    return this.#pool ? this.#pool.idleCount : 0;
+    return this.#source.idleCount;
   }
 
   get lastUsedAt(): number {
@@ -364,6 +353,7 @@ export class TenantPool {
 
   stats(): PoolStats {
     const n = this.#numbers();
+    const c = this.#ledger.counters;
     return {
       tenant: this.tenant,
       key: this.key,
@@ -376,74 +366,29 @@ export class TenantPool {
       inUse: n.active,
       idle: n.idle,
       waiting: n.waiting,
-      ...this.#stats,
-      requests_wait_ms_total: Math.round(this.#stats.requests_wait_ms_total),
-      connections_closed_total: { ...this.#stats.connections_closed_total },
-      connection_errors_total: { ...this.#stats.connection_errors_total },
+      ...this.#requests,
+      requests_wait_ms_total: Math.round(this.#requests.requests_wait_ms_total),
+      connections_opened_total: c.connections_opened_total,
+      pings_failed_total: c.pings_failed_total,
+      leaks_total: c.leaks_total,
+      connections_closed_total: { ...c.connections_closed_total },
+      connection_errors_total: { ...c.connection_errors_total },
       idle_for_ms: Date.now() - this.#lastUsedAt,
     };
   }
 
+  /** maxWaiting acquires wait already. */
+  #isQueueFull(): boolean {
+    return this.#waiting >= this.settings.maxWaiting;
+  }
+
   #numbers() {
-    return { total: this.open, opening: this.#opening, active: this.#inUse, idle: this.idleCount, waiting: this.#waiting };
+    return { total: this.open, opening: this.#ledger.opening, active: this.#inUse, idle: this.idleCount, waiting: this.#waiting };
   }
 
   #describe(): string {
     const n = this.#numbers();
     return `total=${n.total}, active=${n.active}, idle=${n.idle}, waiting=${n.waiting}, max=${this.max}`;
-  }
-
-  /** Reserve budget, open, time and register one connection; `open` is the raw connect. */
-  #openCounted(client: pg.Client, open: (cb: (err: Error | null) => void) => void, done: (err: Error | null) => void): void {
-    this.#opening++;
-    const connect = () => {
-      const started = performance.now();
-      open((err) => {
-        this.#opening--;
-        this.#connected(client, started, err ?? undefined);
-        if (err) this.#budget?.released();
-        done(err);
-      });
-    };
-    if (!this.#budget) return connect();
-    this.#budget.reserve(this, this.settings.connectTimeoutMs).then(connect, (err: Error) => {
-      this.#opening--;
-      this.#error('connect', err);
-      this.#budget?.released();
-      done(err);
-    });
-  }
-
-  async #checkout(): Promise<PoolClient> {
-    if (this.#pool) return this.#pool.connect();
-    // Rollback plan: a fresh connection per job, closed on release.
-    const client = new pg.Client(this.#clientConfig);
-    client.on('error', (err) => this.#error('active', err));
-    this.#unpooledOpen++;
-    try {
-      await new Promise<void>((resolve, reject) =>
-        this.#openCounted(
-          client,
-          (cb) => client.connect(cb),
-          (err) => (err ? reject(err) : resolve()),
-        ),
-      );
-    } catch (err) {
-      this.#unpooledOpen--;
-      throw err;
-    }
-    const c = client as unknown as PoolClient;
-    c.release = () => {
-      const m = meta.get(client);
-      if (m) this.#connections.delete(m);
-      this.#unpooledOpen--;
-      this.#count('unpooled');
-      void client
-        .end()
-        .catch(() => {})
-        .finally(() => this.#budget?.released());
-    };
-    return c;
   }
 
   #handOut(client: PoolClient, holder: Readonly<Record<string, unknown>> | undefined): void {
@@ -453,115 +398,15 @@ export class TenantPool {
     const m = meta.get(client);
     if (!m) return;
     m.checkedOut = true;
-    if (this.settings.leakDetectionMs > 0) {
+    if (this.#leakSweep !== undefined) {
       m.handedOutAt = Date.now();
       m.holder = holder;
       m.leakReported = false;
-      this.#leakSweeper ??= this.#startLeakSweeper();
-    }
-  }
-
-  /** One timer per pool, not one per acquire: checks held connections a few times per threshold. */
-  #startLeakSweeper(): NodeJS.Timeout {
-    const threshold = this.settings.leakDetectionMs;
-    const timer = setInterval(
-      () => {
-        const now = Date.now();
-        for (const m of this.#connections) {
-          if (!m.checkedOut || m.leakReported || now - m.handedOutAt < threshold) continue;
-          m.leakReported = true;
-          this.#stats.leaks_total++;
-          this.#onEvent({ type: 'leak', heldMs: now - m.handedOutAt, holder: m.holder });
-        }
-      },
-      Math.max(10, Math.min(1000, Math.floor(threshold / 4))),
-    );
-    timer.unref();
-    return timer;
-  }
-
-  /** Pre-ping and lifetime check before hand-out; false = the connection was discarded. */
-  #validate(client: PoolClient): boolean | Promise<boolean> {
-    const m = meta.get(client);
-    if (!m || !this.#pool) return true;
-    const now = Date.now();
-    if (now >= m.expiresAt) {
-      this.#destroy(client, 'recycled');
-      return false;
-    }
-    if (!this.settings.prePing || now - m.releasedAt < this.settings.prePingIdleMs) return true; // no round trip
-    // A connection that stopped answering (network partition) must not stall the acquire.
-    return withTimeout(client.query(';'), PING_TIMEOUT_MS).then(
-      () => true,
-      () => {
-        this.#stats.pings_failed_total++;
-        this.#destroy(client, 'ping_failed');
-        return false;
-      },
-    );
-  }
-
-  #giveBack(client: PoolClient, err: unknown): void {
-    if (!this.#pool) return client.release();
-    const reason = this.#unusable(client, err);
-    if (reason !== undefined) return this.#destroy(client, reason);
-    const m = meta.get(client);
-    if (m) m.releasedAt = Date.now();
-    client.release();
-    if (this.#overflowTimer === undefined && this.settings.overflowLingerMs > 0 && this.#pool.totalCount > this.#keep) this.#armOverflowTrim();
-  }
-
-  /** Connections the overflow trim never goes below: maxSize, or minSize when that is larger (kept warm). */
-  get #keep(): number {
-    return Math.max(this.settings.maxSize, this.min);
-  }
-
-  /**
-   * Overflow connections stay while they are needed: they close once demand has not exceeded
-   * maxSize for a whole overflowLingerMs. Under steady demand around maxSize (a worker whose
-   * concurrency is above maxSize) they are reused instead of reopened for every burst.
-   */
-  #armOverflowTrim(): void {
-    this.#peakDemand = this.#inUse + this.#waiting;
-    this.#overflowTimer = setTimeout(() => {
-      this.#overflowTimer = undefined;
-      const pool = this.#pool;
-      if (this.#closed || pool === undefined) return;
-      const excess = pool.totalCount - this.#keep;
-      if (excess <= 0) return;
-      if (this.#peakDemand <= this.#keep) {
-        void this.#closeIdle(excess, 'overflow');
+      if (!this.#sweeping) {
+        this.#sweeping = true;
+        this.#leakSweep.start();
       }
-      // Overflow still open (in use, or needed in this window): look again after another window.
-      if (pool.totalCount - this.#keep > 0) this.#armOverflowTrim();
-    }, this.settings.overflowLingerMs);
-    this.#overflowTimer.unref();
-  }
-
-  /**
-   * Close up to `count` idle connections; resolves with how many closed, once their sockets have
-   * ended (so the server has that many connections fewer), or after EVICT_WAIT_MS at most: they no
-   * longer count here either way. Checked out through pg.Pool, which hands out idle connections
-   * before it opens any: so only while no acquire waits, and at most as many as are idle.
-   */
-  #closeIdle(count: number, reason: CloseReason): Promise<number> {
-    const pool = this.#pool;
-    if (!pool || this.#closed || pool.waitingCount > 0 || this.#waiting > 0) return Promise.resolve(0);
-    const closing = Array.from({ length: Math.min(count, pool.idleCount) }, () =>
-      pool.connect().then(
-        (client) =>
-          new Promise<number>((resolve) => {
-            const timer = setTimeout(() => resolve(1), EVICT_WAIT_MS).unref();
-            client.once('end', () => {
-              clearTimeout(timer);
-              resolve(1);
-            });
-            this.#destroy(client, reason);
-          }),
-        () => 0,
-      ),
-    );
-    return Promise.all(closing).then((closed) => closed.reduce((a, b) => a + b, 0));
+    }
   }
 
   /** Why a returned connection must be closed instead of reused, if it must. */
@@ -570,91 +415,16 @@ export class TenantPool {
     if (client.getTransactionStatus() !== 'I') return 'dirty';
     const m = meta.get(client);
     if (m !== undefined && Date.now() >= m.expiresAt) return 'recycled';
-    // With overflowLingerMs = 0, SQLAlchemy's QueuePool rule: a returned connection is closed as
-    // overflow when the pool already keeps maxSize idle ones. (Otherwise #armOverflowTrim closes
-    // overflow once demand has stayed at or below maxSize for the linger.)
-    const pool = this.#pool;
-    if (
-      this.settings.overflowLingerMs === 0 &&
-      pool !== undefined &&
-      pool.totalCount > this.settings.maxSize &&
-      pool.idleCount >= this.settings.maxSize &&
-      this.#waiting === 0
-    )
-      return 'overflow';
     return undefined;
   }
 
-  #destroy(client: PoolClient, reason: CloseReason): void {
-    closeReasons.set(client, reason);
-    client.release(true);
-  }
-
-  #connected(client: pg.ClientBase, started: number, err?: Error): void {
-    if (err) {
-      this.#error(/timeout/i.test(err.message) ? 'connect_timeout' : 'connect', err);
-      return;
-    }
-    this.#stats.connections_opened_total++;
-    this.#observer.connected?.(this.tenant, (performance.now() - started) / 1000);
-    // Lifetime jittered by up to −5 % so a pool's connections don't all reconnect together.
-    const lifetimeMs = this.settings.recycleSeconds * 1000 * (1 - Math.random() * 0.05);
-    const m: ClientMeta = {
-      expiresAt: this.settings.recycleSeconds > 0 ? Date.now() + lifetimeMs : Infinity,
-      releasedAt: Date.now(),
-      handedOutAt: 0,
-      holder: undefined,
-      leakReported: false,
-      checkedOut: false,
-    };
-    meta.set(client, m);
-    this.#connections.add(m);
-    // Errors on a checked-out client are emitted on the client; without a listener a server
-    // restart would crash the worker. pg-pool only listens (and counts `idle`) while it is idle.
-    if (this.#pool) client.on('error', (e: Error) => m.checkedOut && this.#error('active', e));
-  }
-
-  #removed(client: pg.Client): void {
-    const reason = closeReasons.get(client) ?? (this.#closed ? 'pool_closed' : 'idle');
-    this.#count(reason);
-    const m = meta.get(client);
-    if (m) this.#connections.delete(m);
-    this.#budget?.released();
-    this.#scheduleRefill();
-  }
-
-  /** Top the pool back up to minSize after connections died or were recycled (in the background). */
-  #scheduleRefill(): void {
-    // With acquires waiting, the pool is opening connections anyway.
-    if (this.#refillScheduled || this.#closed || !this.#pool || this.#pool.totalCount >= this.min || this.#waiting > 0) return;
-    this.#refillScheduled = true;
-    setTimeout(() => {
-      this.#refillScheduled = false;
-      if (this.#closed) return;
-      this.warm().catch(() => {
-        // counted as a connection error already; the next removal or acquire tries again
-      });
-    }, 10).unref();
-  }
-
-  #error(kind: ConnectionErrorKind, err: Error): void {
-    this.#stats.connection_errors_total[kind] = (this.#stats.connection_errors_total[kind] ?? 0) + 1;
-    this.#onEvent({ type: 'connection_error', kind, code: (err as { code?: string }).code, message: err.message });
-  }
-
-  #count(reason: CloseReason): void {
-    this.#stats.connections_closed_total[reason] = (this.#stats.connections_closed_total[reason] ?? 0) + 1;
-    if (reason !== 'unpooled') this.#onEvent({ type: 'closed_connection', reason });
-  }
-
-  #connectError(err: unknown): LensfleetError {
+  /** The error an acquire fails with when the source could not give a connection. */
+  #acquireError(err: Error | null | undefined): LensfleetError {
     if (err instanceof LensfleetError) return err;
-    const e = err as Error & { code?: string };
-    const timedOut = /timeout/i.test(e.message ?? '');
-    const code = timedOut ? 'CONNECT_TIMEOUT' : 'CONNECTION_FAILED';
-    const what = timedOut
-      ? `opening a connection took longer than ${this.settings.connectTimeoutMs} ms`
-      : `cannot connect (${e.code ?? 'error'}): ${e.message}`;
-    return new LensfleetError(code, `tenant ${this.tenant}: ${what}`, { cause: err, details: { tenant: this.tenant } });
+    // Opening errors arrive typed (the ledger types them); anything else is pg.Pool's own.
+    return new LensfleetError('CONNECTION_FAILED', `tenant ${this.tenant}: cannot connect: ${err?.message ?? 'no connection returned'}`, {
+      cause: err,
+      details: { tenant: this.tenant },
+    });
   }
 }

@@ -1,6 +1,16 @@
 /**
  * The tenant pool's public types: its options, stats snapshot, events, and the two interfaces
  * it calls out through (the metrics observer and the process connection budget).
+ *
+ * Glossary:
+ * - pool: one tenant's connections in one process (`TenantPool`).
+ * - connection source: where a pool's connections come from and go back to — a `pg.Pool` that
+ *   keeps them (`PooledSource`) or a fresh connection per job (`UnpooledSource`, the rollback plan).
+ * - ledger: a pool's books (connection counters, metadata of open connections, budget slots).
+ * - size: connection slots a pool takes, including connections still opening (what the process
+ *   budget counts); open: connections the database sees.
+ * - demand: connections in use plus acquires waiting.
+ * - housekeeping: a pool's background tasks (leak sweep, overflow trim, refill to minSize).
  */
 import type pg from 'pg';
 import type { PoolSettings } from '../config.js';
@@ -8,8 +18,13 @@ import type { Secret } from '../secret.js';
 
 /** Why a connection was closed (a metrics label: keep the set small and stable). */
 export type CloseReason = 'overflow' | 'recycled' | 'error' | 'dirty' | 'ping_failed' | 'idle' | 'evicted' | 'unpooled' | 'pool_closed';
-/** Where a connection error happened (a metrics label). */
-export type ConnectionErrorKind = 'connect' | 'connect_timeout' | 'idle' | 'active';
+/**
+ * What kind of connection error it was (a metrics label). The three kinds met while opening a
+ * connection name the error code the acquire fails with: `connect` = CONNECTION_FAILED,
+ * `connect_timeout` = CONNECT_TIMEOUT, `process_budget_timeout` = PROCESS_BUDGET_TIMEOUT.
+ * `idle` and `active`: an open connection failed while idle in the pool or checked out by a job.
+ */
+export type ConnectionErrorKind = 'connect' | 'connect_timeout' | 'process_budget_timeout' | 'idle' | 'active';
 
 /** Observer of pool events; every method is optional. Metrics implement it (the pool does not import prom-client). */
 export interface PoolObserver {
@@ -19,9 +34,19 @@ export interface PoolObserver {
 
 /** Lifecycle and problem events, for logs. */
 export type PoolEvent =
-  | { type: 'connection_error'; kind: ConnectionErrorKind; code: string | undefined; message: string }
+  | {
+      type: 'connection_error';
+      kind: ConnectionErrorKind;
+      /** The error code an acquire fails with (CONNECTION_FAILED…), for errors met while opening; else undefined. */
+      code: string | undefined;
+      /** The driver's or server's own code (SQLSTATE such as 28P01, or ECONNREFUSED), when there is one. */
+      cause: string | undefined;
+      message: string;
+    }
   | { type: 'leak'; heldMs: number; holder: Readonly<Record<string, unknown>> | undefined }
-  | { type: 'closed_connection'; reason: CloseReason };
+  | { type: 'closed_connection'; reason: CloseReason }
+  /** A housekeeping task failed unexpectedly (a bug, not a connection error: those are counted as such); it runs again. */
+  | { type: 'task_failed'; task: string; message: string };
 
 /** What the process budget needs to know of a pool (TenantPool implements it; tests use fakes). */
 export interface BudgetMember {
@@ -51,8 +76,32 @@ export interface ConnectionBudget {
   released(): void;
 }
 
+/**
+ * A pool's monotonic counters; keys carry their unit. `src/metrics-counters.ts` maps every key to
+ * the metric it is exported as (the compiler checks that none is missing).
+ */
+export interface PoolCounters {
+  /** Acquires asked for (granted, timed out, refused or failed). */
+  readonly requests_total: number;
+  /** Time all settled acquires waited, in milliseconds. */
+  readonly requests_wait_ms_total: number;
+  /** Acquires that failed with POOL_TIMEOUT. */
+  readonly acquire_timeouts_total: number;
+  /** Acquires refused at once with POOL_BUSY. */
+  readonly pool_busy_total: number;
+  readonly connections_opened_total: number;
+  /** Connections closed, by reason. */
+  readonly connections_closed_total: Readonly<Record<string, number>>;
+  /** Connection errors, by kind. */
+  readonly connection_errors_total: Readonly<Record<string, number>>;
+  /** Idle connections whose pre-ping failed (they are closed and another is handed out). */
+  readonly pings_failed_total: number;
+  /** Connections held past the leak detection threshold. */
+  readonly leaks_total: number;
+}
+
 /** A point-in-time snapshot of one pool; counter keys carry their unit. */
-export interface PoolStats {
+export interface PoolStats extends PoolCounters {
   readonly tenant: string;
   readonly key: string;
   readonly pooling: boolean;
@@ -67,15 +116,6 @@ export interface PoolStats {
   readonly inUse: number;
   readonly idle: number;
   readonly waiting: number;
-  readonly requests_total: number;
-  readonly requests_wait_ms_total: number;
-  readonly acquire_timeouts_total: number;
-  readonly pool_busy_total: number;
-  readonly connections_opened_total: number;
-  readonly connections_closed_total: Readonly<Record<string, number>>;
-  readonly connection_errors_total: Readonly<Record<string, number>>;
-  readonly pings_failed_total: number;
-  readonly leaks_total: number;
   /** Milliseconds since the last acquire (for idle-pool eviction and LRU). */
   readonly idle_for_ms: number;
 }

@@ -25,10 +25,13 @@ export const METRIC_CONTRACT: readonly MetricSpec[] = Object.freeze([
   { name: 'lensfleet_pool_acquire_seconds', type: 'histogram', labels: ['tenant'] },
   { name: 'lensfleet_pool_connect_seconds', type: 'histogram', labels: ['tenant'] },
   { name: 'lensfleet_pool_acquire_requests_total', type: 'counter', labels: ['tenant'] },
+  { name: 'lensfleet_pool_acquire_wait_seconds_total', type: 'counter', labels: ['tenant'] },
   { name: 'lensfleet_pool_acquire_timeouts_total', type: 'counter', labels: ['tenant'] },
+  { name: 'lensfleet_pool_busy_total', type: 'counter', labels: ['tenant'] },
   { name: 'lensfleet_pool_connection_errors_total', type: 'counter', labels: ['tenant', 'kind'] },
   { name: 'lensfleet_pool_connections_opened_total', type: 'counter', labels: ['tenant'] },
   { name: 'lensfleet_pool_connections_closed_total', type: 'counter', labels: ['tenant', 'reason'] },
+  { name: 'lensfleet_pool_pings_failed_total', type: 'counter', labels: ['tenant'] },
   { name: 'lensfleet_pool_leaks_total', type: 'counter', labels: ['tenant'] },
   // Per process.
   { name: 'lensfleet_pools', type: 'gauge', labels: [] },
@@ -38,6 +41,7 @@ export const METRIC_CONTRACT: readonly MetricSpec[] = Object.freeze([
   { name: 'lensfleet_worker_active_jobs', type: 'gauge', labels: [] },
   { name: 'lensfleet_pooling_enabled', type: 'gauge', labels: [] },
   { name: 'lensfleet_worker_ready', type: 'gauge', labels: [] },
+  { name: 'lensfleet_warmup_failures_total', type: 'counter', labels: [] },
   // Per lens.
   { name: 'lensfleet_jobs_total', type: 'counter', labels: ['lens', 'tenant', 'outcome'] },
   { name: 'lensfleet_job_duration_seconds', type: 'histogram', labels: ['lens'] },
