@@ -272,13 +272,22 @@ describe('records and faults (for tests)', () => {
     const res = await client.request({
       method: 'GET',
       path: '/rest/v1/receiving?select=id&limit=2',
-      headers: { apikey: t.serviceKey, Authorization: `Bearer ${t.user(2).token}`, Range: '0-5' },
+      headers: { apikey: t.serviceKey, Authorization: `Bearer ${t.user(2).token}`, Range: '0-5', 'X-Request-Id': 'r-1' },
     });
     await res.body.text();
     await client.close();
     expect(t.standIn.connectionsOpened()).toBe(before + 1);
     expect(t.standIn.requests()).toEqual([
-      { method: 'GET', path: '/rest/v1/receiving?select=id&limit=2', token: t.user(2).token, range: '0-5', role: 'authenticated', rows: 2, status: 200 },
+      {
+        method: 'GET',
+        path: '/rest/v1/receiving?select=id&limit=2',
+        token: t.user(2).token,
+        requestId: 'r-1',
+        range: '0-5',
+        role: 'authenticated',
+        rows: 2,
+        status: 200,
+      },
     ]);
   });
 

@@ -6,6 +6,10 @@ import { randomBytes } from 'node:crypto';
 import { serviceKeyFor, userTokenFor } from '../../dev/postgrest/jwt.js';
 import { type PostgrestStandIn, type StandInOptions, startPostgrestStandIn } from '../../dev/postgrest/server.js';
 import { demoUserId, type TenantDatabase } from '../../dev/local/tenant-db.js';
+import { DEFAULT_POOL_SETTINGS, type PoolSettings } from '../../src/config.js';
+import type { PoolEvent } from '../../src/pool/types.js';
+import { RestTenantPool, type RestTenantPoolOptions } from '../../src/rest/pool.js';
+import { Secret } from '../../src/secret.js';
 import { createTenants } from './harness.js';
 
 export interface RestTenant {
@@ -55,4 +59,25 @@ export async function startRestTenants(ids: string[], rows = 40, standIn: Partia
       await created.drop();
     },
   };
+}
+
+/** A REST pool for a stand-in tenant; its events are collected. */
+export function makeRestPool(
+  t: RestTenant,
+  max: number,
+  settings: Partial<PoolSettings> = {},
+  extra: Partial<RestTenantPoolOptions> = {},
+): { pool: RestTenantPool; events: PoolEvent[] } {
+  const events: PoolEvent[] = [];
+  const pool = new RestTenantPool({
+    tenant: t.id,
+    key: `${t.id}:service`,
+    supabaseUrl: t.standIn.url,
+    serviceKey: new Secret(t.serviceKey),
+    settings: { ...DEFAULT_POOL_SETTINGS, minSize: 0, ...settings },
+    max,
+    onEvent: (e) => events.push(e),
+    ...extra,
+  });
+  return { pool, events };
 }
