@@ -269,6 +269,7 @@ describe('HTTP failures map onto the error codes, and nothing below BullMQ retri
     ],
     ['429 (rate limited)', { status: 429, body: '{"message":"slow down"}' }, 'QUERY_FAILED_TRANSIENT', true],
     ['a connection reset', { destroy: true }, 'QUERY_FAILED_TRANSIENT', true],
+    ['200 with a body that is not JSON', { status: 200, body: '<html>maintenance</html>' }, 'QUERY_FAILED_TRANSIENT', true],
     ['400', { status: 400, body: '{"code":"PGRST100","message":"bad filter"}' }, 'QUERY_FAILED', false],
     ['401 (TODO(lead): AUTH_INVALID)', { status: 401, body: '{"code":"PGRST301","message":"JWT invalid"}' }, 'QUERY_FAILED', false],
     ['403 (a grant)', { status: 403, body: '{"code":"42501","message":"permission denied for table receiving"}' }, 'QUERY_FAILED', false],

@@ -418,15 +418,15 @@ export class RestTenantPool {
 
   #count(reason: CloseReason): void {
     this.#stats.connections_closed_total[reason] = (this.#stats.connections_closed_total[reason] ?? 0) + 1;
-    if (reason !== 'unpooled') this.#onEvent({ type: 'closed_connection', reason });
+    if (reason !== 'unpooled') this.#observe(() => this.#onEvent({ type: 'closed_connection', reason }));
   }
 
   #error(kind: ConnectionErrorKind, err: Error): void {
     this.#stats.connection_errors_total[kind] = (this.#stats.connection_errors_total[kind] ?? 0) + 1;
-    this.#onEvent({ type: 'connection_error', kind, code: findCode(err), message: err.message });
+    this.#observe(() => this.#onEvent({ type: 'connection_error', kind, code: findCode(err), message: err.message }));
   }
 
-  /** An observer (metrics) must never break a request. */
+  /** An observer (metrics, logs) must never break a request, nor throw inside undici's event handlers. */
   #observe(fn: () => void): void {
     try {
       fn();
