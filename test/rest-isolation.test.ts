@@ -25,7 +25,8 @@ import { makeTestPool, ROOT, uniqueId } from './support/harness.js';
 import { makeRestPool, type RestTenants, startRestTenants } from './support/rest-tenants.js';
 
 const ROWS = 40;
-const JOBS = 1200;
+/** 1,200 in `npm test`; the issue's 10,000 with LENSFLEET_REST_STRESS_JOBS=10000. */
+const JOBS = Number(process.env.LENSFLEET_REST_STRESS_JOBS ?? 1200);
 const CONCURRENCY = 50;
 const MAX = 2;
 
@@ -93,7 +94,8 @@ describe('REST isolation stress', () => {
     for (const [k, t] of tenants.entries()) {
       expect(t.standIn.connectionsOpened() - opened[k]!).toBeLessThanOrEqual(MAX);
       const records = t.standIn.requests();
-      expect(records.length).toBe(JOBS / tenants.length);
+      const jobsOfTenant = Math.ceil((JOBS - k) / tenants.length);
+      expect(records.length).toBe(jobsOfTenant);
       for (const rec of records) {
         expect(rec.status).toBe(200);
         // The request of job N carried job N's token (and reached this tenant's server only).
@@ -101,7 +103,7 @@ describe('REST isolation stress', () => {
         expect(Number(rec.requestId?.slice(4)) % tenants.length).toBe(k);
         matched++;
       }
-      expect(pools[k]!.stats()).toMatchObject({ requests_total: JOBS / tenants.length, inUse: 0, waiting: 0, acquire_timeouts_total: 0 });
+      expect(pools[k]!.stats()).toMatchObject({ requests_total: jobsOfTenant, inUse: 0, waiting: 0, acquire_timeouts_total: 0 });
     }
     expect(matched).toBe(JOBS);
     console.log(
