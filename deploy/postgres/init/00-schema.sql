@@ -9,11 +9,13 @@
 -- `request.jwt.claims` for the transaction. The workers' own login role bypasses RLS (the service
 -- identity, like Supabase's service_role) and may switch to `anon` / `authenticated` per job.
 
--- Roles are cluster-wide: several tenant databases on one server share them.
+-- Roles are cluster-wide: several tenant databases on one server share them, and may be created
+-- at the same time (the demo and the tests create tenants in parallel): a role another session
+-- created first is fine.
 DO $$
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon NOLOGIN; END IF;
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN CREATE ROLE authenticated NOLOGIN; END IF;
+  BEGIN CREATE ROLE anon NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
+  BEGIN CREATE ROLE authenticated NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END;
 END $$;
 
 CREATE SCHEMA auth;
