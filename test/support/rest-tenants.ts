@@ -28,17 +28,7 @@ export interface RestTenants {
 }
 
 export async function startRestTenants(ids: string[], rows = 40, standIn: Partial<StandInOptions> = {}): Promise<RestTenants> {
-  // The first alone: the demo schema creates the cluster-wide roles anon/authenticated with
-  // IF NOT EXISTS, which races when several databases are created at once on a fresh server.
-  const first = await createTenants(ids.slice(0, 1), rows);
-  const rest =
-    ids.length > 1
-      ? await createTenants(ids.slice(1), rows).catch(async (err: unknown) => {
-          await first.drop();
-          throw err;
-        })
-      : undefined;
-  const created = { dbs: [...first.dbs, ...(rest?.dbs ?? [])], drop: () => Promise.all([first.drop(), rest?.drop()]).then(() => {}) };
+  const created = await createTenants(ids, rows);
   const tenants: RestTenant[] = [];
   try {
     for (const db of created.dbs) {
