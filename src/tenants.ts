@@ -8,10 +8,20 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { checkPoolSettings, poolSettingsShape, type Env, type PoolSettings, type WorkerConfig } from './config.js';
+import {
+  checkPoolSettings,
+  poolSettingsShape,
+  TENANT_SETTINGS,
+  TENANT_SOURCE_SETTINGS,
+  tenantVariable,
+  type Env,
+  type PoolSettings,
+  type WorkerConfig,
+} from './config.js';
 import { LensfleetError } from './errors.js';
 import { TENANT_ID_PATTERN } from './ids.js';
 import { Secret } from './secret.js';
+import { readSetting, readSettings, type Setting } from './settings.js';
 
 export { TENANT_ID_PATTERN };
 
@@ -127,13 +137,9 @@ export function parseTenantsFile(text: string, source: string): TenantsFile {
  * tenant and the variable, never echoing its value.
  */
 export function loadTenantDirectory(config: WorkerConfig, env: Env = process.env): TenantDirectory {
-  const ids = new Set(
-    (env.LENSFLEET_TENANTS ?? '')
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean),
-  );
-  const filePath = env.LENSFLEET_TENANTS_FILE?.trim();
+  const sources = readSettings(TENANT_SOURCE_SETTINGS, env);
+  const ids = new Set(sources.tenants);
+  const filePath = sources.tenantsFile;
   let file: TenantsFile = { tenants: {} };
   if (filePath) {
     let text: string;
@@ -149,33 +155,37 @@ export function loadTenantDirectory(config: WorkerConfig, env: Env = process.env
   const tenants: Tenant[] = [];
   for (const id of ids) {
     if (!TENANT_ID_PATTERN.test(id)) {
-      throw new LensfleetError('INVALID_CONFIG', `tenant id "${id}" is invalid: ids match ${TENANT_ID_PATTERN.source}`);
+      throw new LensfleetError('INVALID_CONFIG', `tenant id "${clip(id)}" is invalid: ids match ${TENANT_ID_PATTERN.source}`);
     }
     const entry = file.tenants[id] ?? {};
     const where = `tenant "${id}"`;
     const pool = checkPoolSettings({ ...config.pool, ...entry.pool } as PoolSettings, where);
     const pooling = config.pooling && entry.pooling !== false;
-    const databaseUrl = entry.databaseUrl ?? env[`${id}_DATABASE_URL`];
-    const supabaseUrl = entry.supabaseUrl ?? env[`${id}_SUPABASE_URL`];
-    const serviceKey = entry.supabaseServiceKey ?? env[`${id}_SUPABASE_SERVICE_KEY`];
+    const fromEnv = <T>(s: Setting<T>, key: keyof typeof TENANT_SETTINGS): T => readSetting({ ...s, env: tenantVariable(id, key) }, env);
+    const databaseUrl = entry.databaseUrl === undefined ? fromEnv(TENANT_SETTINGS.databaseUrl, 'databaseUrl') : new Secret(entry.databaseUrl);
+    const supabaseUrl = entry.supabaseUrl ?? fromEnv(TENANT_SETTINGS.supabaseUrl, 'supabaseUrl');
+    const serviceKey =
+      entry.supabaseServiceKey === undefined ? fromEnv(TENANT_SETTINGS.supabaseServiceKey, 'supabaseServiceKey') : new Secret(entry.supabaseServiceKey);
+    const dbVar = tenantVariable(id, 'databaseUrl');
+    const urlVar = tenantVariable(id, 'supabaseUrl');
+    const keyVar = tenantVariable(id, 'supabaseServiceKey');
     if (databaseUrl) {
-      checkDatabaseUrl(databaseUrl, `${where}: ${id}_DATABASE_URL`);
-      tenants.push(Object.freeze({ id, backend: 'pg', databaseUrl: new Secret(databaseUrl), pool, pooling }));
+      checkDatabaseUrl(databaseUrl.reveal(), `${where}: ${dbVar}`);
+      tenants.push(Object.freeze({ id, backend: 'pg', databaseUrl, pool, pooling }));
     } else if (supabaseUrl && serviceKey) {
-      tenants.push(Object.freeze({ id, backend: 'supabase', supabaseUrl, serviceKey: new Secret(serviceKey), pool, pooling }));
+      tenants.push(Object.freeze({ id, backend: 'supabase', supabaseUrl, serviceKey, pool, pooling }));
     } else if (supabaseUrl || serviceKey) {
-      throw new LensfleetError(
-        'INVALID_CONFIG',
-        `${where}: Supabase needs both ${id}_SUPABASE_URL and ${id}_SUPABASE_SERVICE_KEY (only ${supabaseUrl ? `${id}_SUPABASE_URL` : `${id}_SUPABASE_SERVICE_KEY`} is set)`,
-      );
+      throw new LensfleetError('INVALID_CONFIG', `${where}: Supabase needs both ${urlVar} and ${keyVar} (only ${supabaseUrl ? urlVar : keyVar} is set)`);
     } else {
-      throw new LensfleetError(
-        'INVALID_CONFIG',
-        `${where} is listed but has no connection settings: set ${id}_DATABASE_URL (or ${id}_SUPABASE_URL and ${id}_SUPABASE_SERVICE_KEY)`,
-      );
+      throw new LensfleetError('INVALID_CONFIG', `${where} is listed but has no connection settings: set ${dbVar} (or ${urlVar} and ${keyVar})`);
     }
   }
   return new TenantDirectory(tenants);
+}
+
+/** An id as quoted in a message: an invalid one can be anything, of any length. */
+function clip(id: string): string {
+  return id.length > 80 ? `${id.slice(0, 80)}…(${id.length} characters)` : id;
 }
 
 function checkDatabaseUrl(url: string, name: string): void {

@@ -25,7 +25,9 @@ describe('worker config', () => {
   it("defaults are the guide's settings", () => {
     const c = loadWorkerConfig({});
     expect(c.pool).toMatchObject({ minSize: 5, maxSize: 20, maxOverflow: 5, acquireTimeoutMs: 10_000, recycleSeconds: 3600, prePing: true });
-    expect(c).toMatchObject({ queueName: 'lens-queries', concurrency: 8, pooling: true, port: 9464, redisUrl: 'redis://127.0.0.1:6379', logLevel: 'info' });
+    expect(c).toMatchObject({ queueName: 'lens-queries', concurrency: 8, pooling: true, logLevel: 'info' });
+    expect(c.http).toMatchObject({ port: 9464, host: '0.0.0.0' });
+    expect(c.redisUrl.reveal()).toBe('redis://127.0.0.1:6379');
     expect(Object.isFrozen(c)).toBe(true);
   });
 
@@ -53,8 +55,9 @@ describe('worker config', () => {
       recycleSeconds: 60,
       prePing: false,
     });
-    expect(c).toMatchObject({ pooling: false, concurrency: 32, port: 8080, logLevel: 'debug' });
-    expect(loadWorkerConfig({ LENSFLEET_METRICS_PORT: '9999' }).port).toBe(9999);
+    expect(c).toMatchObject({ pooling: false, concurrency: 32, logLevel: 'debug' });
+    expect(c.http.port).toBe(8080);
+    expect(loadWorkerConfig({ LENSFLEET_METRICS_PORT: '9999' }).http.port).toBe(9999);
   });
 
   it('rejects bad values naming the variable', () => {

@@ -88,7 +88,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
 
   // One connection for readiness and queue depth; BullMQ's worker keeps its own. It fails fast
   // while Redis is down (no offline queue), so a scrape never hangs on it.
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 5000 });
+  const redis = new Redis(config.redisUrl.reveal(), { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 5000 });
   redis.on('error', (err) => logger.debug({ code: (err as { code?: string }).code }, 'redis (monitor) connection error'));
   cleanups.push({ name: 'redis', run: () => redis.quit().catch(() => redis.disconnect()) });
   const queue = new Queue(config.queueName, { connection: redis });
@@ -124,7 +124,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
         active--;
       }
     },
-    { connection: new Redis(config.redisUrl, redisOptions), concurrency: config.concurrency, autorun: false },
+    { connection: new Redis(config.redisUrl.reveal(), redisOptions), concurrency: config.concurrency, autorun: false },
   );
   // Without an 'error' listener an EventEmitter error (Redis loss) would crash the process.
   worker.on('error', (err) => logger.warn({ code: (err as { code?: string }).code, msg: err.message }, 'worker error'));
@@ -148,7 +148,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
             draining,
           }),
         },
-        { port: config.port, host: config.host, logger },
+        { port: config.http.port, host: config.http.host, logger },
       );
       const server = http;
       // Closed last, so /ready answers 503 "draining" (not connection refused) during a drain.
