@@ -98,7 +98,8 @@ async function main(argv: string[]): Promise<number> {
   let events: QueueEvents | undefined;
   try {
     if (values.wait) {
-      events = await createLensQueueEvents(queue, connection);
+      // A blocking reader: BullMQ wants it to retry forever (and warns otherwise); --timeout-ms bounds the wait.
+      events = await createLensQueueEvents(queue, { ...connection, maxRetriesPerRequest: null });
       await events.waitUntilReady();
     }
     const job = await enqueue(queue, { tenant: values.tenant, lens: values.lens, params: params as Record<string, unknown> });
