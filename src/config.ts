@@ -6,10 +6,11 @@
  * Every variable is one row of a table below (name, schema, default, help, written once): the
  * loader loops over the tables, the README's configuration section is rendered from them
  * (`npm run docs:settings`), and the tests check both. One table per concern: process, tenants,
- * pools, HTTP.
+ * pools, jobs (retention and retries), HTTP.
  */
 import path from 'node:path';
 import { z } from 'zod';
+import { DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_MS, DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED } from '../queues/contract.js';
 import { LensfleetError } from './errors.js';
 import { DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE_NAME } from './ids.js';
 import { Secret } from './secret.js';
@@ -319,6 +320,65 @@ export function checkPoolSettings(s: PoolSettings, where: string): PoolSettings 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Jobs: retention and retries, applied by the worker to every job whatever its producer sent.
+
+/** Retry of a job whose lens query hit its statement timeout (`QUERY_TIMEOUT`). */
+export type QueryTimeoutRetry = 'off' | 'once' | 'on';
+
+export const JOB_SETTINGS = {
+  maxAttempts: setting({
+    env: 'LENSFLEET_MAX_ATTEMPTS',
+    schema: int(1, 100),
+    default: DEFAULT_ATTEMPTS,
+    help: 'ceiling on a job’s attempts, whatever its `opts.attempts` says: a job still failing at this attempt fails for good',
+  }),
+  keepCompletedSeconds: setting({
+    env: 'LENSFLEET_KEEP_COMPLETED_SECONDS',
+    schema: int(0, 31_536_000),
+    default: DEFAULT_KEEP_COMPLETED.age,
+    help: 'completed jobs are kept at most this long (a producer may ask for less, never more)',
+  }),
+  keepCompletedCount: setting({
+    env: 'LENSFLEET_KEEP_COMPLETED_COUNT',
+    schema: int(0, 10_000_000),
+    default: DEFAULT_KEEP_COMPLETED.count,
+    help: 'at most this many completed jobs are kept',
+  }),
+  keepFailedSeconds: setting({
+    env: 'LENSFLEET_KEEP_FAILED_SECONDS',
+    schema: int(0, 31_536_000),
+    default: DEFAULT_KEEP_FAILED.age,
+    help: 'failed jobs are kept at most this long (7 days)',
+  }),
+  keepFailedCount: setting({
+    env: 'LENSFLEET_KEEP_FAILED_COUNT',
+    schema: int(0, 10_000_000),
+    default: DEFAULT_KEEP_FAILED.count,
+    help: 'at most this many failed jobs are kept',
+  }),
+  backoffMs: setting({
+    env: 'LENSFLEET_RETRY_BACKOFF_MS',
+    schema: int(0, 3_600_000),
+    default: DEFAULT_BACKOFF_MS,
+    help: 'first retry delay of a job that brings no `backoff` of its own, doubling at each attempt (a job’s own backoff is used as it is)',
+  }),
+  queryTimeoutRetry: setting({
+    env: 'LENSFLEET_RETRY_QUERY_TIMEOUT',
+    schema: oneOf(['off', 'once', 'on']),
+    default: 'once' as QueryTimeoutRetry,
+    help: 'retry of a `QUERY_TIMEOUT` (the query ran for its whole statement timeout): `off` never; `once` only when the first attempt timed out; `on` like any transient fault. A retried timeout waits `LENSFLEET_RETRY_QUERY_TIMEOUT_DELAY_MS`, doubling per attempt',
+  }),
+  queryTimeoutDelayMs: setting({
+    env: 'LENSFLEET_RETRY_QUERY_TIMEOUT_DELAY_MS',
+    schema: int(0, 3_600_000),
+    default: 10_000,
+    help: 'first delay before a timed-out query runs again (the larger of this and the job’s own backoff); it doubles at each attempt so a slow query does not hammer the database',
+  }),
+} as const satisfies SettingsTable;
+
+export type JobSettings = SettingValues<typeof JOB_SETTINGS>;
+
+// ---------------------------------------------------------------------------------------------
 // HTTP: /metrics /health /ready /pools
 
 export const HTTP_SETTINGS = {
@@ -344,6 +404,7 @@ export const SETTINGS_TABLES = [
   { title: 'Process', table: PROCESS_SETTINGS },
   { title: 'Tenants', table: { ...TENANT_SOURCE_SETTINGS, ...TENANT_SETTINGS } },
   { title: 'Pools (defaults of every tenant; a tenants-file entry overrides them)', table: POOL_SETTINGS },
+  { title: 'Jobs: retention and retries (whatever the producer sent)', table: JOB_SETTINGS },
   { title: 'HTTP', table: HTTP_SETTINGS },
 ] as const;
 
@@ -354,7 +415,7 @@ export function renderSettingsDoc(): string {
 
 /** Variables the worker reads, except per-tenant ones. */
 export function knownVariables(): Set<string> {
-  return new Set([PROCESS_SETTINGS, TENANT_SOURCE_SETTINGS, POOL_SETTINGS, HTTP_SETTINGS].flatMap(variableNames));
+  return new Set([PROCESS_SETTINGS, TENANT_SOURCE_SETTINGS, POOL_SETTINGS, JOB_SETTINGS, HTTP_SETTINGS].flatMap(variableNames));
 }
 
 /** `LENSFLEET_*` variables set in `env` that no table knows (a misspelled name would otherwise be ignored silently). */
@@ -399,6 +460,8 @@ export interface WorkerConfig {
   readonly metricsMaxTenants: number;
   /** Pool settings applied to every tenant unless its tenants-file entry overrides them. */
   readonly pool: PoolSettings;
+  /** Retention, attempts ceiling and retry policy applied to every job. */
+  readonly jobs: JobSettings;
   /** The HTTP endpoints. */
   readonly http: HttpSettings;
 }
@@ -427,6 +490,7 @@ export function loadWorkerConfig(env: Env = process.env, cwd = process.cwd()): W
     lensModules: Object.freeze(lensModules.map((spec) => resolveModule(spec, base))),
     warmTenants: Object.freeze(proc.warmTenants),
     pool: checkPoolSettings(readSettings(POOL_SETTINGS, env), 'environment (LENSFLEET_POOL_*)'),
+    jobs: Object.freeze(readSettings(JOB_SETTINGS, env)),
     http: Object.freeze(http),
   };
   return Object.freeze(config);

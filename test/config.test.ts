@@ -28,6 +28,16 @@ describe('worker config', () => {
     expect(c).toMatchObject({ queueName: 'lens-queries', concurrency: 8, pooling: true, logLevel: 'info' });
     expect(c.http).toMatchObject({ port: 9464, host: '0.0.0.0' });
     expect(c.redisUrl.reveal()).toBe('redis://127.0.0.1:6379');
+    expect(c.jobs).toEqual({
+      maxAttempts: 5,
+      keepCompletedSeconds: 3600,
+      keepCompletedCount: 10_000,
+      keepFailedSeconds: 604_800,
+      keepFailedCount: 10_000,
+      backoffMs: 500,
+      queryTimeoutRetry: 'once',
+      queryTimeoutDelayMs: 10_000,
+    });
     expect(Object.isFrozen(c)).toBe(true);
   });
 

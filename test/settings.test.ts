@@ -8,8 +8,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
+import { DEFAULT_JOB_OPTIONS } from '../queues/contract.js';
 import {
   HTTP_SETTINGS,
+  JOB_SETTINGS,
   loadWorkerConfig,
   POOL_SETTINGS,
   PROCESS_SETTINGS,
@@ -62,6 +64,14 @@ const SAMPLES: Record<string, { raw: string; expected: unknown }> = {
   LENSFLEET_POOL_LEAK_DETECTION_MS: { raw: '0', expected: 0 },
   LENSFLEET_POOL_IDLE_POOL_TIMEOUT_MS: { raw: '11', expected: 11 },
   LENSFLEET_POOL_RESET_ON_RETURN: { raw: 'on', expected: true },
+  LENSFLEET_MAX_ATTEMPTS: { raw: '3', expected: 3 },
+  LENSFLEET_KEEP_COMPLETED_SECONDS: { raw: '60', expected: 60 },
+  LENSFLEET_KEEP_COMPLETED_COUNT: { raw: '100', expected: 100 },
+  LENSFLEET_KEEP_FAILED_SECONDS: { raw: '120', expected: 120 },
+  LENSFLEET_KEEP_FAILED_COUNT: { raw: '200', expected: 200 },
+  LENSFLEET_RETRY_BACKOFF_MS: { raw: '250', expected: 250 },
+  LENSFLEET_RETRY_QUERY_TIMEOUT: { raw: 'off', expected: 'off' },
+  LENSFLEET_RETRY_QUERY_TIMEOUT_DELAY_MS: { raw: '30000', expected: 30_000 },
   LENSFLEET_METRICS_PORT: { raw: '9100', expected: 9100 },
   PORT: { raw: '8080', expected: 8080 },
   LENSFLEET_METRICS_HOST: { raw: '127.0.0.1', expected: '127.0.0.1' },
@@ -83,6 +93,7 @@ function configValue(table: SettingsTable, key: string, name: string, raw: strin
   const load = (env: Record<string, string>): WorkerConfig => loadWorkerConfig(env, '/srv/app');
   if (table === PROCESS_SETTINGS) return reveal((load({ [name]: raw }) as unknown as Record<string, unknown>)[key]);
   if (table === POOL_SETTINGS) return (load({ [name]: raw }).pool as unknown as Record<string, unknown>)[key];
+  if (table === JOB_SETTINGS) return (load({ [name]: raw }).jobs as Record<string, unknown>)[key];
   if (table === HTTP_SETTINGS) return reveal((load({ [name]: raw }).http as Record<string, unknown>)[key]);
   if (table === TENANT_SOURCE_SETTINGS) {
     if (key === 'tenants') return loadTenantDirectory(load({}), { [name]: raw, tA_DATABASE_URL: 'postgres://u:p@h/db' }).ids();
@@ -102,7 +113,7 @@ function configValue(table: SettingsTable, key: string, name: string, raw: strin
 }
 
 describe('settings tables', () => {
-  const all = [PROCESS_SETTINGS, TENANT_SOURCE_SETTINGS, TENANT_SETTINGS, POOL_SETTINGS, HTTP_SETTINGS];
+  const all = [PROCESS_SETTINGS, TENANT_SOURCE_SETTINGS, TENANT_SETTINGS, POOL_SETTINGS, JOB_SETTINGS, HTTP_SETTINGS];
 
   it('every variable of every table, set alone, reaches the configuration', () => {
     const seen: string[] = [];
@@ -181,6 +192,14 @@ describe('settings tables', () => {
       'LENSFLEET_CONCURENCY',
     ]);
     expect(unknownLensfleetVariables({ LENSFLEET_TENANTS: 'a', LENSFLEET_POOL_MAX_SIZE: '3' })).toEqual([]);
+  });
+
+  it("the worker's job bounds default to the producer SDK's job options", () => {
+    const { jobs } = loadWorkerConfig({});
+    expect(jobs.maxAttempts).toBe(DEFAULT_JOB_OPTIONS.attempts);
+    expect(DEFAULT_JOB_OPTIONS.backoff).toEqual({ type: 'exponential', delay: jobs.backoffMs });
+    expect(DEFAULT_JOB_OPTIONS.removeOnComplete).toEqual({ age: jobs.keepCompletedSeconds, count: jobs.keepCompletedCount });
+    expect(DEFAULT_JOB_OPTIONS.removeOnFail).toEqual({ age: jobs.keepFailedSeconds, count: jobs.keepFailedCount });
   });
 });
 

@@ -14,6 +14,7 @@ import { createLogger } from '../src/logger.js';
 import { LensfleetMetrics } from '../src/metrics.js';
 import { PoolRegistry } from '../src/pool/registry.js';
 import type { TenantDirectory } from '../src/tenants.js';
+import { applyJobBounds, createBackoffStrategy } from './job-bounds.js';
 import { createProcessor } from './processor.js';
 
 export interface WorkerServiceOptions {
@@ -117,6 +118,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
   const worker = new Worker<unknown, LensResult>(
     config.queueName,
     async (job) => {
+      applyJobBounds(job, config.jobs);
       active++;
       try {
         return await processor(job);
@@ -124,7 +126,16 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
         active--;
       }
     },
-    { connection: new Redis(config.redisUrl.reveal(), redisOptions), concurrency: config.concurrency, autorun: false },
+    {
+      connection: new Redis(config.redisUrl.reveal(), redisOptions),
+      concurrency: config.concurrency,
+      autorun: false,
+      // BullMQ applies these only to jobs that bring no retention of their own; applyJobBounds
+      // bounds the others.
+      removeOnComplete: { age: config.jobs.keepCompletedSeconds, count: config.jobs.keepCompletedCount },
+      removeOnFail: { age: config.jobs.keepFailedSeconds, count: config.jobs.keepFailedCount },
+      settings: { backoffStrategy: createBackoffStrategy(config.jobs) },
+    },
   );
   // Without an 'error' listener an EventEmitter error (Redis loss) would crash the process.
   worker.on('error', (err) => logger.warn({ code: (err as { code?: string }).code, msg: err.message }, 'worker error'));
