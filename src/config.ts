@@ -393,7 +393,38 @@ export const HTTP_SETTINGS = {
     env: 'LENSFLEET_METRICS_HOST',
     schema: (label) => text()(label).min(1, `${label} is empty`),
     default: '0.0.0.0',
-    help: 'HTTP bind address',
+    help: 'HTTP bind address (see “HTTP endpoints” for why all interfaces)',
+  }),
+  token: setting({
+    env: 'LENSFLEET_HTTP_TOKEN',
+    schema: (label) => secret()(label).refine((s) => s === undefined || s.reveal().length >= 16, `${label} must be at least 16 characters`),
+    default: undefined as Secret | undefined,
+    help: 'bearer token for tenant detail (`/pools`, pool keys in `/health`); without it, tenant detail is served to loopback clients only',
+    secret: true,
+  }),
+  maxConnections: setting({
+    env: 'LENSFLEET_HTTP_MAX_CONNECTIONS',
+    schema: int(1, 10_000),
+    default: 64,
+    help: 'open HTTP connections at once; more are refused',
+  }),
+  headersTimeoutMs: setting({
+    env: 'LENSFLEET_HTTP_HEADERS_TIMEOUT_MS',
+    schema: int(100, 600_000),
+    default: 5000,
+    help: 'a request’s headers must arrive within this (then 408 and the connection closes)',
+  }),
+  requestTimeoutMs: setting({
+    env: 'LENSFLEET_HTTP_REQUEST_TIMEOUT_MS',
+    schema: int(100, 600_000),
+    default: 10_000,
+    help: 'a whole request must arrive within this (≥ the headers timeout)',
+  }),
+  queueCountsCacheMs: setting({
+    env: 'LENSFLEET_METRICS_QUEUE_CACHE_MS',
+    schema: int(0, 600_000),
+    default: 10_000,
+    help: 'queue depth in `/metrics` is read from Redis at most once per this interval (`0`: at every scrape)',
   }),
 } as const satisfies SettingsTable;
 
@@ -480,6 +511,12 @@ export function loadWorkerConfig(env: Env = process.env, cwd = process.cwd()): W
     );
   }
   const http = readSettings(HTTP_SETTINGS, env);
+  if (http.headersTimeoutMs > http.requestTimeoutMs) {
+    throw new LensfleetError(
+      'INVALID_CONFIG',
+      `LENSFLEET_HTTP_HEADERS_TIMEOUT_MS (${http.headersTimeoutMs}) is above LENSFLEET_HTTP_REQUEST_TIMEOUT_MS (${http.requestTimeoutMs}): headers are part of the request`,
+    );
+  }
   const base = lensBaseDir ?? cwd;
   const config: WorkerConfig = {
     ...proc,

@@ -75,6 +75,11 @@ const SAMPLES: Record<string, { raw: string; expected: unknown }> = {
   LENSFLEET_METRICS_PORT: { raw: '9100', expected: 9100 },
   PORT: { raw: '8080', expected: 8080 },
   LENSFLEET_METRICS_HOST: { raw: '127.0.0.1', expected: '127.0.0.1' },
+  LENSFLEET_HTTP_TOKEN: { raw: 'a-token-of-some-length', expected: 'a-token-of-some-length' },
+  LENSFLEET_HTTP_MAX_CONNECTIONS: { raw: '5', expected: 5 },
+  LENSFLEET_HTTP_HEADERS_TIMEOUT_MS: { raw: '3000', expected: 3000 },
+  LENSFLEET_HTTP_REQUEST_TIMEOUT_MS: { raw: '20000', expected: 20_000 },
+  LENSFLEET_METRICS_QUEUE_CACHE_MS: { raw: '0', expected: 0 },
   '<ID>_DATABASE_URL': { raw: 'postgres://u:p@db.example/t', expected: 'postgres://u:p@db.example/t' },
   '<ID>_SUPABASE_URL': { raw: 'https://x.supabase.co', expected: 'https://x.supabase.co' },
   '<ID>_SUPABASE_SERVICE_KEY': { raw: 'service-key', expected: 'service-key' },
@@ -141,8 +146,10 @@ describe('settings tables', () => {
     };
     const c = loadWorkerConfig({
       REDIS_URL_FILE: file('redis', 'redis://:fromfile@r:6379\n'),
+      LENSFLEET_HTTP_TOKEN_FILE: file('token', 'token-from-a-file-0123'),
     });
     expect(c.redisUrl.reveal()).toBe('redis://:fromfile@r:6379');
+    expect(c.http.token?.reveal()).toBe('token-from-a-file-0123');
     const dirOf = loadTenantDirectory(c, {
       LENSFLEET_TENANTS: 'yF1,yF2',
       yF1_DATABASE_URL_FILE: file('db', 'postgres://u:fromfile@h/db\n'),
@@ -153,7 +160,7 @@ describe('settings tables', () => {
     const supa = dirOf.get('yF2');
     expect(supa.backend === 'supabase' && supa.serviceKey.reveal()).toBe('key-from-file');
     for (const s of Object.values({ ...PROCESS_SETTINGS, ...TENANT_SETTINGS, ...HTTP_SETTINGS })) {
-      if ('secret' in s && s.secret) expect(['REDIS_URL', '<ID>_DATABASE_URL', '<ID>_SUPABASE_SERVICE_KEY']).toContain(s.env);
+      if ('secret' in s && s.secret) expect(['REDIS_URL', '<ID>_DATABASE_URL', '<ID>_SUPABASE_SERVICE_KEY', 'LENSFLEET_HTTP_TOKEN']).toContain(s.env);
     }
   });
 
@@ -184,6 +191,12 @@ describe('settings tables', () => {
     writeFileSync(path.join(dir, 'bad-url'), 'S3CRET-not-a-url');
     expect(err(() => loadWorkerConfig({ REDIS_URL_FILE: path.join(dir, 'bad-url') })).message).toBe(
       'REDIS_URL_FILE: REDIS_URL must be a redis:// or rediss:// URL',
+    );
+    expect(err(() => loadWorkerConfig({ LENSFLEET_HTTP_TOKEN: 'S3CRET' })).message).toBe(
+      'LENSFLEET_HTTP_TOKEN: LENSFLEET_HTTP_TOKEN must be at least 16 characters',
+    );
+    expect(err(() => loadWorkerConfig({ LENSFLEET_HTTP_HEADERS_TIMEOUT_MS: '9000', LENSFLEET_HTTP_REQUEST_TIMEOUT_MS: '8000' })).message).toMatch(
+      /^LENSFLEET_HTTP_HEADERS_TIMEOUT_MS \(9000\) is above LENSFLEET_HTTP_REQUEST_TIMEOUT_MS \(8000\)/,
     );
   });
 

@@ -72,7 +72,9 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
         pooling: config.pooling,
         ready: notReadyReasons().length === 0,
       }),
-      queueCounts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed'),
+      // Cached for about a scrape interval: every scrape (and every scraper) would otherwise cost
+      // a Redis round trip, and each worker of the fleet reports the same numbers anyway.
+      queueCounts: cachedFor(config.http.queueCountsCacheMs, () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed')),
       queueName: config.queueName,
     },
     { maxTenantLabels: config.metricsMaxTenants },
@@ -159,7 +161,15 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
             draining,
           }),
         },
-        { port: config.http.port, host: config.http.host, logger },
+        {
+          port: config.http.port,
+          host: config.http.host,
+          token: config.http.token,
+          maxConnections: config.http.maxConnections,
+          headersTimeoutMs: config.http.headersTimeoutMs,
+          requestTimeoutMs: config.http.requestTimeoutMs,
+          logger,
+        },
       );
       const server = http;
       // Closed last, so /ready answers 503 "draining" (not connection refused) during a drain.
@@ -249,4 +259,26 @@ async function runCleanups(cleanups: { name: string; run: () => Promise<unknown>
       logger.warn({ step: step.name, msg: (err as Error).message }, 'shutdown step failed');
     }
   }
+}
+
+/**
+ * `fn` with its result shared for `ttlMs`: calls in flight share one promise; a failure is not
+ * kept (the next call tries again). `ttlMs` 0 calls `fn` every time.
+ */
+export function cachedFor<T>(ttlMs: number, fn: () => Promise<T>): () => Promise<T> {
+  if (ttlMs <= 0) return fn;
+  let value: Promise<T> | undefined;
+  let expires = 0;
+  return () => {
+    const now = Date.now();
+    if (value === undefined || now >= expires) {
+      expires = now + ttlMs;
+      const p = fn();
+      value = p;
+      p.catch(() => {
+        if (value === p) value = undefined;
+      });
+    }
+    return value;
+  };
 }
