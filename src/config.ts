@@ -117,7 +117,7 @@ export const TENANT_SOURCE_SETTINGS = {
     env: 'LENSFLEET_TENANTS',
     schema: list(),
     default: [] as string[],
-    help: 'comma-separated tenant ids (`^[A-Za-z0-9_]{1,64}$`, case-sensitive)',
+    help: 'comma-separated tenant ids (`^[A-Za-z0-9_]{1,64}$`, case-sensitive; `other` and `unknown` are reserved for metrics)',
   }),
   tenantsFile: setting({
     env: 'LENSFLEET_TENANTS_FILE',

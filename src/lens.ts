@@ -29,7 +29,20 @@ export interface LensDefinition<P> {
   readonly timeoutMs?: number;
 }
 
+/**
+ * Set by defineLens on every lens it makes: a catalog accepts nothing else, so a module exporting
+ * hand-made objects (no params check, no session-state check on its SQL) is refused at start.
+ * `Symbol.for`, not `Symbol()`: a lens module built against its own copy of lensfleet is fine.
+ */
+export const LENS_BRAND: unique symbol = Symbol.for('lensfleet.lens');
+
+/** Whether `value` is a lens made by defineLens. */
+export function isLens(value: unknown): value is Lens<unknown> {
+  return typeof value === 'object' && value !== null && (value as { [LENS_BRAND]?: unknown })[LENS_BRAND] === true;
+}
+
 export interface Lens<P = unknown> {
+  readonly [LENS_BRAND]: true;
   readonly name: string;
   readonly description: string;
   readonly maxRows: number;
@@ -70,6 +83,7 @@ export function defineLens<P>(def: LensDefinition<P>): Lens<P> {
     return n;
   };
   return Object.freeze({
+    [LENS_BRAND]: true as const,
     name: def.name,
     description: def.description ?? '',
     maxRows,
@@ -77,7 +91,7 @@ export function defineLens<P>(def: LensDefinition<P>): Lens<P> {
     parse(raw: unknown): P {
       const r = def.params.safeParse(raw ?? {});
       if (r.success) return r.data;
-      throw new LensfleetError('INVALID_PARAMS', `params of lens ${def.name} are invalid: ${formatIssues(r.error)}`, {
+      throw new LensfleetError('INVALID_PARAMS', `params of lens ${def.name} are invalid: ${formatIssues(clipIssues(r.error))}`, {
         details: { lens: def.name },
       });
     },
@@ -120,6 +134,7 @@ export class LensCatalog {
 
   // biome-ignore lint/suspicious/noExplicitAny: a catalog holds lenses of every params type
   add(lens: Lens<any>): this {
+    if (!isLens(lens)) throw new LensfleetError('INVALID_CONFIG', 'a catalog takes only lenses made by defineLens(...)');
     if (this.#lenses.has(lens.name)) throw new LensfleetError('INVALID_CONFIG', `lens ${lens.name} is defined twice`);
     this.#lenses.set(lens.name, lens);
     return this;
@@ -158,6 +173,26 @@ export async function loadLensModules(catalog: LensCatalog, specifiers: readonly
     const lenses = mod.lenses ?? mod.default;
     if (!Array.isArray(lenses))
       throw new LensfleetError('INVALID_CONFIG', `LENSFLEET_LENS_MODULES: ${spec} must export \`lenses\` (an array of defineLens(...))`);
-    for (const l of lenses) catalog.add(l as Lens<unknown>);
+    for (const [i, l] of lenses.entries()) {
+      if (!isLens(l)) {
+        const named = (l as { name?: unknown } | null)?.name;
+        const name = typeof named === 'string' ? ` (${clip(named, 64)})` : '';
+        throw new LensfleetError('INVALID_CONFIG', `LENSFLEET_LENS_MODULES: ${spec}: lenses[${i}]${name} is not made by defineLens(...) from 'lensfleet/lens'`);
+      }
+      catalog.add(l);
+    }
   }
+}
+
+/** `text`, cut to `max` characters when longer: what an error message quotes back from its input. */
+function clip(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max)}…(${text.length} characters)` : text;
+}
+
+/**
+ * Issues with what they quote from the job clipped: zod puts an unknown key into its message
+ * whole, so a 20 KB key made a 20 KB failedReason (stored in Redis, logged, shown to producers).
+ */
+function clipIssues<T extends { readonly issues: readonly { readonly path: readonly PropertyKey[]; readonly message: string }[] }>(error: T) {
+  return { issues: error.issues.map((i) => ({ path: i.path.map((p) => (typeof p === 'string' ? clip(p, 64) : p)), message: clip(i.message, 200) })) };
 }

@@ -20,10 +20,18 @@ import {
 } from './config.js';
 import { LensfleetError } from './errors.js';
 import { TENANT_ID_PATTERN } from './ids.js';
+import { OTHER_TENANT } from './metrics-tenants.js';
 import { Secret } from './secret.js';
 import { readSetting, readSettings, type Setting } from './settings.js';
 
 export { TENANT_ID_PATTERN };
+
+/**
+ * Ids that are metrics labels of their own: `other` sums the tenants beyond the labelled ones,
+ * `unknown` counts jobs that failed before their tenant was known. A tenant with such an id
+ * would be indistinguishable from them on every dashboard.
+ */
+export const RESERVED_TENANT_IDS: readonly string[] = Object.freeze([OTHER_TENANT, 'unknown']);
 
 interface TenantBase {
   readonly id: string;
@@ -156,6 +164,12 @@ export function loadTenantDirectory(config: WorkerConfig, env: Env = process.env
   for (const id of ids) {
     if (!TENANT_ID_PATTERN.test(id)) {
       throw new LensfleetError('INVALID_CONFIG', `tenant id "${clip(id)}" is invalid: ids match ${TENANT_ID_PATTERN.source}`);
+    }
+    if (RESERVED_TENANT_IDS.includes(id)) {
+      throw new LensfleetError(
+        'INVALID_CONFIG',
+        `tenant id "${id}" is reserved: metrics use tenant="${id}" for ${id === OTHER_TENANT ? 'the tenants beyond LENSFLEET_METRICS_MAX_TENANTS' : 'jobs whose tenant is not known'}; rename the tenant`,
+      );
     }
     const entry = file.tenants[id] ?? {};
     const where = `tenant "${id}"`;

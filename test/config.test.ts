@@ -119,6 +119,28 @@ describe('tenant directory', () => {
     expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS: 't1', t1_SUPABASE_URL: 'https://x' })).message).toContain('needs both');
   });
 
+  it('rejects the ids other and unknown (metrics labels of their own), in the environment and the tenants file', () => {
+    for (const id of ['other', 'unknown']) {
+      expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS: id, [`${id}_DATABASE_URL`]: secretUrl })).message).toMatch(
+        new RegExp(`^tenant id "${id}" is reserved: metrics use tenant="${id}"`),
+      );
+    }
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'lf-tenants-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'tenants.json');
+    writeFileSync(file, JSON.stringify({ tenants: { other: { databaseUrl: secretUrl } } }));
+    expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file })).message).toMatch(/^tenant id "other" is reserved/);
+    // ids are case-sensitive: Other is another id
+    expect(loadTenantDirectory(config, { LENSFLEET_TENANTS: 'Other', Other_DATABASE_URL: secretUrl }).ids()).toEqual(['Other']);
+  });
+
+  it('quotes an invalid id clipped', () => {
+    const long = `bad-${'x'.repeat(5000)}`;
+    const e = configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS: long }));
+    expect(e.message.length).toBeLessThan(300);
+    expect(e.message).toMatch(/^tenant id "bad-x+…\(5004 characters\)" is invalid/);
+  });
+
   it('applies tenants-file overrides and rejects unknown keys and contradictions naming the tenant', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'lf-tenants-'));
     onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
