@@ -458,9 +458,26 @@ describe('docker compose', () => {
     expect(compose).toMatch(/GF_AUTH_ANONYMOUS_ENABLED:\s*"true"/);
   });
 
+  it('builds the worker image on an exact release of the LTS line CI tests, installing without root or install scripts', async () => {
+    const dockerfile = await text('Dockerfile');
+    const image = /^ARG NODE_IMAGE=node:(\d+)\.\d+\.\d+-bookworm-slim(@sha256:[0-9a-f]{64})?$/m.exec(dockerfile);
+    expect(image, 'ARG NODE_IMAGE=node:<major>.<minor>.<patch>-bookworm-slim').not.toBeNull();
+    expect(dockerfile.match(/^FROM .*/gm)).toEqual(['FROM ${NODE_IMAGE} AS build', 'FROM ${NODE_IMAGE}']);
+    const ciLts = /^NODE_LTS=(\d+)$/m.exec(await text('.ci/run'))?.[1];
+    expect(ciLts, ".ci/run tests the image's Node major").toBe(image![1]);
+    // every npm ci runs as the unprivileged user, with install scripts off; the runtime stage runs no npm at all
+    const [build, runtime] = dockerfile.split(/^FROM \$\{NODE_IMAGE\}$/m) as [string, string];
+    expect(build.indexOf('USER node')).toBeGreaterThan(-1);
+    expect(build.indexOf('USER node')).toBeLessThan(build.indexOf('npm ci'));
+    for (const m of build.matchAll(/npm ci[^\n&]*/g)) expect(m[0]).toContain('--ignore-scripts');
+    expect(runtime).not.toMatch(/\bnpm\b/);
+    expect(runtime).toMatch(/^USER node$/m);
+    const pkg = JSON.parse(await text('package.json')) as { engines?: { node?: string } };
+    expect(pkg.engines?.node).toBe('^20.19.0 || >=22.12.0');
+  });
+
   it('builds a worker image that runs the Procfile process type', async () => {
     const dockerfile = await text('Dockerfile');
-    expect(dockerfile).toMatch(/^FROM node:20-slim\b/m);
     expect(dockerfile).toContain('CMD ["node", "dist/workers/lens-worker.js"]');
     const pkg = JSON.parse(await text('package.json')) as { scripts?: Record<string, string> };
     expect(pkg.scripts?.worker).toBe('node dist/workers/lens-worker.js');
