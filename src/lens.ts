@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import type { z } from 'zod';
 import { formatIssues, LensfleetError } from './errors.js';
 import { isLensName, LENS_NAME_MAX_LENGTH, LENS_NAME_PATTERN } from './ids.js';
+import { clip } from './settings.js';
 
 export { LENS_NAME_PATTERN };
 
@@ -182,11 +183,6 @@ export async function loadLensModules(catalog: LensCatalog, specifiers: readonly
       catalog.add(l);
     }
   }
-}
-
-/** `text`, cut to `max` characters when longer: what an error message quotes back from its input. */
-function clip(text: string, max: number): string {
-  return text.length > max ? `${text.slice(0, max)}…(${text.length} characters)` : text;
 }
 
 /**

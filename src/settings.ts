@@ -96,8 +96,13 @@ export function splitList(value: string | undefined): string[] {
 // ---------------------------------------------------------------------------------------------
 // Reading.
 
-/** Longest part of a bad value echoed in a message (a value can be anything an operator pasted). */
-const ECHO_MAX = 64;
+/**
+ * `text` as a message quotes it: cut to `max` characters, saying how long it was. A value can be
+ * anything an operator pasted or a producer sent, and a message ends up in logs and in Redis.
+ */
+export function clip(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max)}…(${text.length} characters)` : text;
+}
 
 /** Parse one value with a schema; `INVALID_CONFIG` naming `name`, echoing the value only if `echo`. */
 export function parseValue<T>(schema: z.ZodType<T>, raw: unknown, name: string, echo = true): T {
@@ -105,9 +110,7 @@ export function parseValue<T>(schema: z.ZodType<T>, raw: unknown, name: string, 
   if (r.success) return r.data;
   const msg = r.error.issues[0]?.message ?? 'invalid value';
   if (!echo) throw new LensfleetError('INVALID_CONFIG', `${name}: ${msg}`);
-  const text = JSON.stringify(raw) ?? String(raw);
-  const shown = text.length > ECHO_MAX ? `${text.slice(0, ECHO_MAX)}…(${text.length} characters)` : text;
-  throw new LensfleetError('INVALID_CONFIG', `${name}=${shown}: ${msg}`);
+  throw new LensfleetError('INVALID_CONFIG', `${name}=${clip(JSON.stringify(raw) ?? String(raw), 64)}: ${msg}`);
 }
 
 /**

@@ -22,7 +22,7 @@ import { LensfleetError } from './errors.js';
 import { TENANT_ID_PATTERN } from './ids.js';
 import { OTHER_TENANT } from './metrics-tenants.js';
 import { Secret } from './secret.js';
-import { readSetting, readSettings, type Setting } from './settings.js';
+import { clip, readSetting, readSettings, type Setting } from './settings.js';
 
 export { TENANT_ID_PATTERN };
 
@@ -163,7 +163,7 @@ export function loadTenantDirectory(config: WorkerConfig, env: Env = process.env
   const tenants: Tenant[] = [];
   for (const id of ids) {
     if (!TENANT_ID_PATTERN.test(id)) {
-      throw new LensfleetError('INVALID_CONFIG', `tenant id "${clip(id)}" is invalid: ids match ${TENANT_ID_PATTERN.source}`);
+      throw new LensfleetError('INVALID_CONFIG', `tenant id "${clip(id, 80)}" is invalid: ids match ${TENANT_ID_PATTERN.source}`);
     }
     if (RESERVED_TENANT_IDS.includes(id)) {
       throw new LensfleetError(
@@ -195,11 +195,6 @@ export function loadTenantDirectory(config: WorkerConfig, env: Env = process.env
     }
   }
   return new TenantDirectory(tenants);
-}
-
-/** An id as quoted in a message: an invalid one can be anything, of any length. */
-function clip(id: string): string {
-  return id.length > 80 ? `${id.slice(0, 80)}…(${id.length} characters)` : id;
 }
 
 function checkDatabaseUrl(url: string, name: string): void {
