@@ -61,6 +61,12 @@ export class DeadlineQueue<T extends Deadlined> {
     return this.#items.length;
   }
 
+  /** The pending item whose deadline comes first, if any. */
+  first(): T | undefined {
+    this.#skipSettled();
+    return this.#items[this.#head];
+  }
+
   /** Hand every pending item to `fn` (which settles it) and forget them all; the timer stops. */
   drain(fn: (item: T) => void): void {
     const q = this.#items;

@@ -13,7 +13,7 @@
 import type { Logger } from 'pino';
 import { LensfleetError } from '../errors.js';
 import { ProcessBudget } from './budget.js';
-import { TenantPool, type PoolEvent, type PoolObserver, type PoolStats } from './tenant-pool.js';
+import { TenantPool, type LeaseProvider, type PoolEvent, type PoolObserver, type PoolStats } from './tenant-pool.js';
 import type { PgTenant, TenantDirectory } from '../tenants.js';
 
 export interface RegistryOptions {
@@ -29,6 +29,8 @@ export interface RegistryOptions {
   readonly onPoolClosed?: (tenant: string) => void;
   /** How often idle pools are looked for. @defaultValue 5000 */
   readonly maintenanceIntervalMs?: number;
+  /** The fleet connection cap of a tenant's pools (src/fleet/), or undefined: no cap. @defaultValue no cap */
+  readonly leases?: (tenant: PgTenant) => LeaseProvider | undefined;
 }
 
 /** The key of a tenant's pool. It always contains the tenant id (never a default tenant). */
@@ -236,6 +238,7 @@ export class PoolRegistry {
       max,
       pooling: tenant.pooling,
       budget: this.#budget,
+      leases: this.#opts.leases?.(tenant),
       ...(this.#opts.observer ? { observer: this.#opts.observer } : {}),
       onEvent: (e) => logPoolEvent(log, e),
     });

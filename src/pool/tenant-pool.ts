@@ -13,10 +13,10 @@ import { LensfleetError, markConnectionLoss } from '../errors.js';
 import { DeadlineQueue } from './deadline-queue.js';
 import { LeakSweep } from './housekeeping.js';
 import { PoolLedger } from './ledger.js';
-import { meta } from './pooled-client.js';
+import { meta, OpenNotNeeded } from './pooled-client.js';
 import { PooledSource } from './pooled-source.js';
 import type { ConnectionSource, SourceHost } from './source.js';
-import type { BudgetMember, CheckoutCallback, CloseReason, PoolClient, PoolObserver, PoolStats, TenantPoolOptions } from './types.js';
+import type { BudgetMember, CheckoutCallback, CloseReason, LeaseMember, PoolClient, PoolLeases, PoolObserver, PoolStats, TenantPoolOptions } from './types.js';
 import { UnpooledSource } from './unpooled-source.js';
 
 export type * from './types.js';
@@ -35,9 +35,14 @@ interface Waiter {
   done: CheckoutCallback;
   /** Granted, failed or timed out: whatever comes later is handed back. */
   settled: boolean;
+  /**
+   * Waits without an open of its own (its open was dropped as not needed): served by a
+   * connection another job releases, or by a new open when one closes instead.
+   */
+  parked: boolean;
 }
 
-export class TenantPool implements BudgetMember {
+export class TenantPool implements BudgetMember, LeaseMember {
   readonly tenant: string;
   readonly key: string;
   readonly max: number;
@@ -47,6 +52,8 @@ export class TenantPool implements BudgetMember {
   readonly #source: ConnectionSource;
   readonly #ledger: PoolLedger;
   readonly #observer: PoolObserver;
+  /** The tenant's fleet connection cap, when it has one. */
+  readonly #leases: PoolLeases | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
   #waiting = 0;
@@ -61,6 +68,8 @@ export class TenantPool implements BudgetMember {
    * queue per distinct timeout, so each stays in deadline order (lenses have few distinct ones).
    */
   readonly #shorterDeadlines = new Map<number, DeadlineQueue<Waiter>>();
+  /** Acquires waiting with no open of their own, oldest first (settled ones are skipped). */
+  #parked: Waiter[] = [];
   /** Started at the first hand-out (when leak detection is on), then it runs until close. */
   readonly #leakSweep: LeakSweep | undefined;
   #sweeping = false;
@@ -80,12 +89,14 @@ export class TenantPool implements BudgetMember {
     this.min = Math.min(opts.settings.minSize, opts.max);
     this.pooling = opts.pooling;
     this.#observer = opts.observer ?? {};
+    this.#leases = opts.leases?.(this);
     const ledger = new PoolLedger({
       tenant: opts.tenant,
       settings: opts.settings,
       member: this,
       observer: opts.observer,
       budget: opts.budget,
+      leases: this.#leases,
       onEvent: opts.onEvent,
     });
     this.#ledger = ledger;
@@ -109,6 +120,12 @@ export class TenantPool implements BudgetMember {
         const peak = pool.#peakDemand;
         pool.#peakDemand = pool.#inUse + pool.#waiting;
         return peak;
+      },
+      handOff(client) {
+        const w = pool.#longestWaiting();
+        if (w === undefined) return false;
+        pool.#grant(w, client);
+        return true;
       },
     };
     const sourceOptions = {
@@ -183,8 +200,11 @@ export class TenantPool implements BudgetMember {
     this.#waiting++;
     const now = performance.now();
     const limit = timeoutMs !== undefined && timeoutMs < this.settings.acquireTimeoutMs ? Math.max(0, timeoutMs) : this.settings.acquireTimeoutMs;
-    const w: Waiter = { started: now, deadline: now + limit, timeoutMs: limit, holder, done, settled: false };
+    const w: Waiter = { started: now, deadline: now + limit, timeoutMs: limit, holder, done, settled: false, parked: false };
     this.#deadlinesFor(limit).add(w);
+    // A capped tenant whose opens already wait for a fleet lease: another open would only queue
+    // behind them. This acquire takes the next connection released (or one of theirs).
+    if (this.#leases !== undefined && this.#ledger.leaseWaiting > 0 && this.#source.idleCount === 0) return this.#park(w);
     this.#attempt(w);
   }
 
@@ -205,6 +225,10 @@ export class TenantPool implements BudgetMember {
   #checkedOut(w: Waiter, err: Error | null | undefined, client: PoolClient | undefined): void {
     if (err || client === undefined) {
       if (w.settled) return;
+      // Its open was dropped as not needed (it waited for a fleet lease while other acquires
+      // were served) yet this acquire still waits: it takes the next connection released (a
+      // new open would only queue for a lease again, and be dropped again).
+      if (err instanceof OpenNotNeeded) return this.#park(w);
       this.#settle(w)(this.#acquireError(err), undefined);
       return;
     }
@@ -218,6 +242,31 @@ export class TenantPool implements BudgetMember {
         else if (w.settled) this.#handBackLate(client);
         else this.#grant(w, client);
       });
+  }
+
+  #park(w: Waiter): void {
+    w.parked = true;
+    this.#parked.push(w);
+  }
+
+  /** A connection closed instead of going back: the longest parked acquire opens one of its own. */
+  #unpark(): void {
+    while (this.#parked.length > 0) {
+      const w = this.#parked.shift()!;
+      if (w.settled || !w.parked) continue;
+      w.parked = false;
+      return this.#retry(w);
+    }
+  }
+
+  /** The unsettled acquire whose deadline comes first (over every deadline queue). */
+  #longestWaiting(): Waiter | undefined {
+    let first = this.#deadlines.first();
+    for (const q of this.#shorterDeadlines.values()) {
+      const w = q.first();
+      if (w !== undefined && (first === undefined || w.deadline < first.deadline)) first = w;
+    }
+    return first;
   }
 
   /** The connection was discarded (dead, expired): try another while time remains (else the deadline rejects). */
@@ -255,6 +304,7 @@ export class TenantPool implements BudgetMember {
   #settle(w: Waiter): CheckoutCallback {
     const done = w.done;
     w.settled = true;
+    w.parked = false;
     w.done = SETTLED;
     w.holder = undefined;
     this.#waiting--;
@@ -313,8 +363,9 @@ export class TenantPool implements BudgetMember {
   /** Back to the source: reused when healthy, else destroyed with the reason. */
   #return(client: PoolClient, err: unknown): void {
     const reason = this.#unusable(client, err);
-    if (reason === undefined) this.#source.reuse(client);
-    else this.#source.destroy(client, reason);
+    if (reason === undefined) return this.#source.reuse(client);
+    this.#source.destroy(client, reason);
+    if (this.#parked.length > 0) this.#unpark();
   }
 
   /**
@@ -326,12 +377,27 @@ export class TenantPool implements BudgetMember {
   }
 
   /**
+   * Another process waits for a lease of this tenant (its fleet cap is reached): close the idle
+   * connections above minSize, so their leases go where they are needed. Resolves with how many closed.
+   */
+  shedIdle(): Promise<number> {
+    const count = Math.min(this.idleCount, this.open - this.min);
+    return count > 0 ? this.#source.closeIdle(count, 'lease_wanted') : Promise.resolve(0);
+  }
+
+  /** Close the idle connections whose fleet lease was lost (the ones in use close when released). */
+  closeLost(): Promise<number> {
+    return this.#source.closeIdleWhere((client) => meta.get(client)?.lease?.lost === true, 'lease_lost');
+  }
+
+  /**
    * Close every connection; waiting and later acquires fail with `POOL_CLOSED`. Checked-out
    * connections are closed as they are released (a graceful drain). Idempotent.
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
+      this.#leases?.detach();
       this.#rejectWaiters();
       try {
         await this.#source.end();
@@ -358,6 +424,11 @@ export class TenantPool implements BudgetMember {
 
   get idleCount(): number {
     return this.#source.idleCount;
+  }
+
+  /** Acquires waiting now. */
+  get waiting(): number {
+    return this.#waiting;
   }
 
   get lastUsedAt(): number {
@@ -388,9 +459,12 @@ export class TenantPool implements BudgetMember {
       connections_opened_total: c.connections_opened_total,
       pings_failed_total: c.pings_failed_total,
       leaks_total: c.leaks_total,
+      lease_waits_total: c.lease_waits_total,
+      lease_timeouts_total: c.lease_timeouts_total,
       connections_closed_total: { ...c.connections_closed_total },
       connection_errors_total: { ...c.connection_errors_total },
       idle_for_ms: Date.now() - this.#lastUsedAt,
+      leases: this.#ledger.leases,
     };
   }
 
@@ -405,7 +479,10 @@ export class TenantPool implements BudgetMember {
 
   #describe(): string {
     const n = this.#numbers();
-    return `total=${n.total}, active=${n.active}, idle=${n.idle}, waiting=${n.waiting}, max=${this.max}`;
+    const numbers = `total=${n.total}, active=${n.active}, idle=${n.idle}, waiting=${n.waiting}, max=${this.max}`;
+    // Below max because of the fleet cap: say so (what to raise is fleetMaxConnections, not maxSize).
+    if (this.#leases === undefined) return numbers;
+    return `${numbers}, fleet leases=${this.#ledger.leases}, opens waiting for a fleet lease=${this.#ledger.leaseWaiting}`;
   }
 
   #handOut(client: PoolClient, holder: Readonly<Record<string, unknown>> | undefined): void {
@@ -431,7 +508,13 @@ export class TenantPool implements BudgetMember {
     if (err !== undefined) return 'error';
     if (client.getTransactionStatus() !== 'I') return 'dirty';
     const m = meta.get(client);
-    if (m !== undefined && Date.now() >= m.expiresAt) return 'recycled';
+    if (m === undefined) return undefined;
+    if (Date.now() >= m.expiresAt) return 'recycled';
+    if (m.lease !== undefined) {
+      if (m.lease.lost) return 'lease_lost';
+      // Other processes wait for this tenant's leases and this one holds more than its share.
+      if (this.open > this.min && this.#leases!.giveBack(m.lease)) return 'lease_wanted';
+    }
     return undefined;
   }
 

@@ -63,6 +63,10 @@ export class UnpooledSource implements ConnectionSource {
     return Promise.resolve(0);
   }
 
+  closeIdleWhere(): Promise<number> {
+    return Promise.resolve(0);
+  }
+
   /** Checked-out connections close as their jobs return them. */
   end(): Promise<void> {
     return Promise.resolve();
@@ -74,6 +78,6 @@ export class UnpooledSource implements ConnectionSource {
     void client
       .end()
       .catch(() => {})
-      .finally(() => this.#ledger.freed());
+      .finally(() => this.#ledger.freed(client));
   }
 }

@@ -261,6 +261,10 @@ export class RestTenantPool {
       connections_closed_total: { ...this.#stats.connections_closed_total },
       connection_errors_total: { ...this.#stats.connection_errors_total },
       idle_for_ms: Date.now() - this.#lastUsedAt,
+      // The fleet connection cap is for direct Postgres connections (PostgREST pools its own).
+      leases: 0,
+      lease_waits_total: 0,
+      lease_timeouts_total: 0,
     };
   }
 
