@@ -132,10 +132,13 @@ export class FleetMembership {
   }
 }
 
+/** A live worker's record, and how long ago its last heartbeat reached Redis (on Redis's clock). */
+export type LiveMember = MemberRecord & { readonly seenMsAgo: number };
+
 export interface FleetView {
   /** Redis's clock, in ms. */
   readonly now: number;
-  readonly members: MemberRecord[];
+  readonly members: LiveMember[];
   /** Records that were not valid member records (skipped). */
   readonly invalid: number;
 }
@@ -144,12 +147,19 @@ export interface FleetView {
 export async function readMembers(redis: Redis, keys: FleetKeys): Promise<FleetView> {
   const [seconds, micros] = await redis.time();
   const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
-  const ids = await redis.zrangebyscore(keys.members, `(${now}`, '+inf');
+  // Scores are expiries: the last heartbeat's Redis time plus the worker's TTL.
+  const withScores = await redis.zrangebyscore(keys.members, `(${now}`, '+inf', 'WITHSCORES');
+  const ids: string[] = [];
+  const expiries: number[] = [];
+  for (let i = 0; i < withScores.length; i += 2) {
+    ids.push(withScores[i]!);
+    expiries.push(Number(withScores[i + 1]));
+  }
   if (ids.length === 0) return { now, members: [], invalid: 0 };
   const raw = await redis.mget(ids.map((id) => keys.member(id)));
-  const members: MemberRecord[] = [];
+  const members: LiveMember[] = [];
   let invalid = 0;
-  for (const text of raw) {
+  for (const [i, text] of raw.entries()) {
     if (text === null) continue; // expired between the two reads
     let json: unknown;
     try {
@@ -159,7 +169,7 @@ export async function readMembers(redis: Redis, keys: FleetKeys): Promise<FleetV
       continue;
     }
     const r = memberRecord.safeParse(json);
-    if (r.success) members.push(r.data);
+    if (r.success) members.push({ ...r.data, seenMsAgo: Math.max(0, now - (expiries[i]! - r.data.ttlMs)) });
     else invalid++;
   }
   members.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
