@@ -22,10 +22,11 @@ import { buildConnector, type Dispatcher, Pool, Response, fetch as undiciFetch }
 import type { PoolSettings } from '../config.js';
 import { LensfleetError } from '../errors.js';
 import { DeadlineQueue } from '../pool/deadline-queue.js';
-import type { CloseReason, ConnectionErrorKind, PoolEvent, PoolObserver, PoolStats } from '../pool/types.js';
+import type { CloseReason, ConnectionErrorKind, ManagedPool, PoolEvent, PoolFactory, PoolObserver, PoolStats, PoolTenant } from '../pool/types.js';
 import type { Secret } from '../secret.js';
+import type { SupabaseTenant } from '../tenants.js';
 import type { RestClient } from './client.js';
-import { findCode, restFailureError, restStatusError } from './errors.js';
+import { findCode, type RequestIdentity, restFailureError, restStatusError } from './errors.js';
 
 /** Largest response body read by default (8 MiB): a lens result is rows for a job, not a dump. */
 export const DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024;
@@ -64,7 +65,36 @@ interface Waiter {
   reject: ((err: LensfleetError) => void) | undefined;
 }
 
-export class RestTenantPool {
+/**
+ * Supabase tenants' pools, for the registry: one `RestTenantPool` each. Its sockets do not count
+ * in the process connection budget (`budgetMember` is undefined): they end at the tenant's HTTP
+ * gateway, whose PostgREST keeps its own database pool, and undici cannot close one idle socket on
+ * demand to make room for another tenant. Each REST pool is still bounded by its effective max.
+ */
+export const restPools: PoolFactory<SupabaseTenant, RestTenantPool> = {
+  serves: (t: PoolTenant): t is SupabaseTenant => t.backend === 'supabase',
+  fingerprint: (t) => JSON.stringify(['supabase', t.supabaseUrl, t.serviceKey.reveal(), t.pooling, t.pool]),
+  create: (t, ctx) =>
+    new RestTenantPool({
+      tenant: t.id,
+      key: ctx.key,
+      supabaseUrl: t.supabaseUrl,
+      serviceKey: t.serviceKey,
+      settings: t.pool,
+      max: ctx.max,
+      pooling: t.pooling,
+      ...(ctx.observer ? { observer: ctx.observer } : {}),
+      onEvent: ctx.onEvent,
+    }),
+};
+
+export class RestTenantPool implements ManagedPool {
+  /** Which backend's pool this is (the job processor dispatches on it). */
+  readonly backend = 'supabase' as const;
+  /** HTTP sockets are not opened ahead of demand: a first request opens one in a round trip. */
+  readonly min = 0;
+  /** Its sockets do not count in the process connection budget (see `restPools`). */
+  readonly budgetMember = undefined;
   readonly tenant: string;
   readonly key: string;
   readonly max: number;
@@ -166,12 +196,12 @@ export class RestTenantPool {
   userClient(token: Secret): RestClient {
     const bearer = `Bearer ${token.reveal()}`;
     const apikey = this.#serviceKey.reveal();
-    const poolFetch = this.#fetch;
+    const send = this.#send;
     const fetch = (input: Parameters<FetchFn>[0], init?: RequestInit): Promise<Response> => {
       const headers = new Headers(init?.headers);
       headers.set('apikey', apikey);
       headers.set('Authorization', bearer);
-      return poolFetch(input, { ...init, headers });
+      return send(input, { ...init, headers }, 'user');
     };
     return new PostgrestClient(this.#restUrl, { fetch: fetch as FetchFn }) as unknown as RestClient;
   }
@@ -206,6 +236,11 @@ export class RestTenantPool {
     });
   }
 
+  /** Nothing to open ahead of demand (see `min`): ready at once. */
+  warm(): Promise<void> {
+    return Promise.resolve();
+  }
+
   /** Close every socket once its request is done; waiting and later acquires fail with `POOL_CLOSED`. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
@@ -225,6 +260,11 @@ export class RestTenantPool {
 
   /** Open sockets. */
   get size(): number {
+    return this.#agent.stats.connected;
+  }
+
+  /** Open sockets (`ManagedPool.open`). */
+  get open(): number {
     return this.#agent.stats.connected;
   }
 
@@ -248,8 +288,7 @@ export class RestTenantPool {
       key: this.key,
       pooling: this.pooling,
       max: this.max,
-      // HTTP sockets are not opened ahead of demand: a first request opens one in a round trip.
-      min: 0,
+      min: this.min,
       maxSize: this.settings.maxSize,
       size: n.total,
       opening: n.opening,
@@ -336,7 +375,7 @@ export class RestTenantPool {
    * thrown as `LensfleetError`s; the query runs with `throwOnError`, so they reach the job as
    * they are.
    */
-  readonly #fetch = async (input: Parameters<FetchFn>[0], init?: RequestInit): Promise<Response> => {
+  readonly #send = async (input: Parameters<FetchFn>[0], init: RequestInit | undefined, identity: RequestIdentity): Promise<Response> => {
     let res: Awaited<ReturnType<typeof undiciFetch>>;
     try {
       res = await undiciFetch(input as string, { ...(init as object), dispatcher: this.#dispatcher });
@@ -344,9 +383,12 @@ export class RestTenantPool {
       throw this.#failure(err);
     }
     const body = await this.#readBody(res);
-    if (!res.ok) throw restStatusError(res.status, body, { tenant: this.tenant }, this.#secrets(init));
+    if (!res.ok) throw restStatusError(res.status, body, { tenant: this.tenant }, this.#secrets(init), identity);
     return new Response(res.status === 204 ? null : body, { status: res.status, statusText: res.statusText, headers: res.headers });
   };
+
+  /** The service client's fetch: its requests carry the service key. */
+  readonly #fetch = (input: Parameters<FetchFn>[0], init?: RequestInit): Promise<Response> => this.#send(input, init, 'service');
 
   async #readBody(res: Awaited<ReturnType<typeof undiciFetch>>): Promise<string> {
     const cap = this.maxResponseBytes;
