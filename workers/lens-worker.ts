@@ -19,10 +19,6 @@ async function main(): Promise<void> {
   try {
     const config = loadWorkerConfig();
     const tenants = loadTenantDirectory(config);
-    for (const t of tenants.list()) {
-      if (t.backend !== 'pg')
-        logger.warn({ tenant: t.id }, 'tenant is configured for Supabase REST, which this version does not serve yet; its jobs fail with TENANT_UNSUPPORTED');
-    }
     if (tenants.ids().length === 0)
       logger.warn('no tenants configured (LENSFLEET_TENANTS / LENSFLEET_TENANTS_FILE): every job will fail with TENANT_NOT_FOUND');
     const catalog = new LensCatalog(maritimeLenses);
