@@ -97,7 +97,9 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
       const retry = deps.retry === undefined ? e.retryable : decideRetry(e.code, job.attemptsMade, deps.retry).retry;
       const final = !retry || job.attemptsMade + 1 >= attempts;
       metrics?.jobFinished(lensName, tenantId, final ? 'failed' : 'retried', (performance.now() - started) / 1000);
-      const fields = { code: e.code, retryable: e.retryable, final, ...e.details };
+      // (tenant and lens are on the child logger already: a second copy would repeat the JSON key)
+      const { tenant: _tenant, lens: _lens, ...details } = e.details;
+      const fields = { code: e.code, retryable: e.retryable, final, ...details };
       if (final) log().error(fields, e.message);
       else log().warn(fields, e.message);
       if (final) await forgetToken(job, log);
