@@ -2,6 +2,7 @@
  * The REST backend: RestTenantPool (one keep-alive undici pool per Supabase tenant behind
  * supabase-js) and executeRestLens, against the PostgREST stand-in on real tenant Postgres.
  */
+import { performance } from 'node:perf_hooks';
 import { inspect } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
@@ -340,7 +341,7 @@ describe('HTTP failures map onto the error codes, and nothing below BullMQ retri
     const err = await failure(p, slow, slow.parse({}));
     expect(err.code).toBe('QUERY_TIMEOUT');
     expect(err.retryable).toBe(true);
-    expect(err.message).toContain('300 ms');
+    expect(err.message).toContain('within its 300 ms timeout');
     expect(Date.now() - started).toBeLessThan(2500);
     expect(p.stats().inUse).toBe(0);
     expect((await executeRestLens(p, owned, owned.parse({ limit: 1 }), undefined)).rowCount).toBe(1);
@@ -416,6 +417,37 @@ describe('bounded waiting and stats', () => {
     expect(err.message).toMatch(/timed out after 200 ms .*active=1, .*waiting=0, max=1/);
     expect(p.stats()).toMatchObject({ acquire_timeouts_total: 1, waiting: 0 });
     expect((await first).rowCount).toBe(1);
+    expect(p.stats()).toMatchObject({ inUse: 0, waiting: 0 });
+  });
+
+  it("a lens's timeout bounds the wait for a request slot and the request together: the wait is cut at it (POOL_TIMEOUT), the request gets what is left (QUERY_TIMEOUT)", async () => {
+    const budget = defineLens({
+      name: 'rest.budget',
+      params: z.object({}),
+      sql: () => ({ text: 'SELECT id FROM receiving LIMIT 1', values: [] }),
+      rest: (db) => db.from('receiving').select('id').limit(1),
+      timeoutMs: 2000,
+    });
+    // acquireTimeoutMs 10 s: only the lens's 2 s can cut the wait.
+    const { pool: p } = pool(1, { acquireTimeoutMs: 10_000 });
+    const held = await p.acquire();
+    let started = performance.now();
+    const waited = await failure(p, budget, {});
+    expect(waited.code).toBe('POOL_TIMEOUT');
+    expect(waited.message).toMatch(/timed out after 2000 ms /);
+    expect(performance.now() - started).toBeLessThan(4000);
+    expect(p.stats().waiting).toBe(0);
+
+    // 1.2 s of waiting leave 0.8 s for a request the server holds for 5 s: ~2 s in all, not 3.2 s.
+    t.standIn.injectFault({ delayMs: 5000 });
+    setTimeout(() => held.release(), 1200);
+    started = performance.now();
+    const late = await failure(p, budget, {});
+    const elapsed = performance.now() - started;
+    expect(late.code).toBe('QUERY_TIMEOUT');
+    expect(late.message).toMatch(/within its 2000 ms timeout \(1[0-9]{3} ms of them spent waiting for a request slot\)/);
+    expect(elapsed).toBeGreaterThanOrEqual(1900);
+    expect(elapsed).toBeLessThan(2900);
     expect(p.stats()).toMatchObject({ inUse: 0, waiting: 0 });
   });
 

@@ -48,15 +48,22 @@ export async function executeRestLens<P>(
   query.setHeader('Range', `0-${lens.maxRows}`);
   query.abortSignal(controller.signal);
   query.throwOnError();
+  // The lens's timeout bounds the wait for a request slot and the request together, as on the
+  // Postgres path: the wait is cut at it (POOL_TIMEOUT), the request gets what is left.
+  const budgetMs = lens.timeoutMs ?? pool.settings.statementTimeoutMs;
   const started = performance.now();
-  const lease = await pool.acquire();
+  const lease = await pool.acquire(budgetMs);
   const acquireMs = performance.now() - started;
-  const timeoutMs = lens.timeoutMs ?? pool.settings.statementTimeoutMs;
+  const timeoutMs = Math.max(1, Math.floor(budgetMs - acquireMs));
   // Aborting with a typed reason: undici rejects the fetch (or the body read) with it as it is.
   const timer = setTimeout(
     () =>
       controller.abort(
-        new LensfleetError('QUERY_TIMEOUT', `tenant ${pool.tenant}, lens ${lens.name}: no REST response within ${timeoutMs} ms`, { details: context }),
+        new LensfleetError(
+          'QUERY_TIMEOUT',
+          `tenant ${pool.tenant}, lens ${lens.name}: no REST response within its ${budgetMs} ms timeout${acquireMs >= 1 ? ` (${Math.round(acquireMs)} ms of them spent waiting for a request slot)` : ''}`,
+          { details: context },
+        ),
       ),
     timeoutMs,
   );

@@ -4,8 +4,9 @@
  * as a Postgres `TenantPool` so `/pools`, metrics and alerts read both alike.
  *
  * - At most `max` requests are in flight (one per socket, no pipelining); more wait here, in
- *   order, for at most `acquireTimeoutMs` (`POOL_TIMEOUT`), and at most `maxWaiting` of them
- *   (`POOL_BUSY`). undici's own queue stays empty, so waiting is bounded and counted here.
+ *   order, for at most `acquireTimeoutMs` or a job's shorter deadline (`POOL_TIMEOUT`), and at
+ *   most `maxWaiting` of them (`POOL_BUSY`). undici's own queue stays empty, so waiting is
+ *   bounded and counted here.
  * - One reused service client (`createClient`) for service jobs; per user job a client whose
  *   every request carries that job's token (`userClient`). Identity never lives on shared state.
  * - No retries anywhere below BullMQ: supabase-js 2.100 has none, undici's `fetch` has none.
@@ -60,6 +61,8 @@ type FetchFn = typeof globalThis.fetch;
 interface Waiter {
   readonly started: number;
   readonly deadline: number;
+  /** How long this request may wait (acquireTimeoutMs, or a job's shorter deadline). */
+  readonly timeoutMs: number;
   settled: boolean;
   resolve: ((lease: RestLease) => void) | undefined;
   reject: ((err: LensfleetError) => void) | undefined;
@@ -119,6 +122,11 @@ export class RestTenantPool implements ManagedPool {
   #queue: (Waiter | undefined)[] = [];
   #head = 0;
   readonly #deadlines = new DeadlineQueue<Waiter>((w) => this.#expired(w));
+  /**
+   * Waits with a shorter deadline of their own (a lens timeout below acquireTimeoutMs): one queue
+   * per distinct timeout, so each stays in deadline order (lenses have few distinct ones).
+   */
+  readonly #shorterDeadlines = new Map<number, DeadlineQueue<Waiter>>();
   readonly #stats = {
     requests_total: 0,
     requests_wait_ms_total: 0,
@@ -208,9 +216,10 @@ export class RestTenantPool implements ManagedPool {
 
   /**
    * A request slot, waiting at most `acquireTimeoutMs` (`POOL_TIMEOUT`) behind at most
-   * `maxWaiting` others (`POOL_BUSY`).
+   * `maxWaiting` others (`POOL_BUSY`). `timeoutMs` shortens the wait (a job's own deadline),
+   * never lengthens it.
    */
-  acquire(): Promise<RestLease> {
+  acquire(timeoutMs?: number): Promise<RestLease> {
     if (this.#closed) return Promise.reject(new LensfleetError('POOL_CLOSED', `pool ${this.key} is closed`, { details: { tenant: this.tenant } }));
     this.#stats.requests_total++;
     this.#lastUsedAt = Date.now();
@@ -227,13 +236,24 @@ export class RestTenantPool implements ManagedPool {
         }),
       );
     }
+    const limit = timeoutMs !== undefined && timeoutMs < this.settings.acquireTimeoutMs ? Math.max(0, timeoutMs) : this.settings.acquireTimeoutMs;
     return new Promise<RestLease>((resolve, reject) => {
       const now = performance.now();
-      const w: Waiter = { started: now, deadline: now + this.settings.acquireTimeoutMs, settled: false, resolve, reject };
+      const w: Waiter = { started: now, deadline: now + limit, timeoutMs: limit, settled: false, resolve, reject };
       this.#waiting++;
       this.#queue.push(w);
-      this.#deadlines.add(w);
+      this.#deadlinesFor(limit).add(w);
     });
+  }
+
+  #deadlinesFor(timeoutMs: number): DeadlineQueue<Waiter> {
+    if (timeoutMs === this.settings.acquireTimeoutMs) return this.#deadlines;
+    let q = this.#shorterDeadlines.get(timeoutMs);
+    if (q === undefined) {
+      q = new DeadlineQueue<Waiter>((w) => this.#expired(w));
+      this.#shorterDeadlines.set(timeoutMs, q);
+    }
+    return q;
   }
 
   /** Nothing to open ahead of demand (see `min`): ready at once. */
@@ -246,7 +266,7 @@ export class RestTenantPool implements ManagedPool {
     this.#closing ??= (async () => {
       this.#closed = true;
       const closed = new LensfleetError('POOL_CLOSED', `pool ${this.key} was closed while this request waited`, { details: { tenant: this.tenant } });
-      this.#deadlines.drain((w) => this.#settle(w).reject?.(closed));
+      for (const queue of [this.#deadlines, ...this.#shorterDeadlines.values()]) queue.drain((w) => this.#settle(w).reject?.(closed));
       this.#queue = [];
       this.#head = 0;
       await this.#agent.close();
@@ -363,7 +383,7 @@ export class RestTenantPool implements ManagedPool {
     reject?.(
       new LensfleetError(
         'POOL_TIMEOUT',
-        `pool ${this.key} timed out after ${this.settings.acquireTimeoutMs} ms waiting for a request slot (sockets=${n.total}, active=${n.active}, idle=${n.idle}, waiting=${n.waiting}, max=${this.max})`,
+        `pool ${this.key} timed out after ${w.timeoutMs} ms waiting for a request slot (sockets=${n.total}, active=${n.active}, idle=${n.idle}, waiting=${n.waiting}, max=${this.max})`,
         { details: { tenant: this.tenant, ...n } },
       ),
     );
