@@ -14,6 +14,7 @@
  */
 import type { Logger } from 'pino';
 import { LensfleetError } from '../errors.js';
+import { fingerprintOf } from '../secret.js';
 import { ProcessBudget } from './budget.js';
 import { TenantPool, type PoolEvent, type PoolObserver, type PoolStats } from './tenant-pool.js';
 import type { BudgetMember, ManagedPool, PoolFactory, PoolTenant } from './types.js';
@@ -49,7 +50,8 @@ export function effectiveMax(tenant: PoolTenant, concurrency: number): number {
 /** Postgres tenants' pools: one `TenantPool` each, its connections counted in the process budget. */
 export const pgPools: PoolFactory<PgTenant, TenantPool> = {
   serves: (t): t is PgTenant => t.backend === 'pg',
-  fingerprint: (t) => JSON.stringify(['pg', t.databaseUrl.reveal(), t.pooling, t.pool]),
+  // A digest: the registry keeps it for the pool's life, and the URL holds a password.
+  fingerprint: (t) => fingerprintOf('pg', t.databaseUrl.reveal(), t.pooling, t.pool),
   create: (t, ctx) =>
     new TenantPool({
       tenant: t.id,

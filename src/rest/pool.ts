@@ -24,7 +24,7 @@ import type { PoolSettings } from '../config.js';
 import { LensfleetError } from '../errors.js';
 import { DeadlineQueue } from '../pool/deadline-queue.js';
 import type { CloseReason, ConnectionErrorKind, ManagedPool, PoolEvent, PoolFactory, PoolObserver, PoolStats, PoolTenant } from '../pool/types.js';
-import type { Secret } from '../secret.js';
+import { fingerprintOf, type Secret } from '../secret.js';
 import type { SupabaseTenant } from '../tenants.js';
 import type { RestClient } from './client.js';
 import { findCode, type RequestIdentity, restFailureError, restStatusError } from './errors.js';
@@ -76,7 +76,8 @@ interface Waiter {
  */
 export const restPools: PoolFactory<SupabaseTenant, RestTenantPool> = {
   serves: (t: PoolTenant): t is SupabaseTenant => t.backend === 'supabase',
-  fingerprint: (t) => JSON.stringify(['supabase', t.supabaseUrl, t.serviceKey.reveal(), t.pooling, t.pool]),
+  // A digest: the registry keeps it for the pool's life, and the service key is a secret.
+  fingerprint: (t) => fingerprintOf('supabase', t.supabaseUrl, t.serviceKey.reveal(), t.pooling, t.pool),
   create: (t, ctx) =>
     new RestTenantPool({
       tenant: t.id,
