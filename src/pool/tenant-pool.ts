@@ -16,7 +16,17 @@ import { PoolLedger } from './ledger.js';
 import { meta } from './pooled-client.js';
 import { PooledSource } from './pooled-source.js';
 import type { ConnectionSource, SourceHost } from './source.js';
-import type { BudgetMember, CheckoutCallback, CloseReason, ManagedPool, PoolClient, PoolObserver, PoolStats, TenantPoolOptions } from './types.js';
+import {
+  poolStats,
+  type BudgetMember,
+  type CheckoutCallback,
+  type CloseReason,
+  type ManagedPool,
+  type PoolClient,
+  type PoolObserver,
+  type PoolStats,
+  type TenantPoolOptions,
+} from './types.js';
 import { UnpooledSource } from './unpooled-source.js';
 
 export type * from './types.js';
@@ -376,29 +386,7 @@ export class TenantPool implements BudgetMember, ManagedPool {
   }
 
   stats(): PoolStats {
-    const n = this.#numbers();
-    const c = this.#ledger.counters;
-    return {
-      tenant: this.tenant,
-      key: this.key,
-      pooling: this.pooling,
-      max: this.max,
-      min: this.min,
-      maxSize: this.settings.maxSize,
-      size: n.total,
-      opening: n.opening,
-      inUse: n.active,
-      idle: n.idle,
-      waiting: n.waiting,
-      ...this.#requests,
-      requests_wait_ms_total: Math.round(this.#requests.requests_wait_ms_total),
-      connections_opened_total: c.connections_opened_total,
-      pings_failed_total: c.pings_failed_total,
-      leaks_total: c.leaks_total,
-      connections_closed_total: { ...c.connections_closed_total },
-      connection_errors_total: { ...c.connection_errors_total },
-      idle_for_ms: Date.now() - this.#lastUsedAt,
-    };
+    return poolStats(this, this.#numbers(), { ...this.#ledger.counters, ...this.#requests }, this.#lastUsedAt);
   }
 
   /** maxWaiting acquires wait already. */

@@ -211,3 +211,49 @@ export type PoolClient = pg.PoolClient;
  * dispatch (often inside the previous holder's release), so it must not throw.
  */
 export type CheckoutCallback = (err: Error | undefined, client: PoolClient | undefined) => void;
+
+/** What a pool is and holds right now (both backends), for `poolStats`. */
+export interface PoolShape {
+  readonly tenant: string;
+  readonly key: string;
+  readonly pooling: boolean;
+  readonly max: number;
+  readonly min: number;
+  readonly settings: { readonly maxSize: number };
+}
+
+/**
+ * One pool's snapshot, the same for every backend: its shape, the connections open / opening /
+ * in use / idle and acquires waiting now, and its counters (copied: the snapshot must not change
+ * under whoever reads it).
+ */
+export function poolStats(
+  pool: PoolShape,
+  n: { readonly total: number; readonly opening: number; readonly active: number; readonly idle: number; readonly waiting: number },
+  c: PoolCounters,
+  lastUsedAt: number,
+): PoolStats {
+  return {
+    tenant: pool.tenant,
+    key: pool.key,
+    pooling: pool.pooling,
+    max: pool.max,
+    min: pool.min,
+    maxSize: pool.settings.maxSize,
+    size: n.total,
+    opening: n.opening,
+    inUse: n.active,
+    idle: n.idle,
+    waiting: n.waiting,
+    requests_total: c.requests_total,
+    requests_wait_ms_total: Math.round(c.requests_wait_ms_total),
+    acquire_timeouts_total: c.acquire_timeouts_total,
+    pool_busy_total: c.pool_busy_total,
+    connections_opened_total: c.connections_opened_total,
+    pings_failed_total: c.pings_failed_total,
+    leaks_total: c.leaks_total,
+    connections_closed_total: { ...c.connections_closed_total },
+    connection_errors_total: { ...c.connection_errors_total },
+    idle_for_ms: Date.now() - lastUsedAt,
+  };
+}

@@ -23,7 +23,17 @@ import { buildConnector, type Dispatcher, Pool, Response, fetch as undiciFetch }
 import type { PoolSettings } from '../config.js';
 import { LensfleetError } from '../errors.js';
 import { DeadlineQueue } from '../pool/deadline-queue.js';
-import type { CloseReason, ConnectionErrorKind, ManagedPool, PoolEvent, PoolFactory, PoolObserver, PoolStats, PoolTenant } from '../pool/types.js';
+import {
+  poolStats,
+  type CloseReason,
+  type ConnectionErrorKind,
+  type ManagedPool,
+  type PoolEvent,
+  type PoolFactory,
+  type PoolObserver,
+  type PoolStats,
+  type PoolTenant,
+} from '../pool/types.js';
 import { fingerprintOf, type Secret } from '../secret.js';
 import type { SupabaseTenant } from '../tenants.js';
 import type { RestClient } from './client.js';
@@ -303,25 +313,7 @@ export class RestTenantPool implements ManagedPool {
 
   /** The same shape as `TenantPool.stats()`: sockets are the connections. */
   stats(): PoolStats {
-    const n = this.#numbers();
-    return {
-      tenant: this.tenant,
-      key: this.key,
-      pooling: this.pooling,
-      max: this.max,
-      min: this.min,
-      maxSize: this.settings.maxSize,
-      size: n.total,
-      opening: n.opening,
-      inUse: n.active,
-      idle: n.idle,
-      waiting: n.waiting,
-      ...this.#stats,
-      requests_wait_ms_total: Math.round(this.#stats.requests_wait_ms_total),
-      connections_closed_total: { ...this.#stats.connections_closed_total },
-      connection_errors_total: { ...this.#stats.connection_errors_total },
-      idle_for_ms: Date.now() - this.#lastUsedAt,
-    };
+    return poolStats(this, this.#numbers(), this.#stats, this.#lastUsedAt);
   }
 
   #numbers() {
