@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
 import type { PoolSettings } from '../config.js';
 import { LensfleetError, markConnectionLoss } from '../errors.js';
-import { DeadlineQueue } from './deadline-queue.js';
+import { DeadlineQueues } from './deadline-queue.js';
 import { LeakSweep } from './housekeeping.js';
 import { PoolLedger } from './ledger.js';
 import { meta } from './pooled-client.js';
@@ -66,13 +66,8 @@ export class TenantPool implements BudgetMember, ManagedPool {
   /** Highest demand (in use + waiting) since the overflow trim last asked. */
   #peakDemand = 0;
   #lastUsedAt = Date.now();
-  /** Every acquire's deadline on one timer (deadlines grow in start order: one timeout per pool). */
-  readonly #deadlines = new DeadlineQueue<Waiter>((w) => this.#expired(w));
-  /**
-   * Acquires with a shorter deadline of their own (a lens timeout below acquireTimeoutMs): one
-   * queue per distinct timeout, so each stays in deadline order (lenses have few distinct ones).
-   */
-  readonly #shorterDeadlines = new Map<number, DeadlineQueue<Waiter>>();
+  /** Acquire deadlines: one timer per distinct timeout (acquireTimeoutMs, or a lens's shorter one). */
+  readonly #deadlines = new DeadlineQueues<Waiter>((w) => this.#expired(w));
   /** Started at the first hand-out (when leak detection is on), then it runs until close. */
   readonly #leakSweep: LeakSweep | undefined;
   #sweeping = false;
@@ -196,18 +191,8 @@ export class TenantPool implements BudgetMember, ManagedPool {
     const now = performance.now();
     const limit = timeoutMs !== undefined && timeoutMs < this.settings.acquireTimeoutMs ? Math.max(0, timeoutMs) : this.settings.acquireTimeoutMs;
     const w: Waiter = { started: now, deadline: now + limit, timeoutMs: limit, holder, done, settled: false };
-    this.#deadlinesFor(limit).add(w);
+    this.#deadlines.add(w, limit);
     this.#attempt(w);
-  }
-
-  #deadlinesFor(timeoutMs: number): DeadlineQueue<Waiter> {
-    if (timeoutMs === this.settings.acquireTimeoutMs) return this.#deadlines;
-    let q = this.#shorterDeadlines.get(timeoutMs);
-    if (q === undefined) {
-      q = new DeadlineQueue<Waiter>((w) => this.#expired(w));
-      this.#shorterDeadlines.set(timeoutMs, q);
-    }
-    return q;
   }
 
   #attempt(w: Waiter): void {
@@ -276,14 +261,12 @@ export class TenantPool implements BudgetMember, ManagedPool {
 
   /** On close: acquires still waiting fail now with POOL_CLOSED (a connection that reaches one later goes back). */
   #rejectWaiters(): void {
-    for (const queue of [this.#deadlines, ...this.#shorterDeadlines.values()]) {
-      queue.drain((w) => {
-        this.#settle(w)(
-          new LensfleetError('POOL_CLOSED', `pool ${this.key} was closed while this acquire waited`, { details: { tenant: this.tenant } }),
-          undefined,
-        );
-      });
-    }
+    this.#deadlines.drain((w) => {
+      this.#settle(w)(
+        new LensfleetError('POOL_CLOSED', `pool ${this.key} was closed while this acquire waited`, { details: { tenant: this.tenant } }),
+        undefined,
+      );
+    });
   }
 
   /** An acquire's deadline passed: POOL_TIMEOUT with the pool's numbers. */

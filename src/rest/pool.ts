@@ -22,7 +22,7 @@ import { createClient } from '@supabase/supabase-js';
 import { buildConnector, type Dispatcher, Pool, Response, fetch as undiciFetch } from 'undici';
 import type { PoolSettings } from '../config.js';
 import { LensfleetError } from '../errors.js';
-import { DeadlineQueue } from '../pool/deadline-queue.js';
+import { DeadlineQueues } from '../pool/deadline-queue.js';
 import {
   poolStats,
   type CloseReason,
@@ -132,12 +132,7 @@ export class RestTenantPool implements ManagedPool {
   /** Waiters in arrival order (grant order); `#head` is the first not yet taken out. */
   #queue: (Waiter | undefined)[] = [];
   #head = 0;
-  readonly #deadlines = new DeadlineQueue<Waiter>((w) => this.#expired(w));
-  /**
-   * Waits with a shorter deadline of their own (a lens timeout below acquireTimeoutMs): one queue
-   * per distinct timeout, so each stays in deadline order (lenses have few distinct ones).
-   */
-  readonly #shorterDeadlines = new Map<number, DeadlineQueue<Waiter>>();
+  readonly #deadlines = new DeadlineQueues<Waiter>((w) => this.#expired(w));
   readonly #stats = {
     requests_total: 0,
     requests_wait_ms_total: 0,
@@ -253,18 +248,8 @@ export class RestTenantPool implements ManagedPool {
       const w: Waiter = { started: now, deadline: now + limit, timeoutMs: limit, settled: false, resolve, reject };
       this.#waiting++;
       this.#queue.push(w);
-      this.#deadlinesFor(limit).add(w);
+      this.#deadlines.add(w, limit);
     });
-  }
-
-  #deadlinesFor(timeoutMs: number): DeadlineQueue<Waiter> {
-    if (timeoutMs === this.settings.acquireTimeoutMs) return this.#deadlines;
-    let q = this.#shorterDeadlines.get(timeoutMs);
-    if (q === undefined) {
-      q = new DeadlineQueue<Waiter>((w) => this.#expired(w));
-      this.#shorterDeadlines.set(timeoutMs, q);
-    }
-    return q;
   }
 
   /** Nothing to open ahead of demand (see `min`): ready at once. */
@@ -277,7 +262,7 @@ export class RestTenantPool implements ManagedPool {
     this.#closing ??= (async () => {
       this.#closed = true;
       const closed = new LensfleetError('POOL_CLOSED', `pool ${this.key} was closed while this request waited`, { details: { tenant: this.tenant } });
-      for (const queue of [this.#deadlines, ...this.#shorterDeadlines.values()]) queue.drain((w) => this.#settle(w).reject?.(closed));
+      this.#deadlines.drain((w) => this.#settle(w).reject?.(closed));
       this.#queue = [];
       this.#head = 0;
       await this.#agent.close();
