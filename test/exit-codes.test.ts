@@ -319,6 +319,10 @@ describe('demo exit codes', () => {
       120_000,
     );
     expect(r.output).toContain('completed 40, failed 0');
+    // The Supabase tenant: its own jobs through the PostgREST stand-in, users through RLS, the stand-in stopped.
+    expect(r.output).toMatch(/ySUPA_001 over REST: 4 lens queries[\s\S]*completed 4, failed 0/);
+    expect(r.output).toMatch(/ySUPA_001 over REST: the worker sends[\s\S]*user 1 .* 30 rows[\s\S]*user 2 .* 30 rows[\s\S]*service \(no token\) +60 rows/);
+    expect(r.output).toContain('PostgREST stand-in exited with 0');
     expect(r.code).toBe(0);
   });
 });

@@ -8,6 +8,7 @@ import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { LensResult } from '../queues/contract.js';
+import { createTenantPools, type TenantPools } from '../src/backends.js';
 import type { WorkerConfig } from '../src/config.js';
 import { Fleet } from '../src/fleet/fleet.js';
 import type { MemberPool } from '../src/fleet/membership.js';
@@ -15,7 +16,6 @@ import { startHttpServer, type HttpServer } from '../src/http.js';
 import type { LensCatalog } from '../src/lens.js';
 import { createLogger } from '../src/logger.js';
 import { LensfleetMetrics } from '../src/metrics.js';
-import { PoolRegistry } from '../src/pool/registry.js';
 import type { TenantDirectory } from '../src/tenants.js';
 import { packageVersion } from '../src/version.js';
 import { applyJobBounds, createBackoffStrategy } from './job-bounds.js';
@@ -32,7 +32,7 @@ export interface WorkerServiceOptions {
 
 export interface WorkerService {
   readonly worker: Worker;
-  readonly registry: PoolRegistry;
+  readonly registry: TenantPools;
   /** Its place in the fleet: membership and connection leases. */
   readonly fleet: Fleet;
   readonly metrics: LensfleetMetrics;
@@ -117,15 +117,16 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
   };
   // Closed after the pools (cleanups run in reverse): their connections give their leases back as they close.
   cleanups.push({ name: 'fleet', run: () => fleet.close() });
-  const registry = new PoolRegistry({
+  // Pools of both backends; only Postgres connections count in the process budget (docs/SUPABASE.md).
+  const registry = createTenantPools({
     concurrency: config.concurrency,
     processMaxConnections: config.processMaxConnections,
     keepWarm,
     logger,
     observer: metrics.poolObserver,
     onPoolClosed: (tenant) => metrics.poolClosed(tenant),
-    // A tenant with a fleet cap opens a connection only with a lease from the fleet.
-    leases: (t) => (t.pool.fleetMaxConnections > 0 ? fleet.leases.provider(t.id, t.pool.fleetMaxConnections) : undefined),
+    // A Postgres tenant with a fleet cap opens a connection only with a lease from the fleet (PostgREST pools its own).
+    leases: (t) => (t.backend === 'pg' && t.pool.fleetMaxConnections > 0 ? fleet.leases.provider(t.id, t.pool.fleetMaxConnections) : undefined),
   });
   cleanups.push({ name: 'pools', run: () => registry.close() });
 
@@ -151,7 +152,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
 
   const processor = createProcessor({
     catalog,
-    tenants: { getPg: (id) => tenants.getPg(id) },
+    tenants: { get: (id) => tenants.get(id) },
     registry,
     logger,
     metrics,
@@ -233,7 +234,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     for (const id of ids) {
       if (draining) return;
       try {
-        const pool = await registry.get(tenants.getPg(id));
+        const pool = await registry.get(tenants.get(id));
         logger.info({ tenant: id, connections: pool.size, min: pool.min }, 'pool warmed');
       } catch (err) {
         if (draining) return; // the registry closed under it: shutting down, not a failure
@@ -277,7 +278,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
       for (const id of warmIds(next)) keepWarm.add(id);
       const changes = registry.reconcile(next);
       logger.info({ tenants: next.ids().length, ...changes }, 'tenants reloaded');
-      await warmUp([...keepWarm].filter((id) => next.get(id).backend === 'pg'));
+      await warmUp([...keepWarm]);
       return changes;
     },
     ready,

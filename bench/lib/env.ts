@@ -36,6 +36,11 @@ export interface BenchEnv {
   createTenants(ids: readonly string[], rows: number, log?: (line: string) => void): Promise<TenantDatabase[]>;
   /** A delay proxy in front of Postgres, in its own process; stopped with the environment. */
   startProxy(delayMs: number): Promise<number>;
+  /**
+   * The PostgREST stand-in in front of a tenant database (as its login role), in its own process
+   * (its CPU read apart); stopped with the environment. `dbPool`: its database connections.
+   */
+  startStandIn(databaseUrl: string, jwtSecret: string, dbPool: number): Promise<{ url: string; pid: number }>;
 }
 
 /** Put `?uselibpqcompat=true&sslmode=require` (libpq meaning: encrypt, do not verify) on a URL. */
@@ -131,6 +136,24 @@ export async function startBenchEnv(log: (line: string) => void, maxConnections:
           resolve(m.port);
         });
         child.once('exit', (code) => reject(new Error(`delay proxy exited (code ${code})`)));
+      });
+    },
+    async startStandIn(databaseUrl, jwtSecret, dbPool) {
+      const child: ChildProcess = fork(benchScript('standin-child.js'), [], {
+        env: { PATH: process.env.PATH ?? '', PGRST_DB_URI: databaseUrl, PGRST_JWT_SECRET: jwtSecret, PGRST_DB_POOL: String(dbPool) },
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+        execArgv: [],
+      });
+      onCleanup(() => {
+        child.kill('SIGTERM');
+      });
+      return new Promise<{ url: string; pid: number }>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('PostgREST stand-in did not start within 10 s')), 10_000);
+        child.once('message', (m: { url: string }) => {
+          clearTimeout(timer);
+          resolve({ url: m.url, pid: child.pid ?? 0 });
+        });
+        child.once('exit', (code) => reject(new Error(`PostgREST stand-in exited (code ${code})`)));
       });
     },
   };

@@ -100,7 +100,7 @@ export interface DrainResult {
   readonly capped: boolean;
   readonly seconds: number;
   readonly jobsPerSecond: number;
-  readonly cpuMsPerJob: { worker: number; redis: number; postgres: number; total: number; producer: number };
+  readonly cpuMsPerJob: { worker: number; redis: number; postgres: number; standIn: number; total: number; producer: number };
   readonly firstFailure: string | undefined;
 }
 
@@ -164,7 +164,7 @@ export interface OpenLoopResult {
   readonly e2eP99Ms: number;
   readonly serviceP50Ms: number;
   readonly serviceP99Ms: number;
-  readonly cpuMsPerJob: { worker: number; redis: number; postgres: number; total: number; producer: number };
+  readonly cpuMsPerJob: { worker: number; redis: number; postgres: number; standIn: number; total: number; producer: number };
   readonly capped: boolean;
 }
 

@@ -28,8 +28,19 @@ export interface Plan {
   readonly remote: { readonly delayMs: number; readonly lowRate: number; readonly lowRateSeconds: number; readonly drainCapSeconds: number };
   readonly tenants: { readonly count: number; readonly databases: number; readonly jobs: number; readonly capSeconds: number; readonly concurrency: number };
   readonly micro: { readonly pairs: number; readonly secondsEach: number };
-  /** Identity and hygiene: drains per variant (service, service without hygiene, user). */
-  readonly identity: { readonly warmUpJobs: number; readonly drainJobs: number; readonly drainCapSeconds: number };
+  /**
+   * Identity and hygiene: per variant (pg: service, service without hygiene, user; Supabase REST
+   * through the stand-in: service, user) a warm-up, an open loop at a low rate (e2e latency
+   * without a backlog), a drain. REST variants drain fewer jobs: the stand-in is slower.
+   */
+  readonly identity: {
+    readonly warmUpJobs: number;
+    readonly drainJobs: number;
+    readonly restDrainJobs: number;
+    readonly drainCapSeconds: number;
+    readonly lowRate: number;
+    readonly lowRateSeconds: number;
+  };
 }
 
 // Full-run sizes are bounded by caps, so a slow variant (or a busy machine) cannot stretch the
@@ -42,7 +53,7 @@ export const FULL: Plan = {
   remote: { delayMs: 10, lowRate: 10, lowRateSeconds: 3, drainCapSeconds: 6 },
   tenants: { count: 1000, databases: 4, jobs: 20_000, capSeconds: 60, concurrency: 16 },
   micro: { pairs: 7, secondsEach: 2 },
-  identity: { warmUpJobs: 500, drainJobs: 10_000, drainCapSeconds: 30 },
+  identity: { warmUpJobs: 500, drainJobs: 10_000, restDrainJobs: 2000, drainCapSeconds: 30, lowRate: 50, lowRateSeconds: 2 },
 };
 
 export const QUICK: Plan = {
@@ -53,5 +64,5 @@ export const QUICK: Plan = {
   remote: { delayMs: 10, lowRate: 10, lowRateSeconds: 1, drainCapSeconds: 2 },
   tenants: { count: 100, databases: 1, jobs: 300, capSeconds: 8, concurrency: 16 },
   micro: { pairs: 2, secondsEach: 0.5 },
-  identity: { warmUpJobs: 200, drainJobs: 2000, drainCapSeconds: 5 },
+  identity: { warmUpJobs: 200, drainJobs: 2000, restDrainJobs: 600, drainCapSeconds: 5, lowRate: 50, lowRateSeconds: 1 },
 };

@@ -82,12 +82,16 @@ export interface CpuSources {
   readonly workerPid: number;
   readonly redisPid: number;
   readonly postmasterPid: number;
+  /** The PostgREST stand-in between a Supabase tenant's worker and Postgres, when there is one. */
+  readonly standInPid?: number;
 }
 
 export interface CpuSample {
   readonly workerMs: number;
   readonly redisMs: number;
   readonly postgresMs: number;
+  /** 0 without a stand-in. */
+  readonly standInMs: number;
   /** This benchmark process: the producer adding jobs (and receiving the worker's reports). */
   readonly producerMs: number;
 }
@@ -97,17 +101,22 @@ export function sampleCpu(src: CpuSources): CpuSample {
     workerMs: processCpuMs(src.workerPid),
     redisMs: processCpuMs(src.redisPid),
     postgresMs: processTreeCpuMs(src.postmasterPid),
+    standInMs: src.standInPid === undefined ? 0 : processCpuMs(src.standInPid),
     producerMs: processCpuMs(process.pid),
   };
 }
 
-/** CPU ms per job between two samples, by process; `total` is the issue's worker + Redis + Postgres (the producer apart). */
+/**
+ * CPU ms per job between two samples, by process; `total` is the issue's worker + Redis + Postgres
+ * (+ the stand-in, which does a Supabase tenant's server-side work; the producer apart).
+ */
 export function cpuPerJob(before: CpuSample, after: CpuSample, jobs: number) {
   const per = (a: number, b: number): number => (jobs > 0 ? (b - a) / jobs : Number.NaN);
   const worker = per(before.workerMs, after.workerMs);
   const redis = per(before.redisMs, after.redisMs);
   const postgres = per(before.postgresMs, after.postgresMs);
-  return { worker, redis, postgres, total: worker + redis + postgres, producer: per(before.producerMs, after.producerMs) };
+  const standIn = per(before.standInMs, after.standInMs);
+  return { worker, redis, postgres, standIn, total: worker + redis + postgres + standIn, producer: per(before.producerMs, after.producerMs) };
 }
 
 /** The 1-minute load average (other work on a shared machine shows here). */

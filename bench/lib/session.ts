@@ -22,6 +22,8 @@ export interface SessionOptions {
   readonly execArgv?: readonly string[];
   /** Job data per index; default: the lens mix round-robin over `tenants` (jobMaker). */
   readonly make?: (i: number) => LensJobData;
+  /** The PostgREST stand-in the worker's Supabase tenant goes through: its CPU is charged to the jobs. */
+  readonly standInPid?: number;
 }
 
 export async function withSession<T>(opts: SessionOptions, fn: (d: Driver) => Promise<T>): Promise<T> {
@@ -36,7 +38,12 @@ export async function withSession<T>(opts: SessionOptions, fn: (d: Driver) => Pr
       env: { REDIS_URL: opts.env.redis.url, LENSFLEET_QUEUE: opts.queueName, ...opts.workerEnv },
       ...(opts.execArgv ? { execArgv: opts.execArgv } : {}),
     });
-    const cpu = { workerPid: worker.pid, redisPid: opts.env.redisPid, postmasterPid: opts.env.postmasterPid };
+    const cpu = {
+      workerPid: worker.pid,
+      redisPid: opts.env.redisPid,
+      postmasterPid: opts.env.postmasterPid,
+      ...(opts.standInPid === undefined ? {} : { standInPid: opts.standInPid }),
+    };
     return await fn({ queue, worker, make: opts.make ?? jobMaker(opts.tenants), cpu, progress: opts.progress });
   } finally {
     opts.progress.update('stopping worker');

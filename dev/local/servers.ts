@@ -303,15 +303,17 @@ export async function startRedis(opts: StartOptions = {}): Promise<LocalRedis> {
   }
 }
 
-async function spawnRedis(bin: string, dir: string, port: number): Promise<{ redis: LocalRedis } | { error: Error }> {
-  const child = spawn(
-    bin,
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--protected-mode', 'yes', '--daemonize', 'no'],
-    { cwd: dir, detached: false, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+/** A server child's last output (stdout and stderr) and its end, however it ends (exit or spawn error). */
+export interface WatchedChild {
+  output(): string;
+  hasExited(): boolean;
+  readonly exited: Promise<void>;
+}
+
+export function watchChild(child: ChildProcess, tailChars = TAIL_CHARS): WatchedChild {
   let output = '';
   const collect = (chunk: Buffer): void => {
-    output = (output + chunk.toString()).slice(-TAIL_CHARS);
+    output = (output + chunk.toString()).slice(-tailChars);
   };
   child.stdout?.on('data', collect);
   child.stderr?.on('data', collect);
@@ -327,15 +329,26 @@ async function spawnRedis(bin: string, dir: string, port: number): Promise<{ red
       resolve();
     });
   });
+  return { output: () => output, hasExited: () => hasExited, exited };
+}
+
+async function spawnRedis(bin: string, dir: string, port: number): Promise<{ redis: LocalRedis } | { error: Error }> {
+  const child = spawn(
+    bin,
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--protected-mode', 'yes', '--daemonize', 'no'],
+    { cwd: dir, detached: false, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const watched = watchChild(child);
+  const exited = watched.exited;
 
   const deadline = Date.now() + 15_000;
   while (!(await pingRedis(port))) {
-    if (hasExited) {
-      return { error: new Error(`redis-server exited before answering PING on port ${port}:\n${output.trim()}`) };
+    if (watched.hasExited()) {
+      return { error: new Error(`redis-server exited before answering PING on port ${port}:\n${watched.output().trim()}`) };
     }
     if (Date.now() > deadline) {
       await killAndWait(child, exited);
-      return { error: new Error(`redis-server did not answer PING on port ${port} within 15 s:\n${output.trim()}`) };
+      return { error: new Error(`redis-server did not answer PING on port ${port} within 15 s:\n${watched.output().trim()}`) };
     }
     await sleep(50);
   }

@@ -109,3 +109,43 @@ export class DeadlineQueue<T extends Deadlined> {
     this.#arm();
   };
 }
+
+/**
+ * Deadline queues by timeout: acquires with the same timeout are added in start order, so each
+ * queue stays in deadline order. A pool has one timeout for most acquires (acquireTimeoutMs) and
+ * a few shorter ones (lenses with their own timeout), so this holds a handful of queues.
+ */
+export class DeadlineQueues<T extends Deadlined> {
+  readonly #onExpired: (item: T) => void;
+  readonly #byTimeout = new Map<number, DeadlineQueue<T>>();
+
+  /** `onExpired` must settle the item it is given. */
+  constructor(onExpired: (item: T) => void) {
+    this.#onExpired = onExpired;
+  }
+
+  /** Add an item whose deadline is `timeoutMs` after its start. */
+  add(item: T, timeoutMs: number): void {
+    let q = this.#byTimeout.get(timeoutMs);
+    if (q === undefined) {
+      q = new DeadlineQueue<T>(this.#onExpired);
+      this.#byTimeout.set(timeoutMs, q);
+    }
+    q.add(item);
+  }
+
+  /** Every pending item, removed and handed to `fn` (on close). */
+  drain(fn: (item: T) => void): void {
+    for (const q of this.#byTimeout.values()) q.drain(fn);
+  }
+
+  /** The pending item whose deadline comes first, over every timeout, if any. */
+  first(): T | undefined {
+    let first: T | undefined;
+    for (const q of this.#byTimeout.values()) {
+      const item = q.first();
+      if (item !== undefined && (first === undefined || item.deadline < first.deadline)) first = item;
+    }
+    return first;
+  }
+}

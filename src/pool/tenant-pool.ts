@@ -10,13 +10,25 @@ import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
 import type { PoolSettings } from '../config.js';
 import { LensfleetError, markConnectionLoss } from '../errors.js';
-import { DeadlineQueue } from './deadline-queue.js';
+import { DeadlineQueues } from './deadline-queue.js';
 import { LeakSweep } from './housekeeping.js';
 import { PoolLedger } from './ledger.js';
 import { meta, OpenNotNeeded } from './pooled-client.js';
 import { PooledSource } from './pooled-source.js';
 import type { ConnectionSource, SourceHost } from './source.js';
-import type { BudgetMember, CheckoutCallback, CloseReason, LeaseMember, PoolClient, PoolLeases, PoolObserver, PoolStats, TenantPoolOptions } from './types.js';
+import {
+  poolStats,
+  type BudgetMember,
+  type CheckoutCallback,
+  type CloseReason,
+  type LeaseMember,
+  type ManagedPool,
+  type PoolClient,
+  type PoolLeases,
+  type PoolObserver,
+  type PoolStats,
+  type TenantPoolOptions,
+} from './types.js';
 import { UnpooledSource } from './unpooled-source.js';
 
 export type * from './types.js';
@@ -42,7 +54,9 @@ interface Waiter {
   parked: boolean;
 }
 
-export class TenantPool implements BudgetMember, LeaseMember {
+export class TenantPool implements BudgetMember, LeaseMember, ManagedPool {
+  /** Which backend's pool this is (the job processor dispatches on it). */
+  readonly backend = 'pg' as const;
   readonly tenant: string;
   readonly key: string;
   readonly max: number;
@@ -61,13 +75,8 @@ export class TenantPool implements BudgetMember, LeaseMember {
   /** Highest demand (in use + waiting) since the overflow trim last asked. */
   #peakDemand = 0;
   #lastUsedAt = Date.now();
-  /** Every acquire's deadline on one timer (deadlines grow in start order: one timeout per pool). */
-  readonly #deadlines = new DeadlineQueue<Waiter>((w) => this.#expired(w));
-  /**
-   * Acquires with a shorter deadline of their own (a lens timeout below acquireTimeoutMs): one
-   * queue per distinct timeout, so each stays in deadline order (lenses have few distinct ones).
-   */
-  readonly #shorterDeadlines = new Map<number, DeadlineQueue<Waiter>>();
+  /** Acquire deadlines: one timer per distinct timeout (acquireTimeoutMs, or a lens's shorter one). */
+  readonly #deadlines = new DeadlineQueues<Waiter>((w) => this.#expired(w));
   /** Acquires waiting with no open of their own, oldest first (settled ones are skipped). */
   #parked: Waiter[] = [];
   /** Started at the first hand-out (when leak detection is on), then it runs until close. */
@@ -122,7 +131,7 @@ export class TenantPool implements BudgetMember, LeaseMember {
         return peak;
       },
       handOff(client) {
-        const w = pool.#longestWaiting();
+        const w = pool.#deadlines.first();
         if (w === undefined) return false;
         pool.#grant(w, client);
         return true;
@@ -201,21 +210,11 @@ export class TenantPool implements BudgetMember, LeaseMember {
     const now = performance.now();
     const limit = timeoutMs !== undefined && timeoutMs < this.settings.acquireTimeoutMs ? Math.max(0, timeoutMs) : this.settings.acquireTimeoutMs;
     const w: Waiter = { started: now, deadline: now + limit, timeoutMs: limit, holder, done, settled: false, parked: false };
-    this.#deadlinesFor(limit).add(w);
+    this.#deadlines.add(w, limit);
     // A capped tenant whose opens already wait for a fleet lease: another open would only queue
     // behind them. This acquire takes the next connection released (or one of theirs).
     if (this.#leases !== undefined && this.#ledger.leaseWaiting > 0 && this.#source.idleCount === 0) return this.#park(w);
     this.#attempt(w);
-  }
-
-  #deadlinesFor(timeoutMs: number): DeadlineQueue<Waiter> {
-    if (timeoutMs === this.settings.acquireTimeoutMs) return this.#deadlines;
-    let q = this.#shorterDeadlines.get(timeoutMs);
-    if (q === undefined) {
-      q = new DeadlineQueue<Waiter>((w) => this.#expired(w));
-      this.#shorterDeadlines.set(timeoutMs, q);
-    }
-    return q;
   }
 
   #attempt(w: Waiter): void {
@@ -257,16 +256,6 @@ export class TenantPool implements BudgetMember, LeaseMember {
       w.parked = false;
       return this.#retry(w);
     }
-  }
-
-  /** The unsettled acquire whose deadline comes first (over every deadline queue). */
-  #longestWaiting(): Waiter | undefined {
-    let first = this.#deadlines.first();
-    for (const q of this.#shorterDeadlines.values()) {
-      const w = q.first();
-      if (w !== undefined && (first === undefined || w.deadline < first.deadline)) first = w;
-    }
-    return first;
   }
 
   /** The connection was discarded (dead, expired): try another while time remains (else the deadline rejects). */
@@ -314,14 +303,12 @@ export class TenantPool implements BudgetMember, LeaseMember {
 
   /** On close: acquires still waiting fail now with POOL_CLOSED (a connection that reaches one later goes back). */
   #rejectWaiters(): void {
-    for (const queue of [this.#deadlines, ...this.#shorterDeadlines.values()]) {
-      queue.drain((w) => {
-        this.#settle(w)(
-          new LensfleetError('POOL_CLOSED', `pool ${this.key} was closed while this acquire waited`, { details: { tenant: this.tenant } }),
-          undefined,
-        );
-      });
-    }
+    this.#deadlines.drain((w) => {
+      this.#settle(w)(
+        new LensfleetError('POOL_CLOSED', `pool ${this.key} was closed while this acquire waited`, { details: { tenant: this.tenant } }),
+        undefined,
+      );
+    });
   }
 
   /** An acquire's deadline passed: POOL_TIMEOUT with the pool's numbers. */
@@ -435,37 +422,17 @@ export class TenantPool implements BudgetMember, LeaseMember {
     return this.#lastUsedAt;
   }
 
+  /** Its connections count in the process budget: itself. */
+  get budgetMember(): BudgetMember {
+    return this;
+  }
+
   get busy(): boolean {
     return this.#inUse > 0 || this.#waiting > 0;
   }
 
   stats(): PoolStats {
-    const n = this.#numbers();
-    const c = this.#ledger.counters;
-    return {
-      tenant: this.tenant,
-      key: this.key,
-      pooling: this.pooling,
-      max: this.max,
-      min: this.min,
-      maxSize: this.settings.maxSize,
-      size: n.total,
-      opening: n.opening,
-      inUse: n.active,
-      idle: n.idle,
-      waiting: n.waiting,
-      ...this.#requests,
-      requests_wait_ms_total: Math.round(this.#requests.requests_wait_ms_total),
-      connections_opened_total: c.connections_opened_total,
-      pings_failed_total: c.pings_failed_total,
-      leaks_total: c.leaks_total,
-      lease_waits_total: c.lease_waits_total,
-      lease_timeouts_total: c.lease_timeouts_total,
-      connections_closed_total: { ...c.connections_closed_total },
-      connection_errors_total: { ...c.connection_errors_total },
-      idle_for_ms: Date.now() - this.#lastUsedAt,
-      leases: this.#ledger.leases,
-    };
+    return poolStats(this, { ...this.#numbers(), leases: this.#ledger.leases }, { ...this.#ledger.counters, ...this.#requests }, this.#lastUsedAt);
   }
 
   /** maxWaiting acquires wait already. */

@@ -12,7 +12,7 @@ import { rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, isExecutable, registerEmergencyKill } from '../../dev/local/servers.js';
+import { freePort, isExecutable, registerEmergencyKill, watchChild } from '../../dev/local/servers.js';
 
 export const PROMETHEUS_BIN = '/usr/bin/prometheus';
 const TAIL_CHARS = 8000;
@@ -126,26 +126,10 @@ async function spawnPrometheus(dir: string, port: number): Promise<{ prometheus:
     ],
     { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  let output = '';
-  const collect = (chunk: Buffer): void => {
-    output = (output + chunk.toString()).slice(-TAIL_CHARS);
-  };
-  child.stdout?.on('data', collect);
-  child.stderr?.on('data', collect);
-  let hasExited = false;
-  const exited = new Promise<void>((resolve) => {
-    child.once('exit', () => {
-      hasExited = true;
-      resolve();
-    });
-    child.once('error', (err) => {
-      output += `\n${err.message}`;
-      hasExited = true;
-      resolve();
-    });
-  });
+  const watched = watchChild(child, TAIL_CHARS);
+  const exited = watched.exited;
   const kill = async (): Promise<void> => {
-    if (hasExited) return;
+    if (watched.hasExited()) return;
     child.kill('SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
     await exited;
@@ -154,7 +138,7 @@ async function spawnPrometheus(dir: string, port: number): Promise<{ prometheus:
 
   const deadline = Date.now() + 20_000;
   for (;;) {
-    if (hasExited) return { error: new Error(`prometheus exited before becoming ready on port ${port}:\n${output.trim()}`) };
+    if (watched.hasExited()) return { error: new Error(`prometheus exited before becoming ready on port ${port}:\n${watched.output().trim()}`) };
     const ready = await fetch(`${url}/-/ready`).then(
       (r) => r.status === 200,
       () => false,
@@ -162,13 +146,13 @@ async function spawnPrometheus(dir: string, port: number): Promise<{ prometheus:
     if (ready) break;
     if (Date.now() > deadline) {
       await kill();
-      return { error: new Error(`prometheus was not ready on port ${port} within 20 s:\n${output.trim()}`) };
+      return { error: new Error(`prometheus was not ready on port ${port} within 20 s:\n${watched.output().trim()}`) };
     }
     await sleep(100);
   }
 
   const unregister = registerEmergencyKill(() => {
-    if (!hasExited) child.kill('SIGKILL');
+    if (!watched.hasExited()) child.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
   });
   const api = async <T>(pathAndQuery: string): Promise<T> => {
@@ -187,7 +171,7 @@ async function spawnPrometheus(dir: string, port: number): Promise<{ prometheus:
       query: (expr) => api<InstantResult>(`/api/v1/query?query=${encodeURIComponent(expr)}`),
       alerts: async () => (await api<{ alerts: ActiveAlert[] }>('/api/v1/alerts')).alerts,
       rules: async () => (await api<{ groups: { rules: RuleState[] }[] }>('/api/v1/rules')).groups.flatMap((g) => g.rules),
-      output: () => output,
+      output: () => watched.output(),
       stop: () =>
         (stopping ??= (async () => {
           await kill();
