@@ -49,7 +49,7 @@ describe('fleet connection leases (in-process workers, real Redis and Postgres)'
     fleet: string,
     cap: number,
     settings: Partial<PoolSettings> = {},
-    opts: { ttlMs?: number; max?: number; tenantList?: string[]; redis?: string } = {},
+    opts: { ttlMs?: number; max?: number; tenantList?: string[]; redis?: string; pooling?: boolean } = {},
   ): Promise<Node> {
     const id = newWorkerId();
     const redis = new Redis(opts.redis ?? redisUrl(), { maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true });
@@ -69,7 +69,7 @@ describe('fleet connection leases (in-process workers, real Redis and Postgres)'
           databaseUrl: new Secret(urlOf(tenant)),
           settings: { ...DEFAULT_POOL_SETTINGS, minSize: 0, ...settings },
           max: opts.max ?? 8,
-          pooling: true,
+          pooling: opts.pooling ?? true,
           leases: leases.provider(tenant, cap),
           onEvent: (e) => events.push(e),
           applicationName: 'lensfleet',
@@ -150,6 +150,28 @@ describe('fleet connection leases (in-process workers, real Redis and Postgres)'
     expect(stats.reduce((a, s) => a + s.lease_waits_total, 0)).toBeGreaterThan(0);
     await Promise.all(workers.map((w) => w.close()));
     // Every lease went back when the pools closed.
+    expect(await leaseCount(fleet)).toBe(0);
+  }, 60_000);
+
+  it('without pooling (a connection per job), 2 workers × 6 concurrent jobs on a cap of 2: at most 2 connections, every job completes', async () => {
+    const fleet = uniqueId('fl');
+    const workers = await Promise.all([startNode(fleet, 2, {}, { pooling: false }), startNode(fleet, 2, {}, { pooling: false })]);
+    const sampler = sampleConnections(dbOf(TENANT), 10);
+    let maxSeen: number;
+    try {
+      await Promise.all(workers.map((w) => load(w.pool(), 6, 5)));
+    } finally {
+      maxSeen = await sampler.stop();
+    }
+    expect(maxSeen).toBeGreaterThan(0);
+    expect(maxSeen).toBeLessThanOrEqual(2);
+    for (const w of workers) {
+      const s = w.pool().stats();
+      expect(s.requests_total).toBe(30);
+      expect(s.connections_opened_total).toBe(30);
+      expect(s.acquire_timeouts_total).toBe(0);
+    }
+    await Promise.all(workers.map((w) => w.close()));
     expect(await leaseCount(fleet)).toBe(0);
   }, 60_000);
 

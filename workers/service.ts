@@ -110,7 +110,9 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
   const memberPools = (): Record<string, MemberPool> => {
     const pools: Record<string, MemberPool> = {};
     for (const s of registry.stats()) {
-      const cap = tenants.has(s.tenant) ? tenants.get(s.tenant).pool.fleetMaxConnections : 0;
+      const t = tenants.has(s.tenant) ? tenants.get(s.tenant) : undefined;
+      // The cap applies to Postgres tenants only (a Supabase tenant's requests reach PostgREST).
+      const cap = t?.backend === 'pg' ? t.pool.fleetMaxConnections : 0;
       pools[s.tenant] = { open: s.size, inUse: s.inUse, idle: s.idle, waiting: s.waiting, max: s.max, leases: s.leases, ...(cap > 0 ? { cap } : {}) };
     }
     return pools;

@@ -19,6 +19,7 @@ const PING_TIMEOUT_MS = 2000;
 const EVICT_WAIT_MS = 1000;
 
 export class PooledSource implements ConnectionSource {
+  readonly sharesConnections = true;
   readonly #pool: pg.Pool;
   readonly #settings: PoolSettings;
   readonly #min: number;

@@ -17,6 +17,11 @@ import type { CloseReason, PoolClient } from './types.js';
 export type ConnectCallback = (err: Error | null | undefined, client: PoolClient | undefined) => void;
 
 export interface ConnectionSource {
+  /**
+   * A connection one job releases may serve another (pooled): an acquire may wait for the next
+   * release instead of opening its own. False without pooling (every acquire opens its own).
+   */
+  readonly sharesConnections: boolean;
   /** Connection slots taken, including connections still opening (what the process budget counts). */
   readonly size: number;
   /** Open connections no job holds. */

@@ -213,7 +213,7 @@ export class TenantPool implements BudgetMember, LeaseMember, ManagedPool {
     this.#deadlines.add(w, limit);
     // A capped tenant whose opens already wait for a fleet lease: another open would only queue
     // behind them. This acquire takes the next connection released (or one of theirs).
-    if (this.#leases !== undefined && this.#ledger.leaseWaiting > 0 && this.#source.idleCount === 0) return this.#park(w);
+    if (this.#leases !== undefined && this.#source.sharesConnections && this.#ledger.leaseWaiting > 0 && this.#source.idleCount === 0) return this.#park(w);
     this.#attempt(w);
   }
 
@@ -223,11 +223,17 @@ export class TenantPool implements BudgetMember, LeaseMember, ManagedPool {
 
   #checkedOut(w: Waiter, err: Error | null | undefined, client: PoolClient | undefined): void {
     if (err || client === undefined) {
+      if (err instanceof OpenNotNeeded) {
+        if (w.settled) return;
+        // Its open was dropped as not needed (it waited for a fleet lease while other acquires
+        // were served) yet this acquire still waits: it takes the next connection released (a
+        // new open would only queue for a lease again, and be dropped again) — when connections
+        // are shared at all; without pooling each acquire needs an open of its own.
+        return this.#source.sharesConnections ? this.#park(w) : this.#retry(w);
+      }
+      // An open failed: a parked acquire, which counted on the opens in flight, opens its own.
+      if (this.#parked.length > 0) this.#unpark();
       if (w.settled) return;
-      // Its open was dropped as not needed (it waited for a fleet lease while other acquires
-      // were served) yet this acquire still waits: it takes the next connection released (a
-      // new open would only queue for a lease again, and be dropped again).
-      if (err instanceof OpenNotNeeded) return this.#park(w);
       this.#settle(w)(this.#acquireError(err), undefined);
       return;
     }

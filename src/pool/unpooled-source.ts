@@ -11,6 +11,7 @@ import type { ConnectCallback, ConnectionSource, SourceOptions } from './source.
 import type { PoolClient } from './types.js';
 
 export class UnpooledSource implements ConnectionSource {
+  readonly sharesConnections = false;
   readonly #ledger: PoolLedger;
   readonly #client: PooledClientOptions;
   /** Connections open or opening (each is a job's). */
