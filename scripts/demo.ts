@@ -240,7 +240,7 @@ async function main(): Promise<void> {
       const { pools } = (await (await fetch(`http://127.0.0.1:${w.port}/pools`)).json()) as { pools: PoolStats[] };
       for (const p of pools) {
         say(
-          `  ${String(w.proc.pid).padEnd(8)} ${p.tenant.padEnd(16)} ${(p.tenant === SUPA ? 'REST' : 'pg').padEnd(4)} ${String(p.size).padStart(4)} ${String(p.inUse).padStart(5)} ${String(p.idle).padStart(4)} ${String(p.max).padStart(4)} ${String(p.min).padStart(4)} ${String(p.requests_total).padStart(8)} ${String(p.requests_wait_ms_total).padStart(8)} ${String(p.acquire_timeouts_total).padStart(8)} ${String(p.connections_opened_total).padStart(6)}  ${
+          `  ${String(w.proc.pid).padEnd(8)} ${p.tenant.padEnd(16)} ${(p.backend === 'supabase' ? 'REST' : 'pg').padEnd(4)} ${String(p.size).padStart(4)} ${String(p.inUse).padStart(5)} ${String(p.idle).padStart(4)} ${String(p.max).padStart(4)} ${String(p.min).padStart(4)} ${String(p.requests_total).padStart(8)} ${String(p.requests_wait_ms_total).padStart(8)} ${String(p.acquire_timeouts_total).padStart(8)} ${String(p.connections_opened_total).padStart(6)}  ${
             Object.entries(p.connections_closed_total)
               .map(([r, n]) => `${n} ${r}`)
               .join(', ') || '-'

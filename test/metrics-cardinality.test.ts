@@ -14,6 +14,7 @@ function stats(tenant: string, requests: number, inUse = 1): PoolStats {
   return {
     tenant,
     key: `${tenant}:service`,
+    backend: 'pg',
     pooling: true,
     max: 4,
     min: 1,

@@ -174,6 +174,8 @@ export interface PoolCounters {
 export interface PoolStats extends PoolCounters {
   readonly tenant: string;
   readonly key: string;
+  /** `pg` (connections to the tenant's database) or `supabase` (keep-alive sockets to its REST API). */
+  readonly backend: string;
   readonly pooling: boolean;
   /** Effective ceiling: min(maxSize + maxOverflow, worker concurrency). */
   readonly max: number;
@@ -289,6 +291,7 @@ export type CheckoutCallback = (err: Error | undefined, client: PoolClient | und
 export interface PoolShape {
   readonly tenant: string;
   readonly key: string;
+  readonly backend: string;
   readonly pooling: boolean;
   readonly max: number;
   readonly min: number;
@@ -317,6 +320,7 @@ export function poolStats(
   return {
     tenant: pool.tenant,
     key: pool.key,
+    backend: pool.backend,
     pooling: pool.pooling,
     max: pool.max,
     min: pool.min,
