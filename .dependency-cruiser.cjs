@@ -3,7 +3,7 @@
  *
  *   queues/   the job contract producers import      → src/ids, src/errors only
  *   src/      the library a worker loads             → never workers/, cli/, dev/, scripts/, bench/, test/
- *   src/pool/ tenant pools and the registry          → never lenses, metrics, HTTP, BullMQ
+ *   src/pool/ tenant pools and the registry          → never lenses, metrics, HTTP, BullMQ, the fleet (Redis)
  *             its insides (connection sources, ledger, housekeeping, pooled client) are
  *             imported only from src/pool/ (and tests): the rest sees TenantPool, the registry, the budget
  *   workers/  process entry points                   → src/, queues/
@@ -45,9 +45,10 @@ module.exports = {
     {
       name: 'pool-is-generic',
       severity: 'error',
-      comment: 'Pools know tenants and connections, not lenses, metrics, HTTP or BullMQ.',
+      comment:
+        'Pools know tenants and connections, not lenses, metrics, HTTP, BullMQ or the fleet in Redis (a pool sees the fleet connection cap only through PoolLeases).',
       from: { path: '^src/pool/' },
-      to: { path: '^(src/(lens|lenses|metrics|metrics-tenants|http|execute)|node_modules/(bullmq|prom-client))' },
+      to: { path: '^(src/(lens|lenses|metrics|metrics-tenants|http|execute|fleet/)|node_modules/(bullmq|prom-client|ioredis))' },
     },
     {
       name: 'pool-insides-stay-inside',

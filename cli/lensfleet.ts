@@ -4,6 +4,8 @@
  *
  *   lensfleet enqueue --tenant T --lens L [--params '{"limit":5}'] [--wait] [--timeout-ms 30000]
  *   lensfleet lenses
+ *   lensfleet status [--fleet F] [--json]                    (cli/status.ts: its own exit codes)
+ *   lensfleet plan (--workers N [--concurrency C] | --live) [--json]   (cli/plan.ts: its own exit codes)
  *
  * Reads REDIS_URL (or REDIS_URL_FILE) and LENSFLEET_QUEUE like the worker (the same settings
  * table). Exit codes: 0 ok, 1 the job failed or timed out (or Redis failed), 2 bad usage, an
@@ -16,6 +18,8 @@ import { PROCESS_SETTINGS } from '../src/config.js';
 import { LensfleetError } from '../src/errors.js';
 import { maritimeLenses } from '../src/lenses/maritime.js';
 import { readSettings } from '../src/settings.js';
+import { planCommand } from './plan.js';
+import { statusCommand } from './status.js';
 
 export const EXIT_OK = 0;
 /** The job failed, no result arrived in time, or Redis failed. */
@@ -29,14 +33,23 @@ const CLI_SETTINGS = { redisUrl: PROCESS_SETTINGS.redisUrl, queueName: PROCESS_S
 const USAGE = `usage:
   lensfleet enqueue --tenant <id> --lens <name> [--params '<json object>'] [--wait] [--timeout-ms <ms>]
   lensfleet lenses
+  lensfleet status [--fleet <name>] [--json]       the live fleet: workers, queues, connections per tenant
+  lensfleet plan (--workers <n> [--concurrency <c>] | --live) [--json]
+                                                   could the fleet overrun a tenant's database?
+  lensfleet <command> --help                       a command's options and exit codes
 environment:
 ${Object.values(CLI_SETTINGS)
   .map((s) => `  ${s.env} (default ${s.default}${s.secret ? `; or ${s.env}_FILE` : ''})`)
   .join('\n')}
-exit codes: 0 done, 1 the job failed or timed out, 2 bad usage or invalid request`;
+exit codes (enqueue): 0 done, 1 the job failed or timed out, 2 bad usage or invalid request`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  // Every command answers --help (status and plan print their own).
+  if ((command === 'lenses' || command === 'enqueue') && (rest.includes('--help') || rest.includes('-h'))) {
+    console.log(USAGE);
+    return EXIT_OK;
+  }
   if (command === 'lenses') {
     for (const l of maritimeLenses) console.log(`${l.name.padEnd(20)} ${l.description}`);
     return EXIT_OK;
@@ -45,6 +58,8 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return EXIT_OK;
   }
+  if (command === 'status') return statusCommand(rest, process.env);
+  if (command === 'plan') return planCommand(rest, process.env);
   if (command !== 'enqueue') {
     console.error(command ? `unknown command "${command}"\n${USAGE}` : USAGE);
     return EXIT_USAGE;

@@ -211,6 +211,11 @@ export interface PoolSettings {
   readonly hygiene: boolean;
   /** Bytes of row data one result may have; over it → RESULT_TOO_LARGE. @defaultValue 16777216 */
   readonly maxResultBytes: number;
+  /**
+   * Connections the whole fleet may hold to the tenant's database at once: each connection takes
+   * a lease in Redis before it opens (src/fleet/leases.ts). 0 = no fleet cap. @defaultValue 0
+   */
+  readonly fleetMaxConnections: number;
 }
 
 /**
@@ -310,6 +315,13 @@ export const POOL_SETTINGS = {
     default: 16 * 1024 * 1024,
     help: 'bytes of row data one result may have; more → `RESULT_TOO_LARGE` (never a silent truncation; rows stop being kept at the cap)',
   }),
+  fleetMaxConnections: setting({
+    env: 'LENSFLEET_FLEET_MAX_CONNECTIONS',
+    schema: int(0, 1_000_000),
+    default: 0,
+    defaultDoc: '`0` (no cap)',
+    help: 'connections the whole fleet (every worker on this Redis with this `LENSFLEET_FLEET`) may hold to a tenant’s database at once: each connection takes a lease in Redis before it opens, and an open that gets none within the connect timeout fails with `FLEET_CAP_TIMEOUT` (retried); set it on every worker alike, usually per tenant in the tenants file (see “Scaling”); `0` = no fleet cap',
+  }),
 } as const satisfies Record<keyof PoolSettings, unknown> & SettingsTable;
 
 export const DEFAULT_POOL_SETTINGS: PoolSettings = Object.freeze(
@@ -334,6 +346,13 @@ export function checkPoolSettings(s: PoolSettings, where: string): PoolSettings 
     throw new LensfleetError(
       'INVALID_CONFIG',
       `${where}: minSize (${s.minSize}) is larger than maxSize + maxOverflow (${s.maxSize} + ${s.maxOverflow}); lower minSize or raise maxSize`,
+    );
+  }
+  if (s.fleetMaxConnections > 0 && s.minSize > s.fleetMaxConnections) {
+    // One worker could never keep minSize warm: it would keep asking the fleet for leases.
+    throw new LensfleetError(
+      'INVALID_CONFIG',
+      `${where}: minSize (${s.minSize}) is larger than fleetMaxConnections (${s.fleetMaxConnections}), the connections the whole fleet may hold; lower minSize (0–1 suits a capped tenant)`,
     );
   }
   return Object.freeze({ ...s });
@@ -450,6 +469,36 @@ export const HTTP_SETTINGS = {
 
 export type HttpSettings = SettingValues<typeof HTTP_SETTINGS>;
 
+// ---------------------------------------------------------------------------------------------
+// Fleet: membership and connection leases in Redis (src/fleet/)
+
+export const FLEET_SETTINGS = {
+  name: setting({
+    env: 'LENSFLEET_FLEET',
+    schema: (label) =>
+      text()(label)
+        .regex(/^[A-Za-z0-9_.-]{1,128}$/, `${label} must be 1–128 characters of A-Z a-z 0-9 _ . -`)
+        .optional(),
+    default: undefined as string | undefined,
+    defaultDoc: 'the queue name',
+    help: 'the fleet this worker belongs to: workers on one Redis with one fleet name share membership (`lensfleet status`) and the fleet connection caps (`LENSFLEET_FLEET_MAX_CONNECTIONS`)',
+  }),
+  ttlMs: setting({
+    env: 'LENSFLEET_FLEET_TTL_MS',
+    schema: int(1000, 600_000),
+    default: 10_000,
+    help: 'a worker’s membership record and its connection leases expire this long after its last heartbeat (sent every third of it): a killed worker leaves the fleet and gives its leases back within this',
+  }),
+} as const satisfies SettingsTable;
+
+/** Fleet membership and connection leases. */
+export interface FleetSettings {
+  /** @defaultValue the queue name */
+  readonly name: string;
+  /** @defaultValue 10000 */
+  readonly ttlMs: number;
+}
+
 /** Every table, in the order the README shows them. */
 export const SETTINGS_TABLES = [
   { title: 'Process', table: PROCESS_SETTINGS },
@@ -457,6 +506,7 @@ export const SETTINGS_TABLES = [
   { title: 'Pools (defaults of every tenant; a tenants-file entry overrides them)', table: POOL_SETTINGS },
   { title: 'Jobs: retention and retries (whatever the producer sent)', table: JOB_SETTINGS },
   { title: 'HTTP', table: HTTP_SETTINGS },
+  { title: 'Fleet (membership and connection leases in Redis)', table: FLEET_SETTINGS },
 ] as const;
 
 /** The README's configuration tables (between its `settings` markers). */
@@ -466,7 +516,7 @@ export function renderSettingsDoc(): string {
 
 /** Variables the worker reads, except per-tenant ones. */
 export function knownVariables(): Set<string> {
-  return new Set([PROCESS_SETTINGS, TENANT_SOURCE_SETTINGS, POOL_SETTINGS, JOB_SETTINGS, HTTP_SETTINGS].flatMap(variableNames));
+  return new Set([PROCESS_SETTINGS, TENANT_SOURCE_SETTINGS, POOL_SETTINGS, JOB_SETTINGS, HTTP_SETTINGS, FLEET_SETTINGS].flatMap(variableNames));
 }
 
 /** `LENSFLEET_*` variables set in `env` that no table knows (a misspelled name would otherwise be ignored silently). */
@@ -515,6 +565,8 @@ export interface WorkerConfig {
   readonly jobs: JobSettings;
   /** The HTTP endpoints. */
   readonly http: HttpSettings;
+  /** Fleet membership and connection leases. */
+  readonly fleet: FleetSettings;
 }
 
 /**
@@ -538,6 +590,7 @@ export function loadWorkerConfig(env: Env = process.env, cwd = process.cwd()): W
     );
   }
   const base = lensBaseDir ?? cwd;
+  const fleet = readSettings(FLEET_SETTINGS, env);
   const config: WorkerConfig = {
     ...proc,
     // The value is a secret (it may carry a password): typed so, it is never printed.
@@ -549,6 +602,7 @@ export function loadWorkerConfig(env: Env = process.env, cwd = process.cwd()): W
     pool: checkPoolSettings(readSettings(POOL_SETTINGS, env), 'environment (LENSFLEET_POOL_*)'),
     jobs: Object.freeze(readSettings(JOB_SETTINGS, env)),
     http: Object.freeze(http),
+    fleet: Object.freeze({ name: fleet.name ?? proc.queueName, ttlMs: fleet.ttlMs }),
   };
   return Object.freeze(config);
 }

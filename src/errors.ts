@@ -62,6 +62,16 @@ export const ERROR_CODES = {
    * connection of another tenant to close, for the connect timeout.
    */
   PROCESS_BUDGET_TIMEOUT: true,
+  /**
+   * The tenant's fleet connection cap (fleetMaxConnections) stayed reached, fleet-wide, for the
+   * connect timeout: no lease for a new connection.
+   */
+  FLEET_CAP_TIMEOUT: true,
+  /**
+   * The fleet's Redis could not be asked for a connection lease of a capped tenant within the
+   * connect timeout; the connection is not opened (the cap fails closed).
+   */
+  FLEET_UNAVAILABLE: true,
   /** Opening a connection failed (refused, reset, auth, too many connections). */
   CONNECTION_FAILED: true,
   /** The lens query hit its statement timeout. */

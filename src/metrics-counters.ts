@@ -67,6 +67,14 @@ export const POOL_COUNTER_METRICS = {
     name: 'lensfleet_pool_leaks_total',
     help: 'Connections held longer than the leak detection threshold.',
   },
+  lease_waits_total: {
+    name: 'lensfleet_fleet_lease_waits_total',
+    help: "Connection opens that waited for a fleet lease because the tenant's fleet connection cap (fleetMaxConnections) was reached.",
+  },
+  lease_timeouts_total: {
+    name: 'lensfleet_fleet_lease_timeouts_total',
+    help: 'Connection opens that got no fleet lease within the connect timeout (FLEET_CAP_TIMEOUT).',
+  },
 } as const satisfies CounterTable;
 
 /** The table's keys, in its order. */

@@ -17,6 +17,8 @@ export interface TenantSeries {
   max: number;
   min: number;
   waiting: number;
+  /** Fleet leases held. */
+  leases: number;
   /**
    * Monotonic counters by stats key (metrics-counters.ts): a keyed counter's values by key (close
    * reason, error kind), a plain counter's under ''.
@@ -63,7 +65,7 @@ export class TenantLabels {
       const label = this.label(s.tenant);
       let series = out.get(label);
       if (series === undefined) {
-        series = { inUse: 0, idle: 0, max: 0, min: 0, waiting: 0, counters: this.#accumulator(label) };
+        series = { inUse: 0, idle: 0, max: 0, min: 0, waiting: 0, leases: 0, counters: this.#accumulator(label) };
         out.set(label, series);
       }
       series.inUse += s.inUse;
@@ -71,11 +73,12 @@ export class TenantLabels {
       series.max += s.max;
       series.min += s.min;
       series.waiting += s.waiting;
+      series.leases += s.leases;
       this.#addDeltas(s, series.counters);
     }
     // A label whose pools all closed keeps exporting its counters until it is dropped.
     for (const [label, counters] of this.#acc) {
-      if (!out.has(label)) out.set(label, { inUse: 0, idle: 0, max: 0, min: 0, waiting: 0, counters });
+      if (!out.has(label)) out.set(label, { inUse: 0, idle: 0, max: 0, min: 0, waiting: 0, leases: 0, counters });
     }
     return out;
   }

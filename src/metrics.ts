@@ -7,6 +7,7 @@
 import client, { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { labelOf, POOL_COUNTER_KEYS, POOL_COUNTER_METRICS } from './metrics-counters.js';
 import { TenantLabels, type TenantSeries } from './metrics-tenants.js';
+import { FLEET_OPERATIONS, type FleetOperation } from './fleet/leases.js';
 import type { PoolObserver, PoolStats } from './pool/tenant-pool.js';
 import { withTimeout } from './timeout.js';
 
@@ -51,6 +52,7 @@ export class LensfleetMetrics {
   readonly #jobDuration: Histogram<'lens'>;
   readonly #queueWait: Histogram<'lens'>;
   readonly #warmUpFailures: Counter;
+  readonly #fleetErrors: Counter<'operation'>;
 
   readonly #labels: TenantLabels;
   /** The per-scrape tenant aggregation (shared by all pool metrics) must be recomputed. */
@@ -111,6 +113,11 @@ export class LensfleetMetrics {
     );
     poolGauge('lensfleet_pool_min_connections', 'Connections a tenant pool keeps warm (min_size).', (s) => s.min);
     poolGauge('lensfleet_pool_waiting_requests', 'Acquires waiting for a connection of a tenant pool.', (s) => s.waiting);
+    poolGauge(
+      'lensfleet_fleet_leases',
+      'Fleet connection leases this worker holds for a tenant with a fleet cap (fleetMaxConnections); sum by tenant over the fleet to compare with the cap. 0 for tenants without a cap.',
+      (s) => s.leases,
+    );
     poolGauge('lensfleet_pool_saturation_ratio', 'Connections in use divided by the effective ceiling (0..1).', (s) => (s.max > 0 ? s.inUse / s.max : 0));
     // Every pool counter, from the one table (metrics-counters.ts): stats key → metric.
     for (const key of POOL_COUNTER_KEYS) {
@@ -187,6 +194,14 @@ export class LensfleetMetrics {
       help: "Warm tenants (LENSFLEET_WARM_TENANTS) whose pool could not be created at start or reload (not one connection opened); the tenant's first job tries again.",
       registers,
     });
+    this.#fleetErrors = new Counter({
+      name: 'lensfleet_fleet_redis_errors_total',
+      help: 'Redis calls of the fleet that failed, by operation (acquire, renew, release: connection leases; heartbeat: membership). While Redis is unreachable a capped tenant opens no new connection (the fleet cap fails closed).',
+      labelNames: ['operation'],
+      registers,
+    });
+    // Every operation from the start, at 0 (rate() needs the first sample).
+    for (const operation of FLEET_OPERATIONS) this.#fleetErrors.inc({ operation }, 0);
 
     if (sources.queueCounts) {
       const queue = sources.queueName ?? 'lens-queries';
@@ -239,6 +254,11 @@ export class LensfleetMetrics {
   }
 
   /** A warm tenant's pool could not be created (the log line names the tenant; no label here: warm tenants may be all tenants). */
+  /** A Redis call of the fleet (lease ask, renewal, release, heartbeat) failed. */
+  fleetRedisError(operation: FleetOperation): void {
+    this.#fleetErrors.inc({ operation });
+  }
+
   warmUpFailed(): void {
     this.#warmUpFailures.inc();
   }

@@ -33,7 +33,10 @@ function stats(tenant: string, requests: number, inUse = 1): PoolStats {
     connection_errors_total: {},
     pings_failed_total: 0,
     leaks_total: 0,
+    lease_waits_total: 0,
+    lease_timeouts_total: 0,
     idle_for_ms: 0,
+    leases: 0,
   };
 }
 

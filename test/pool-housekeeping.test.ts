@@ -128,6 +128,7 @@ describe('LeakSweep', () => {
     leakReported: false,
     checkedOut: true,
     lost: false,
+    lease: undefined,
   });
 
   it('reports each connection held past the threshold once; a report that throws neither stops the sweep nor escapes', async () => {

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { DEFAULT_JOB_OPTIONS } from '../queues/contract.js';
 import {
+  FLEET_SETTINGS,
   HTTP_SETTINGS,
   JOB_SETTINGS,
   loadWorkerConfig,
@@ -66,6 +67,9 @@ const SAMPLES: Record<string, { raw: string; expected: unknown }> = {
   LENSFLEET_POOL_RESET_ON_RETURN: { raw: 'on', expected: true },
   LENSFLEET_POOL_HYGIENE: { raw: 'off', expected: false },
   LENSFLEET_MAX_RESULT_BYTES: { raw: '4096', expected: 4096 },
+  LENSFLEET_FLEET_MAX_CONNECTIONS: { raw: '6', expected: 6 },
+  LENSFLEET_FLEET: { raw: 'fleet-b', expected: 'fleet-b' },
+  LENSFLEET_FLEET_TTL_MS: { raw: '3000', expected: 3000 },
   LENSFLEET_MAX_ATTEMPTS: { raw: '3', expected: 3 },
   LENSFLEET_KEEP_COMPLETED_SECONDS: { raw: '60', expected: 60 },
   LENSFLEET_KEEP_COMPLETED_COUNT: { raw: '100', expected: 100 },
@@ -102,6 +106,7 @@ function configValue(table: SettingsTable, key: string, name: string, raw: strin
   if (table === POOL_SETTINGS) return (load({ [name]: raw }).pool as unknown as Record<string, unknown>)[key];
   if (table === JOB_SETTINGS) return (load({ [name]: raw }).jobs as Record<string, unknown>)[key];
   if (table === HTTP_SETTINGS) return reveal((load({ [name]: raw }).http as Record<string, unknown>)[key]);
+  if (table === FLEET_SETTINGS) return (load({ [name]: raw }).fleet as unknown as Record<string, unknown>)[key];
   if (table === TENANT_SOURCE_SETTINGS) {
     if (key === 'tenants') return loadTenantDirectory(load({}), { [name]: raw, tA_DATABASE_URL: 'postgres://u:p@h/db' }).ids();
     const file = path.join(tempDir(), 'tenants.json');
@@ -120,7 +125,7 @@ function configValue(table: SettingsTable, key: string, name: string, raw: strin
 }
 
 describe('settings tables', () => {
-  const all = [PROCESS_SETTINGS, TENANT_SOURCE_SETTINGS, TENANT_SETTINGS, POOL_SETTINGS, JOB_SETTINGS, HTTP_SETTINGS];
+  const all = [PROCESS_SETTINGS, TENANT_SOURCE_SETTINGS, TENANT_SETTINGS, POOL_SETTINGS, JOB_SETTINGS, HTTP_SETTINGS, FLEET_SETTINGS];
 
   it('every variable of every table, set alone, reaches the configuration', () => {
     const seen: string[] = [];
@@ -200,6 +205,17 @@ describe('settings tables', () => {
     expect(err(() => loadWorkerConfig({ LENSFLEET_HTTP_HEADERS_TIMEOUT_MS: '9000', LENSFLEET_HTTP_REQUEST_TIMEOUT_MS: '8000' })).message).toMatch(
       /^LENSFLEET_HTTP_HEADERS_TIMEOUT_MS \(9000\) is above LENSFLEET_HTTP_REQUEST_TIMEOUT_MS \(8000\)/,
     );
+  });
+
+  it('the fleet is named after the queue unless LENSFLEET_FLEET says otherwise; a fleet cap below minSize is refused, naming both', () => {
+    expect(loadWorkerConfig({ LENSFLEET_QUEUE: 'q-1' }).fleet).toEqual({ name: 'q-1', ttlMs: 10_000 });
+    expect(loadWorkerConfig({ LENSFLEET_QUEUE: 'q-1', LENSFLEET_FLEET: 'f-1' }).fleet.name).toBe('f-1');
+    expect(loadWorkerConfig({}).pool.fleetMaxConnections).toBe(0);
+    expect(() => loadWorkerConfig({ LENSFLEET_FLEET: 'a:b' })).toThrow(/LENSFLEET_FLEET/);
+    expect(() => loadWorkerConfig({ LENSFLEET_FLEET_TTL_MS: '500' })).toThrow(/LENSFLEET_FLEET_TTL_MS must be at least 1000/);
+    const capped = (env: Record<string, string>) => () => loadWorkerConfig({ LENSFLEET_FLEET_MAX_CONNECTIONS: '2', ...env });
+    expect(capped({})).toThrow(/minSize \(5\) is larger than fleetMaxConnections \(2\)/);
+    expect(capped({ LENSFLEET_POOL_MIN_SIZE: '1' })().pool.fleetMaxConnections).toBe(2);
   });
 
   it('warns about LENSFLEET_* variables no table knows (a misspelled name)', () => {

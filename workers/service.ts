@@ -3,17 +3,21 @@
  * dependencies injected. `start` brings parts up in order; `close` takes them down in reverse,
  * runs every step even if one fails, and returns the same promise when called twice.
  */
+import os from 'node:os';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { LensResult } from '../queues/contract.js';
 import { createTenantPools, type TenantPools } from '../src/backends.js';
 import type { WorkerConfig } from '../src/config.js';
+import { Fleet } from '../src/fleet/fleet.js';
+import type { MemberPool } from '../src/fleet/membership.js';
 import { startHttpServer, type HttpServer } from '../src/http.js';
 import type { LensCatalog } from '../src/lens.js';
 import { createLogger } from '../src/logger.js';
 import { LensfleetMetrics } from '../src/metrics.js';
 import type { TenantDirectory } from '../src/tenants.js';
+import { packageVersion } from '../src/version.js';
 import { applyJobBounds, createBackoffStrategy } from './job-bounds.js';
 import { createProcessor } from './processor.js';
 
@@ -29,6 +33,8 @@ export interface WorkerServiceOptions {
 export interface WorkerService {
   readonly worker: Worker;
   readonly registry: TenantPools;
+  /** Its place in the fleet: membership and connection leases. */
+  readonly fleet: Fleet;
   readonly metrics: LensfleetMetrics;
   readonly logger: Logger;
   /** Port of the HTTP endpoints (undefined when http: false). */
@@ -79,6 +85,40 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     },
     { maxTenantLabels: config.metricsMaxTenants },
   );
+  const startedAt = new Date().toISOString();
+  const fleet = new Fleet({
+    redisUrl: config.redisUrl,
+    name: config.fleet.name,
+    ttlMs: config.fleet.ttlMs,
+    logger,
+    onRedisError: (operation) => metrics.fleetRedisError(operation),
+    record: () => ({
+      host: os.hostname(),
+      pid: process.pid,
+      queue: config.queueName,
+      concurrency: config.concurrency,
+      processMaxConnections: config.processMaxConnections,
+      version: packageVersion(),
+      startedAt,
+      heartbeatAt: new Date().toISOString(),
+      activeJobs: active,
+      draining,
+      pools: memberPools(),
+    }),
+  });
+  /** Tenant → connections, for the membership record (`lensfleet status`). */
+  const memberPools = (): Record<string, MemberPool> => {
+    const pools: Record<string, MemberPool> = {};
+    for (const s of registry.stats()) {
+      const t = tenants.has(s.tenant) ? tenants.get(s.tenant) : undefined;
+      // The cap applies to Postgres tenants only (a Supabase tenant's requests reach PostgREST).
+      const cap = t?.backend === 'pg' ? t.pool.fleetMaxConnections : 0;
+      pools[s.tenant] = { open: s.size, inUse: s.inUse, idle: s.idle, waiting: s.waiting, max: s.max, leases: s.leases, ...(cap > 0 ? { cap } : {}) };
+    }
+    return pools;
+  };
+  // Closed after the pools (cleanups run in reverse): their connections give their leases back as they close.
+  cleanups.push({ name: 'fleet', run: () => fleet.close() });
   // Pools of both backends; only Postgres connections count in the process budget (docs/SUPABASE.md).
   const registry = createTenantPools({
     concurrency: config.concurrency,
@@ -87,6 +127,8 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     logger,
     observer: metrics.poolObserver,
     onPoolClosed: (tenant) => metrics.poolClosed(tenant),
+    // A Postgres tenant with a fleet cap opens a connection only with a lease from the fleet (PostgREST pools its own).
+    leases: (t) => (t.backend === 'pg' && t.pool.fleetMaxConnections > 0 ? fleet.leases.provider(t.id, t.pool.fleetMaxConnections) : undefined),
   });
   cleanups.push({ name: 'pools', run: () => registry.close() });
 
@@ -177,6 +219,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
       // Closed last, so /ready answers 503 "draining" (not connection refused) during a drain.
       cleanups.unshift({ name: 'http', run: () => server.close() });
     }
+    await fleet.start();
     // In the background: the worker serves every tenant at once, whatever the warm ones' databases do.
     void warmUp(config.warmTenants.includes('*') ? tenants.ids() : config.warmTenants);
   } catch (err) {
@@ -222,6 +265,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
   return {
     worker,
     registry,
+    fleet,
     metrics,
     logger,
     port: http?.port,
@@ -244,6 +288,8 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
       closing ??= (async () => {
         draining = true;
         logger.info({ activeJobs: active }, 'draining: no new jobs, finishing active ones');
+        // The fleet sees it at once (`lensfleet status`), not at the next heartbeat.
+        void fleet.membership.beat();
         await runCleanups(cleanups, logger);
         logger.info('worker stopped');
       })();

@@ -61,6 +61,12 @@ export class DeadlineQueue<T extends Deadlined> {
     return this.#items.length;
   }
 
+  /** The pending item whose deadline comes first, if any. */
+  first(): T | undefined {
+    this.#skipSettled();
+    return this.#items[this.#head];
+  }
+
   /** Hand every pending item to `fn` (which settles it) and forget them all; the timer stops. */
   drain(fn: (item: T) => void): void {
     const q = this.#items;
@@ -131,5 +137,15 @@ export class DeadlineQueues<T extends Deadlined> {
   /** Every pending item, removed and handed to `fn` (on close). */
   drain(fn: (item: T) => void): void {
     for (const q of this.#byTimeout.values()) q.drain(fn);
+  }
+
+  /** The pending item whose deadline comes first, over every timeout, if any. */
+  first(): T | undefined {
+    let first: T | undefined;
+    for (const q of this.#byTimeout.values()) {
+      const item = q.first();
+      if (item !== undefined && (first === undefined || item.deadline < first.deadline)) first = item;
+    }
+    return first;
   }
 }

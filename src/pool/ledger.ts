@@ -1,29 +1,43 @@
 /**
  * A tenant pool's books, shared by the pool and its connection source: the connection counters,
- * the metadata of every open connection, the connections still opening, and the process budget
- * slots they hold. Every connection of either source opens through `open` and every close is
- * recorded through `closed`, so both modes count the same way.
+ * the metadata of every open connection, the connections still opening, the process budget
+ * slots they hold and, for a tenant with a fleet connection cap, their fleet leases. Every
+ * connection of either source opens through `open` and every close is recorded through `closed`,
+ * so both modes count the same way.
  */
 import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
 import type { PoolSettings } from '../config.js';
 import { type ErrorCode, LensfleetError, markConnectionLoss } from '../errors.js';
-import { type ClientMeta, ConnectTimeoutError, meta, type PooledClient } from './pooled-client.js';
-import type { BudgetMember, CloseReason, ConnectionBudget, ConnectionErrorKind, PoolEvent, PoolObserver } from './types.js';
+import { type ClientMeta, ConnectTimeoutError, meta, OpenNotNeeded, type PooledClient } from './pooled-client.js';
+import type {
+  BudgetMember,
+  CloseReason,
+  ConnectionBudget,
+  ConnectionErrorKind,
+  ConnectionLease,
+  LeaseMember,
+  PoolEvent,
+  PoolLeases,
+  PoolObserver,
+} from './types.js';
 
 /** The connection error kind (metrics label) of each error an open can fail with; anything else is `connect`. */
 const OPEN_ERROR_KINDS: Partial<Record<ErrorCode, ConnectionErrorKind>> = {
   CONNECT_TIMEOUT: 'connect_timeout',
   PROCESS_BUDGET_TIMEOUT: 'process_budget_timeout',
+  FLEET_UNAVAILABLE: 'fleet_unavailable',
 };
 
 export interface LedgerOptions {
   readonly tenant: string;
   readonly settings: PoolSettings;
-  /** The pool, as the process budget sees it. */
-  readonly member: BudgetMember;
+  /** The pool, as the process budget and the fleet's leases see it. */
+  readonly member: BudgetMember & LeaseMember;
   readonly observer?: PoolObserver | undefined;
   readonly budget?: ConnectionBudget | undefined;
+  /** The tenant's fleet connection cap (none: no cap). */
+  readonly leases?: PoolLeases | undefined;
   readonly onEvent?: ((event: PoolEvent) => void) | undefined;
 }
 
@@ -36,18 +50,25 @@ export class PoolLedger {
    * small Set's table as it empties and refills).
    */
   readonly connections = new Set<ClientMeta>();
-  /** Connections counted in the pool's size that are still waiting for the budget or connecting. */
+  /** Connections counted in the pool's size that are still waiting for the budget or a lease, or connecting. */
   opening = 0;
+  /** Opens waiting for a fleet lease now. */
+  leaseWaiting = 0;
+  /** Fleet leases held: by connections open, and by opens that got one and are connecting. */
+  leases = 0;
   readonly counters = {
     connections_opened_total: 0,
     pings_failed_total: 0,
     leaks_total: 0,
+    lease_waits_total: 0,
+    lease_timeouts_total: 0,
     connections_closed_total: {} as Record<string, number>,
     connection_errors_total: {} as Record<string, number>,
   };
-  readonly #member: BudgetMember;
+  readonly #member: BudgetMember & LeaseMember;
   readonly #observer: PoolObserver;
   readonly #budget: ConnectionBudget | undefined;
+  readonly #leases: PoolLeases | undefined;
   readonly #onEvent: (event: PoolEvent) => void;
 
   constructor(opts: LedgerOptions) {
@@ -56,7 +77,13 @@ export class PoolLedger {
     this.#member = opts.member;
     this.#observer = opts.observer ?? {};
     this.#budget = opts.budget;
+    this.#leases = opts.leases;
     this.#onEvent = opts.onEvent ?? (() => {});
+  }
+
+  /** The pool's fleet leases, when its tenant has a fleet cap. */
+  get fleetLeases(): PoolLeases | undefined {
+    return this.#leases;
   }
 
   /** Connections the process budget still allows to open without evicting anything. */
@@ -65,16 +92,17 @@ export class PoolLedger {
   }
 
   /**
-   * Reserve a budget slot, then open, time and register one connection (`PooledClient`'s hook).
-   * `done` gets a LensfleetError (CONNECTION_FAILED, CONNECT_TIMEOUT, PROCESS_BUDGET_TIMEOUT) or
-   * null; the error was counted and reported once, here.
+   * Reserve a budget slot, take a fleet lease (a capped tenant), then open, time and register one
+   * connection (`PooledClient`'s hook). `done` gets a LensfleetError (CONNECTION_FAILED,
+   * CONNECT_TIMEOUT, PROCESS_BUDGET_TIMEOUT, FLEET_CAP_TIMEOUT, FLEET_UNAVAILABLE), OpenNotNeeded,
+   * or null; an error was counted and reported once, here.
    */
   readonly open = (client: PooledClient, connect: (cb: (err: Error | null) => void) => void, done: (err: Error | null) => void): void => {
     this.opening++;
     const budget = this.#budget;
-    if (budget === undefined) return this.#connect(client, connect, done);
+    if (budget === undefined) return this.#lease(client, connect, done);
     budget.reserve(this.#member, this.settings.connectTimeoutMs).then(
-      () => this.#connect(client, connect, done),
+      () => this.#lease(client, connect, done),
       (err: unknown) => {
         this.opening--;
         this.#failed(err, done);
@@ -82,14 +110,80 @@ export class PoolLedger {
     );
   };
 
-  #connect(client: PooledClient, connect: (cb: (err: Error | null) => void) => void, done: (err: Error | null) => void): void {
+  /**
+   * Budget first, then the lease: a slot is counted in the pool's size from the moment pg-pool
+   * creates the client, whatever the order, and the budget's wait is short (it evicts) while a
+   * lease may wait for another process.
+   */
+  #lease(client: PooledClient, connect: (cb: (err: Error | null) => void) => void, done: (err: Error | null) => void): void {
+    const leases = this.#leases;
+    if (leases === undefined) return this.#connect(client, connect, done, undefined);
+    let waiting = false;
+    const stopWaiting = () => {
+      if (waiting) {
+        waiting = false;
+        this.leaseWaiting--;
+      }
+    };
+    // Still needed while the acquires waiting outnumber the other opens waiting for a lease
+    // (each waiting acquire justifies one new connection); a waiting open counts itself.
+    const needed = () => {
+      if (this.#member.waiting >= this.leaseWaiting) return true;
+      // Dropped from now on (the contract of `needed`): the next open's check must not count it.
+      stopWaiting();
+      return false;
+    };
+    const onWait = () => {
+      waiting = true;
+      this.leaseWaiting++;
+      this.counters.lease_waits_total++;
+    };
+    leases.acquire(needed, this.settings.connectTimeoutMs, onWait).then(
+      (lease) => {
+        stopWaiting();
+        if (lease === undefined) {
+          this.opening--;
+          done(new OpenNotNeeded());
+          this.#budget?.released();
+          return;
+        }
+        this.leases++;
+        this.#connect(client, connect, done, lease);
+      },
+      (err: unknown) => {
+        stopWaiting();
+        this.opening--;
+        if (!(err instanceof LensfleetError && err.code === 'FLEET_CAP_TIMEOUT')) return this.#failed(err, done);
+        // The cap held, as it should: back-pressure, not a connection error (its own counter).
+        this.counters.lease_timeouts_total++;
+        done(err);
+        this.#budget?.released();
+      },
+    );
+  }
+
+  #connect(
+    client: PooledClient,
+    connect: (cb: (err: Error | null) => void) => void,
+    done: (err: Error | null) => void,
+    lease: ConnectionLease | undefined,
+  ): void {
     const started = performance.now();
     connect((err) => {
       this.opening--;
-      if (err) return this.#failed(err, done);
-      this.#connected(client, started);
+      if (err) {
+        this.#giveBack(lease);
+        return this.#failed(err, done);
+      }
+      this.#connected(client, started, lease);
       done(null);
     });
+  }
+
+  #giveBack(lease: ConnectionLease | undefined): void {
+    if (lease === undefined) return;
+    this.leases--;
+    lease.release();
   }
 
   #failed(err: unknown, done: (err: Error | null) => void): void {
@@ -117,7 +211,7 @@ export class PoolLedger {
     });
   }
 
-  #connected(client: PooledClient, started: number): void {
+  #connected(client: PooledClient, started: number, lease: ConnectionLease | undefined): void {
     this.counters.connections_opened_total++;
     this.#observer.connected?.(this.tenant, (performance.now() - started) / 1000);
     // Lifetime jittered by up to −5 % so a pool's connections don't all reconnect together.
@@ -130,6 +224,7 @@ export class PoolLedger {
       leakReported: false,
       checkedOut: false,
       lost: false,
+      lease,
     };
     meta.set(client, m);
     this.connections.add(m);
@@ -156,8 +251,17 @@ export class PoolLedger {
     if (reason !== 'unpooled') this.#onEvent({ type: 'closed_connection', reason });
   }
 
-  /** A closed connection's socket is gone: wake openers waiting for room in the process budget. */
-  freed(): void {
+  /**
+   * A closed connection's socket is gone: its fleet lease goes back (only now: the server has
+   * ended the backend, so the fleet never counts fewer connections than the database sees), and
+   * openers waiting for room in the process budget wake.
+   */
+  freed(client: pg.ClientBase): void {
+    const m = meta.get(client);
+    if (m?.lease !== undefined) {
+      this.#giveBack(m.lease);
+      m.lease = undefined;
+    }
     this.#budget?.released();
   }
 

@@ -4,7 +4,7 @@
  * age, checkout, leak state, close reason) in WeakMaps, so pg's own objects are not extended.
  */
 import pg from 'pg';
-import type { CloseReason } from './types.js';
+import type { CloseReason, ConnectionLease } from './types.js';
 
 /** Metadata of one open connection, keyed by its pg client. */
 export interface ClientMeta {
@@ -18,6 +18,8 @@ export interface ClientMeta {
   checkedOut: boolean;
   /** The connection emitted an error (its socket failed or ended): an error a job releases it with reports that loss. */
   lost: boolean;
+  /** Its fleet lease (a tenant with a fleet connection cap), given back when it closes. */
+  lease: ConnectionLease | undefined;
 }
 
 export const meta = new WeakMap<pg.ClientBase, ClientMeta>();
@@ -36,6 +38,18 @@ export class ConnectTimeoutError extends Error {
     super(`no connection within ${timeoutMs} ms`);
     this.name = 'ConnectTimeoutError';
     this.timeoutMs = timeoutMs;
+  }
+}
+
+/**
+ * An open that was dropped before it connected because nothing needs it any more: it waited for
+ * a fleet lease and the acquires it was for were served by connections other jobs released. Not
+ * a connection error: not counted, not reported; a waiter that still waits tries again.
+ */
+export class OpenNotNeeded extends Error {
+  constructor() {
+    super('connection not opened: no acquire needs it any more');
+    this.name = 'OpenNotNeeded';
   }
 }
 

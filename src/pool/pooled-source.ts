@@ -9,7 +9,7 @@ import type { PoolSettings } from '../config.js';
 import { withTimeout } from '../timeout.js';
 import { OverflowTrim, Refill } from './housekeeping.js';
 import type { PoolLedger } from './ledger.js';
-import { closeReasons, meta, PooledClient, type PooledClientOptions } from './pooled-client.js';
+import { closeReasons, meta, OpenNotNeeded, PooledClient, type PooledClientOptions } from './pooled-client.js';
 import type { ConnectCallback, ConnectionSource, SourceHost, SourceOptions } from './source.js';
 import type { CloseReason, PoolClient } from './types.js';
 
@@ -19,6 +19,7 @@ const PING_TIMEOUT_MS = 2000;
 const EVICT_WAIT_MS = 1000;
 
 export class PooledSource implements ConnectionSource {
+  readonly sharesConnections = true;
   readonly #pool: pg.Pool;
   readonly #settings: PoolSettings;
   readonly #min: number;
@@ -86,6 +87,10 @@ export class PooledSource implements ConnectionSource {
       this.destroy(client, 'recycled');
       return false;
     }
+    if (m.lease?.lost) {
+      this.destroy(client, 'lease_lost');
+      return false;
+    }
     if (!this.#settings.prePing || now - m.releasedAt < this.#settings.prePingIdleMs) return true; // no round trip
     // A connection that stopped answering (network partition) must not stall the acquire.
     return withTimeout(client.query(';'), PING_TIMEOUT_MS).then(
@@ -109,6 +114,12 @@ export class PooledSource implements ConnectionSource {
     }
     const m = meta.get(client);
     if (m) m.releasedAt = Date.now();
+    // Acquires wait, none in pg.Pool's queue: they wait for opens still in flight (a fleet
+    // lease, a slow connect; pg.Pool binds each acquire to the connection it opens for it), or
+    // had theirs dropped, or their connection is being pinged. pg.Pool would keep this one idle
+    // meanwhile: hand it to the longest waiting one now (HikariCP's hand-off); the connection
+    // that acquire was waiting for goes idle, or to the next one, when it arrives.
+    if (this.#host.waiting > 0 && this.#pool.waitingCount === 0 && this.#host.handOff(client)) return;
     client.release();
     if (this.#hasOverflow() && this.#settings.overflowLingerMs > 0) this.#trim.arm();
   }
@@ -139,19 +150,43 @@ export class PooledSource implements ConnectionSource {
     if (this.#host.closed || this.#hasWaiters()) return Promise.resolve(0);
     const closing = Array.from({ length: Math.min(count, pool.idleCount) }, () =>
       pool.connect().then(
-        (client) =>
-          new Promise<number>((resolve) => {
-            const timer = setTimeout(() => resolve(1), EVICT_WAIT_MS).unref();
-            client.once('end', () => {
-              clearTimeout(timer);
-              resolve(1);
-            });
-            this.destroy(client, reason);
-          }),
+        (client) => this.#closeNow(client, reason),
         () => 0,
       ),
     );
-    return Promise.all(closing).then((closed) => closed.reduce((a, b) => a + b, 0));
+    return Promise.all(closing).then(sum);
+  }
+
+  /**
+   * Close the idle connections `which` selects (those whose fleet lease was lost), as closeIdle
+   * does: every idle connection is borrowed, the others go straight back (keeping their idle age).
+   */
+  closeIdleWhere(which: (client: PoolClient) => boolean, reason: CloseReason): Promise<number> {
+    const pool = this.#pool;
+    if (this.#host.closed || this.#hasWaiters()) return Promise.resolve(0);
+    const closing = Array.from({ length: pool.idleCount }, () =>
+      pool.connect().then(
+        (client) => {
+          if (which(client)) return this.#closeNow(client, reason);
+          client.release();
+          return 0;
+        },
+        () => 0,
+      ),
+    );
+    return Promise.all(closing).then(sum);
+  }
+
+  /** Destroy a borrowed connection; resolves 1 once its socket ended, or after EVICT_WAIT_MS. */
+  #closeNow(client: PoolClient, reason: CloseReason): Promise<number> {
+    return new Promise<number>((resolve) => {
+      const timer = setTimeout(() => resolve(1), EVICT_WAIT_MS).unref();
+      client.once('end', () => {
+        clearTimeout(timer);
+        resolve(1);
+      });
+      this.destroy(client, reason);
+    });
   }
 
   async end(): Promise<void> {
@@ -182,13 +217,15 @@ export class PooledSource implements ConnectionSource {
         }),
       ),
     );
-    const failure = results.find((r) => r.status === 'rejected');
+    // An open dropped as not needed (no fleet lease free, and no acquire waiting for it) is held
+    // back like one the process budget has no room for: no failure.
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected' && !(r.reason instanceof OpenNotNeeded));
     return { error: failure?.reason };
   }
 
   #removed(client: pg.Client): void {
     this.#ledger.closed(client, closeReasons.get(client) ?? (this.#host.closed ? 'pool_closed' : 'idle'));
-    this.#ledger.freed();
+    this.#ledger.freed(client);
     this.#refill.request();
   }
 
@@ -225,4 +262,8 @@ export class PooledSource implements ConnectionSource {
   #hasOpenConnection(): boolean {
     return this.#pool.totalCount > this.#ledger.opening;
   }
+}
+
+function sum(values: readonly number[]): number {
+  return values.reduce((a, b) => a + b, 0);
 }

@@ -17,7 +17,7 @@ import { LensfleetError } from '../errors.js';
 import { fingerprintOf } from '../secret.js';
 import { ProcessBudget } from './budget.js';
 import { TenantPool, type PoolEvent, type PoolObserver, type PoolStats } from './tenant-pool.js';
-import type { BudgetMember, ManagedPool, PoolFactory, PoolTenant } from './types.js';
+import type { BudgetMember, LeaseProvider, ManagedPool, PoolFactory, PoolTenant } from './types.js';
 import type { PgTenant } from '../tenants.js';
 
 export interface RegistryOptions<T extends PoolTenant = PgTenant, P extends ManagedPool = TenantPool> {
@@ -35,6 +35,8 @@ export interface RegistryOptions<T extends PoolTenant = PgTenant, P extends Mana
   readonly maintenanceIntervalMs?: number;
   /** Makes the tenants' pools. @defaultValue pgPools (a `TenantPool` per Postgres tenant) */
   readonly factory?: PoolFactory<T, P>;
+  /** The fleet connection cap of a tenant's pools (src/fleet/), or undefined: no cap. @defaultValue no cap */
+  readonly leases?: (tenant: T) => LeaseProvider | undefined;
 }
 
 /** The key of a tenant's pool, whatever its backend. It always contains the tenant id (never a default tenant). */
@@ -61,6 +63,7 @@ export const pgPools: PoolFactory<PgTenant, TenantPool> = {
       max: ctx.max,
       pooling: t.pooling,
       budget: ctx.budget,
+      leases: ctx.leases,
       ...(ctx.observer ? { observer: ctx.observer } : {}),
       onEvent: ctx.onEvent,
     }),
@@ -280,6 +283,7 @@ export class PoolRegistry<T extends PoolTenant = PgTenant, P extends ManagedPool
       max,
       budget: this.#budget,
       observer: this.#opts.observer,
+      leases: this.#opts.leases?.(tenant),
       onEvent: (e) => logPoolEvent(log, e),
     });
     this.created++;

@@ -17,6 +17,11 @@ import type { CloseReason, PoolClient } from './types.js';
 export type ConnectCallback = (err: Error | null | undefined, client: PoolClient | undefined) => void;
 
 export interface ConnectionSource {
+  /**
+   * A connection one job releases may serve another (pooled): an acquire may wait for the next
+   * release instead of opening its own. False without pooling (every acquire opens its own).
+   */
+  readonly sharesConnections: boolean;
   /** Connection slots taken, including connections still opening (what the process budget counts). */
   readonly size: number;
   /** Open connections no job holds. */
@@ -39,6 +44,8 @@ export interface ConnectionSource {
   warm(): Promise<void>;
   /** Close up to `count` idle connections; resolves with how many closed. */
   closeIdle(count: number, reason: CloseReason): Promise<number>;
+  /** Close the idle connections `which` selects; resolves with how many closed. */
+  closeIdleWhere(which: (client: PoolClient) => boolean, reason: CloseReason): Promise<number>;
   /** Close every idle connection now and each checked-out one as it comes back; stop housekeeping. */
   end(): Promise<void>;
 }
@@ -50,6 +57,12 @@ export interface SourceHost {
   readonly closed: boolean;
   /** Highest demand (in use + waiting) since the last call; counting restarts from the current demand. */
   takePeakDemand(): number;
+  /**
+   * Give a connection a job just released straight to the acquire whose deadline comes first;
+   * false when no acquire waits. The connection that acquire was waiting for (an open, a ping)
+   * goes back to the pool when it arrives.
+   */
+  handOff(client: PoolClient): boolean;
 }
 
 export interface SourceOptions {

@@ -13,7 +13,7 @@ import { LensfleetError, markConnectionLoss } from '../errors.js';
 import { DeadlineQueues } from './deadline-queue.js';
 import { LeakSweep } from './housekeeping.js';
 import { PoolLedger } from './ledger.js';
-import { meta } from './pooled-client.js';
+import { meta, OpenNotNeeded } from './pooled-client.js';
 import { PooledSource } from './pooled-source.js';
 import type { ConnectionSource, SourceHost } from './source.js';
 import {
@@ -21,8 +21,10 @@ import {
   type BudgetMember,
   type CheckoutCallback,
   type CloseReason,
+  type LeaseMember,
   type ManagedPool,
   type PoolClient,
+  type PoolLeases,
   type PoolObserver,
   type PoolStats,
   type TenantPoolOptions,
@@ -45,9 +47,14 @@ interface Waiter {
   done: CheckoutCallback;
   /** Granted, failed or timed out: whatever comes later is handed back. */
   settled: boolean;
+  /**
+   * Waits without an open of its own (its open was dropped as not needed): served by a
+   * connection another job releases, or by a new open when one closes instead.
+   */
+  parked: boolean;
 }
 
-export class TenantPool implements BudgetMember, ManagedPool {
+export class TenantPool implements BudgetMember, LeaseMember, ManagedPool {
   /** Which backend's pool this is (the job processor dispatches on it). */
   readonly backend = 'pg' as const;
   readonly tenant: string;
@@ -59,6 +66,8 @@ export class TenantPool implements BudgetMember, ManagedPool {
   readonly #source: ConnectionSource;
   readonly #ledger: PoolLedger;
   readonly #observer: PoolObserver;
+  /** The tenant's fleet connection cap, when it has one. */
+  readonly #leases: PoolLeases | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
   #waiting = 0;
@@ -68,6 +77,8 @@ export class TenantPool implements BudgetMember, ManagedPool {
   #lastUsedAt = Date.now();
   /** Acquire deadlines: one timer per distinct timeout (acquireTimeoutMs, or a lens's shorter one). */
   readonly #deadlines = new DeadlineQueues<Waiter>((w) => this.#expired(w));
+  /** Acquires waiting with no open of their own, oldest first (settled ones are skipped). */
+  #parked: Waiter[] = [];
   /** Started at the first hand-out (when leak detection is on), then it runs until close. */
   readonly #leakSweep: LeakSweep | undefined;
   #sweeping = false;
@@ -87,12 +98,14 @@ export class TenantPool implements BudgetMember, ManagedPool {
     this.min = Math.min(opts.settings.minSize, opts.max);
     this.pooling = opts.pooling;
     this.#observer = opts.observer ?? {};
+    this.#leases = opts.leases?.(this);
     const ledger = new PoolLedger({
       tenant: opts.tenant,
       settings: opts.settings,
       member: this,
       observer: opts.observer,
       budget: opts.budget,
+      leases: this.#leases,
       onEvent: opts.onEvent,
     });
     this.#ledger = ledger;
@@ -116,6 +129,12 @@ export class TenantPool implements BudgetMember, ManagedPool {
         const peak = pool.#peakDemand;
         pool.#peakDemand = pool.#inUse + pool.#waiting;
         return peak;
+      },
+      handOff(client) {
+        const w = pool.#deadlines.first();
+        if (w === undefined) return false;
+        pool.#grant(w, client);
+        return true;
       },
     };
     const sourceOptions = {
@@ -190,8 +209,11 @@ export class TenantPool implements BudgetMember, ManagedPool {
     this.#waiting++;
     const now = performance.now();
     const limit = timeoutMs !== undefined && timeoutMs < this.settings.acquireTimeoutMs ? Math.max(0, timeoutMs) : this.settings.acquireTimeoutMs;
-    const w: Waiter = { started: now, deadline: now + limit, timeoutMs: limit, holder, done, settled: false };
+    const w: Waiter = { started: now, deadline: now + limit, timeoutMs: limit, holder, done, settled: false, parked: false };
     this.#deadlines.add(w, limit);
+    // A capped tenant whose opens already wait for a fleet lease: another open would only queue
+    // behind them. This acquire takes the next connection released (or one of theirs).
+    if (this.#leases !== undefined && this.#source.sharesConnections && this.#ledger.leaseWaiting > 0 && this.#source.idleCount === 0) return this.#park(w);
     this.#attempt(w);
   }
 
@@ -201,6 +223,16 @@ export class TenantPool implements BudgetMember, ManagedPool {
 
   #checkedOut(w: Waiter, err: Error | null | undefined, client: PoolClient | undefined): void {
     if (err || client === undefined) {
+      if (err instanceof OpenNotNeeded) {
+        if (w.settled) return;
+        // Its open was dropped as not needed (it waited for a fleet lease while other acquires
+        // were served) yet this acquire still waits: it takes the next connection released (a
+        // new open would only queue for a lease again, and be dropped again) — when connections
+        // are shared at all; without pooling each acquire needs an open of its own.
+        return this.#source.sharesConnections ? this.#park(w) : this.#retry(w);
+      }
+      // An open failed: a parked acquire, which counted on the opens in flight, opens its own.
+      if (this.#parked.length > 0) this.#unpark();
       if (w.settled) return;
       this.#settle(w)(this.#acquireError(err), undefined);
       return;
@@ -215,6 +247,21 @@ export class TenantPool implements BudgetMember, ManagedPool {
         else if (w.settled) this.#handBackLate(client);
         else this.#grant(w, client);
       });
+  }
+
+  #park(w: Waiter): void {
+    w.parked = true;
+    this.#parked.push(w);
+  }
+
+  /** A connection closed instead of going back: the longest parked acquire opens one of its own. */
+  #unpark(): void {
+    while (this.#parked.length > 0) {
+      const w = this.#parked.shift()!;
+      if (w.settled || !w.parked) continue;
+      w.parked = false;
+      return this.#retry(w);
+    }
   }
 
   /** The connection was discarded (dead, expired): try another while time remains (else the deadline rejects). */
@@ -252,6 +299,7 @@ export class TenantPool implements BudgetMember, ManagedPool {
   #settle(w: Waiter): CheckoutCallback {
     const done = w.done;
     w.settled = true;
+    w.parked = false;
     w.done = SETTLED;
     w.holder = undefined;
     this.#waiting--;
@@ -308,8 +356,9 @@ export class TenantPool implements BudgetMember, ManagedPool {
   /** Back to the source: reused when healthy, else destroyed with the reason. */
   #return(client: PoolClient, err: unknown): void {
     const reason = this.#unusable(client, err);
-    if (reason === undefined) this.#source.reuse(client);
-    else this.#source.destroy(client, reason);
+    if (reason === undefined) return this.#source.reuse(client);
+    this.#source.destroy(client, reason);
+    if (this.#parked.length > 0) this.#unpark();
   }
 
   /**
@@ -321,12 +370,27 @@ export class TenantPool implements BudgetMember, ManagedPool {
   }
 
   /**
+   * Another process waits for a lease of this tenant (its fleet cap is reached): close the idle
+   * connections above minSize, so their leases go where they are needed. Resolves with how many closed.
+   */
+  shedIdle(): Promise<number> {
+    const count = Math.min(this.idleCount, this.open - this.min);
+    return count > 0 ? this.#source.closeIdle(count, 'lease_wanted') : Promise.resolve(0);
+  }
+
+  /** Close the idle connections whose fleet lease was lost (the ones in use close when released). */
+  closeLost(): Promise<number> {
+    return this.#source.closeIdleWhere((client) => meta.get(client)?.lease?.lost === true, 'lease_lost');
+  }
+
+  /**
    * Close every connection; waiting and later acquires fail with `POOL_CLOSED`. Checked-out
    * connections are closed as they are released (a graceful drain). Idempotent.
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
+      this.#leases?.detach();
       this.#rejectWaiters();
       try {
         await this.#source.end();
@@ -355,6 +419,11 @@ export class TenantPool implements BudgetMember, ManagedPool {
     return this.#source.idleCount;
   }
 
+  /** Acquires waiting now. */
+  get waiting(): number {
+    return this.#waiting;
+  }
+
   get lastUsedAt(): number {
     return this.#lastUsedAt;
   }
@@ -369,7 +438,7 @@ export class TenantPool implements BudgetMember, ManagedPool {
   }
 
   stats(): PoolStats {
-    return poolStats(this, this.#numbers(), { ...this.#ledger.counters, ...this.#requests }, this.#lastUsedAt);
+    return poolStats(this, { ...this.#numbers(), leases: this.#ledger.leases }, { ...this.#ledger.counters, ...this.#requests }, this.#lastUsedAt);
   }
 
   /** maxWaiting acquires wait already. */
@@ -383,7 +452,10 @@ export class TenantPool implements BudgetMember, ManagedPool {
 
   #describe(): string {
     const n = this.#numbers();
-    return `total=${n.total}, active=${n.active}, idle=${n.idle}, waiting=${n.waiting}, max=${this.max}`;
+    const numbers = `total=${n.total}, active=${n.active}, idle=${n.idle}, waiting=${n.waiting}, max=${this.max}`;
+    // Below max because of the fleet cap: say so (what to raise is fleetMaxConnections, not maxSize).
+    if (this.#leases === undefined) return numbers;
+    return `${numbers}, fleet leases=${this.#ledger.leases}, opens waiting for a fleet lease=${this.#ledger.leaseWaiting}`;
   }
 
   #handOut(client: PoolClient, holder: Readonly<Record<string, unknown>> | undefined): void {
@@ -409,7 +481,13 @@ export class TenantPool implements BudgetMember, ManagedPool {
     if (err !== undefined) return 'error';
     if (client.getTransactionStatus() !== 'I') return 'dirty';
     const m = meta.get(client);
-    if (m !== undefined && Date.now() >= m.expiresAt) return 'recycled';
+    if (m === undefined) return undefined;
+    if (Date.now() >= m.expiresAt) return 'recycled';
+    if (m.lease !== undefined) {
+      if (m.lease.lost) return 'lease_lost';
+      // Other processes wait for this tenant's leases and this one holds more than its share.
+      if (this.open > this.min && this.#leases!.giveBack(m.lease)) return 'lease_wanted';
+    }
     return undefined;
   }
 

@@ -11,6 +11,8 @@
  *   budget counts); open: connections the database sees.
  * - demand: connections in use plus acquires waiting.
  * - housekeeping: a pool's background tasks (leak sweep, overflow trim, refill to minSize).
+ * - lease: a fleet-wide permit for one open connection of a tenant with a fleet connection cap
+ *   (`PoolLeases`; src/fleet/ implements it in Redis, the pool only sees this interface).
  * - backend: how a tenant is reached (`pg`: `TenantPool`; `supabase`: `RestTenantPool` in
  *   src/rest). The registry manages pools of any backend through `ManagedPool`, and makes them
  *   with an injected `PoolFactory`: nothing in src/pool imports a backend other than Postgres.
@@ -20,14 +22,29 @@ import type { PoolSettings } from '../config.js';
 import type { Secret } from '../secret.js';
 
 /** Why a connection was closed (a metrics label: keep the set small and stable). */
-export type CloseReason = 'overflow' | 'recycled' | 'error' | 'dirty' | 'ping_failed' | 'idle' | 'evicted' | 'unpooled' | 'pool_closed';
+export type CloseReason =
+  | 'overflow'
+  | 'recycled'
+  | 'error'
+  | 'dirty'
+  | 'ping_failed'
+  | 'idle'
+  | 'evicted'
+  | 'unpooled'
+  | 'pool_closed'
+  /** Given back to the fleet: another process waits for a lease of this tenant. */
+  | 'lease_wanted'
+  /** Its lease expired in the fleet (not renewed in time) and could not be taken again under the cap. */
+  | 'lease_lost';
 /**
- * What kind of connection error it was (a metrics label). The three kinds met while opening a
+ * What kind of connection error it was (a metrics label). The kinds met while opening a
  * connection name the error code the acquire fails with: `connect` = CONNECTION_FAILED,
- * `connect_timeout` = CONNECT_TIMEOUT, `process_budget_timeout` = PROCESS_BUDGET_TIMEOUT.
- * `idle` and `active`: an open connection failed while idle in the pool or checked out by a job.
+ * `connect_timeout` = CONNECT_TIMEOUT, `process_budget_timeout` = PROCESS_BUDGET_TIMEOUT,
+ * `fleet_unavailable` = FLEET_UNAVAILABLE (a FLEET_CAP_TIMEOUT is the cap holding, not an error:
+ * it has its own counter, `lease_timeouts_total`). `idle` and `active`: an open connection
+ * failed while idle in the pool or checked out by a job.
  */
-export type ConnectionErrorKind = 'connect' | 'connect_timeout' | 'process_budget_timeout' | 'idle' | 'active';
+export type ConnectionErrorKind = 'connect' | 'connect_timeout' | 'process_budget_timeout' | 'fleet_unavailable' | 'idle' | 'active';
 
 /** Observer of pool events; every method is optional. Metrics implement it (the pool does not import prom-client). */
 export interface PoolObserver {
@@ -79,6 +96,52 @@ export interface ConnectionBudget {
   released(): void;
 }
 
+/** What the fleet's leases see of a pool (TenantPool implements it). */
+export interface LeaseMember {
+  readonly tenant: string;
+  /** Acquires waiting now: each may need one more connection. */
+  readonly waiting: number;
+  /**
+   * Another process waits for a lease of this tenant: close the idle connections above minSize
+   * (their leases go back). Resolves with how many closed.
+   */
+  shedIdle(): Promise<number>;
+  /** Leases of this pool were lost (see `ConnectionLease.lost`): close its idle connections that hold one. Resolves with how many closed. */
+  closeLost(): Promise<number>;
+}
+
+/** A fleet-wide permit for one open connection. Released exactly once, when the connection closes (or failed to open). */
+export interface ConnectionLease {
+  /** The fleet no longer counts this lease (it expired and could not be taken again): close the connection. */
+  readonly lost: boolean;
+  /** Give the lease back (idempotent). */
+  release(): void;
+}
+
+/** A tenant pool's view of the fleet connection cap. */
+export interface PoolLeases {
+  /**
+   * A lease for one more connection. Resolves with it once the fleet has room; with undefined as
+   * soon as `needed()` is false while it waits (the acquires it was for are served: the open is
+   * dropped, no error; `needed` is asked only after `onWait`, and the request is dropped the
+   * moment it answers false); rejects with FLEET_CAP_TIMEOUT after `timeoutMs`, or
+   * FLEET_UNAVAILABLE when the fleet's Redis could not be asked by then. `onWait` is called once,
+   * when the first ask found no room.
+   */
+  acquire(needed: () => boolean, timeoutMs: number, onWait?: () => void): Promise<ConnectionLease | undefined>;
+  /**
+   * A connection holding `lease` was released: true when it should close instead, so its lease
+   * goes to another process (others wait and this process holds more than its fair share of the
+   * cap); the lease then counts as given back. Called on every release of a capped pool: cheap.
+   */
+  giveBack(lease: ConnectionLease): boolean;
+  /** The pool closed: the fleet stops asking it to shed. */
+  detach(): void;
+}
+
+/** Gives a pool its leases (the registry gets one per capped tenant; none = no fleet cap). */
+export type LeaseProvider = (member: LeaseMember) => PoolLeases;
+
 /**
  * A pool's monotonic counters; keys carry their unit. `src/metrics-counters.ts` maps every key to
  * the metric it is exported as (the compiler checks that none is missing).
@@ -101,6 +164,10 @@ export interface PoolCounters {
   readonly pings_failed_total: number;
   /** Connections held past the leak detection threshold. */
   readonly leaks_total: number;
+  /** Connection opens that waited for a fleet lease (the tenant's fleet cap was reached). */
+  readonly lease_waits_total: number;
+  /** Connection opens that got no fleet lease within the connect timeout (FLEET_CAP_TIMEOUT). */
+  readonly lease_timeouts_total: number;
 }
 
 /** A point-in-time snapshot of one pool; counter keys carry their unit. */
@@ -123,6 +190,8 @@ export interface PoolStats extends PoolCounters {
   readonly waiting: number;
   /** Milliseconds since the last acquire (for idle-pool eviction and LRU). */
   readonly idle_for_ms: number;
+  /** Fleet leases held (connections open or opening with a lease); 0 without a fleet cap. */
+  readonly leases: number;
 }
 
 export interface TenantPoolOptions {
@@ -135,6 +204,8 @@ export interface TenantPoolOptions {
   readonly pooling: boolean;
   readonly observer?: PoolObserver;
   readonly budget?: ConnectionBudget;
+  /** The tenant's fleet connection cap; none = no cap. */
+  readonly leases?: LeaseProvider | undefined;
   readonly onEvent?: (event: PoolEvent) => void;
   readonly applicationName?: string;
 }
@@ -188,6 +259,8 @@ export interface PoolContext {
   readonly max: number;
   /** The process connection budget (a factory whose connections do not count in it ignores it). */
   readonly budget: ConnectionBudget;
+  /** The tenant's fleet connection cap, when it has one (a factory whose connections are not the database's ignores it). */
+  readonly leases?: LeaseProvider | undefined;
   readonly observer?: PoolObserver | undefined;
   readonly onEvent: (event: PoolEvent) => void;
 }
@@ -232,7 +305,15 @@ export interface PoolShape {
  */
 export function poolStats(
   pool: PoolShape,
-  n: { readonly total: number; readonly opening: number; readonly active: number; readonly idle: number; readonly waiting: number },
+  n: {
+    readonly total: number;
+    readonly opening: number;
+    readonly active: number;
+    readonly idle: number;
+    readonly waiting: number;
+    /** Fleet leases held (a pool without a fleet cap: none). */
+    readonly leases?: number;
+  },
   c: PoolCounters,
   lastUsedAt: number,
 ): PoolStats {
@@ -256,8 +337,11 @@ export function poolStats(
     connections_opened_total: c.connections_opened_total,
     pings_failed_total: c.pings_failed_total,
     leaks_total: c.leaks_total,
+    lease_waits_total: c.lease_waits_total,
+    lease_timeouts_total: c.lease_timeouts_total,
     connections_closed_total: { ...c.connections_closed_total },
     connection_errors_total: { ...c.connection_errors_total },
     idle_for_ms: Date.now() - lastUsedAt,
+    leases: n.leases ?? 0,
   };
 }

@@ -11,6 +11,7 @@ import type { ConnectCallback, ConnectionSource, SourceOptions } from './source.
 import type { PoolClient } from './types.js';
 
 export class UnpooledSource implements ConnectionSource {
+  readonly sharesConnections = false;
   readonly #ledger: PoolLedger;
   readonly #client: PooledClientOptions;
   /** Connections open or opening (each is a job's). */
@@ -63,6 +64,10 @@ export class UnpooledSource implements ConnectionSource {
     return Promise.resolve(0);
   }
 
+  closeIdleWhere(): Promise<number> {
+    return Promise.resolve(0);
+  }
+
   /** Checked-out connections close as their jobs return them. */
   end(): Promise<void> {
     return Promise.resolve();
@@ -74,6 +79,6 @@ export class UnpooledSource implements ConnectionSource {
     void client
       .end()
       .catch(() => {})
-      .finally(() => this.#ledger.freed());
+      .finally(() => this.#ledger.freed(client));
   }
 }

@@ -141,6 +141,9 @@ export class RestTenantPool implements ManagedPool {
     connections_opened_total: 0,
     pings_failed_total: 0,
     leaks_total: 0,
+    // The fleet connection cap is for direct Postgres connections (PostgREST pools its own).
+    lease_waits_total: 0,
+    lease_timeouts_total: 0,
     connections_closed_total: {} as Record<string, number>,
     connection_errors_total: {} as Record<string, number>,
   };

@@ -33,6 +33,10 @@ export const METRIC_CONTRACT: readonly MetricSpec[] = Object.freeze([
   { name: 'lensfleet_pool_connections_closed_total', type: 'counter', labels: ['tenant', 'reason'] },
   { name: 'lensfleet_pool_pings_failed_total', type: 'counter', labels: ['tenant'] },
   { name: 'lensfleet_pool_leaks_total', type: 'counter', labels: ['tenant'] },
+  // Per tenant: the fleet connection cap (leases held by this worker, opens that waited or timed out).
+  { name: 'lensfleet_fleet_leases', type: 'gauge', labels: ['tenant'] },
+  { name: 'lensfleet_fleet_lease_waits_total', type: 'counter', labels: ['tenant'] },
+  { name: 'lensfleet_fleet_lease_timeouts_total', type: 'counter', labels: ['tenant'] },
   // Per process.
   { name: 'lensfleet_pools', type: 'gauge', labels: [] },
   { name: 'lensfleet_process_connections', type: 'gauge', labels: [] },
@@ -42,6 +46,7 @@ export const METRIC_CONTRACT: readonly MetricSpec[] = Object.freeze([
   { name: 'lensfleet_pooling_enabled', type: 'gauge', labels: [] },
   { name: 'lensfleet_worker_ready', type: 'gauge', labels: [] },
   { name: 'lensfleet_warmup_failures_total', type: 'counter', labels: [] },
+  { name: 'lensfleet_fleet_redis_errors_total', type: 'counter', labels: ['operation'] },
   // Per lens.
   { name: 'lensfleet_jobs_total', type: 'counter', labels: ['lens', 'tenant', 'outcome'] },
   { name: 'lensfleet_job_duration_seconds', type: 'histogram', labels: ['lens'] },
