@@ -119,7 +119,12 @@ export class PooledSource implements ConnectionSource {
     // had theirs dropped, or their connection is being pinged. pg.Pool would keep this one idle
     // meanwhile: hand it to the longest waiting one now (HikariCP's hand-off); the connection
     // that acquire was waiting for goes idle, or to the next one, when it arrives.
-    if (this.#host.waiting > 0 && this.#pool.waitingCount === 0 && this.#host.handOff(client)) return;
+    // Only for a tenant with a fleet cap, whose opens can wait for a lease for long: for the
+    // others the hand-off churned connections under the process budget (an open that got its
+    // budget slot by evicting another tenant's idle connection arrived unneeded; the demo's
+    // drain fell from ~650 to ~170 jobs/s with 8 acquire timeouts), and pg.Pool's own binding is
+    // what the pool was measured and tuned with.
+    if (this.#ledger.fleetLeases !== undefined && this.#host.waiting > 0 && this.#pool.waitingCount === 0 && this.#host.handOff(client)) return;
     client.release();
     if (this.#hasOverflow() && this.#settings.overflowLingerMs > 0) this.#trim.arm();
   }
