@@ -68,6 +68,8 @@ export const ERROR_CODES = {
   QUERY_FAILED: false,
   /** The lens returned more rows than its maxRows. */
   RESULT_TOO_LARGE: false,
+  /** The lens has no form for its tenant's backend (no `rest` form, run on a Supabase tenant). */
+  LENS_BACKEND_UNSUPPORTED: false,
   /** An unexpected internal failure. Retried: it may be a passing fault. */
   INTERNAL: true,
 } as const satisfies Record<string, boolean>;

@@ -13,6 +13,7 @@
  * job's query (the way `pg.Pool.query` works). docs/BENCHMARKS.md has the numbers.
  */
 import { performance } from 'node:perf_hooks';
+import pg from 'pg';
 import { classifyQueryError, LensfleetError } from './errors.js';
 import type { Lens } from './lens.js';
 import { LensRun, type LensRunOutcome, type LensRunStep, type RunIdentity } from './lens-run.js';
@@ -57,74 +58,83 @@ export function executeLens<P>(pool: TenantPool, lens: Lens<P>, params: P, opts:
       );
     }
     const timeoutMs = lens.timeoutMs;
+    // The lens's timeout bounds the wait for a connection and the statement together.
+    const budgetMs = timeoutMs ?? pool.settings.statementTimeoutMs;
     const maxBytes = opts.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
     const started = performance.now();
-    pool.checkout(opts.holder, (acquireError, client) => {
-      if (acquireError !== undefined || client === undefined) return reject(acquireError);
-      const acquireMs = performance.now() - started;
-      // Runs inside pg's message handlers: it must not throw.
-      const finish = (err: Error | undefined, out: LensRunOutcome | undefined, failedStep?: LensRunStep): void => {
-        try {
-          if (err !== undefined || out === undefined) {
-            pool.release(client, err ?? new Error('lens run failed'));
-            if (failedStep === 'context' && opts.identity !== undefined) {
-              // Only taking on the identity can fail there: the lens never ran.
+    pool.checkout(
+      opts.holder,
+      (acquireError, client) => {
+        if (acquireError !== undefined || client === undefined) return reject(acquireError);
+        const acquireMs = performance.now() - started;
+        // The session default already is the tenant's; a user's transaction always sets one.
+        let statementTimeoutMs =
+          opts.identity !== undefined || (timeoutMs !== undefined && timeoutMs !== pool.settings.statementTimeoutMs) ? budgetMs : undefined;
+        // A wait that ate into the budget (over 5 % of it: most jobs wait a little under load, and
+        // each would otherwise pay a statement) shortens the statement's own timeout.
+        if (acquireMs > budgetMs * 0.05) statementTimeoutMs = Math.max(1, Math.floor(budgetMs - acquireMs));
+        // Runs inside pg's message handlers: it must not throw.
+        const finish = (err: Error | undefined, out: LensRunOutcome | undefined, failedStep?: LensRunStep): void => {
+          try {
+            if (err !== undefined || out === undefined) {
+              pool.release(client, err ?? new Error('lens run failed'));
+              if (failedStep === 'context' && opts.identity !== undefined && err instanceof pg.DatabaseError) {
+                // The server refused the identity statement (a lost connection is classified below as
+                // what it is): only taking on the role can fail there, and the lens never ran.
+                return reject(
+                  new LensfleetError(
+                    'AUTH_ROLE_FORBIDDEN',
+                    `tenant ${pool.tenant}: the database refused role "${opts.identity.role}" for this tenant's login role (it does not exist, is not granted to the login role, or is a superuser / bypasses row-level security); fix the role's grants or the tenant's jwtRoles`,
+                    { details: { lens: lens.name, tenant: pool.tenant, reason: 'role_refused_by_database' } },
+                  ),
+                );
+              }
+              return reject(classifyQueryError(err, { lens: lens.name, tenant: pool.tenant }));
+            }
+            // State that outlived the transaction (a SQL PREPARE/DEALLOCATE) dies with the connection.
+            pool.release(client, out.clean ? undefined : SESSION_STATE_LEFT);
+            if (out.tooManyRows) {
+              return reject(
+                new LensfleetError('RESULT_TOO_LARGE', `lens ${lens.name} returned more than its maxRows (${lens.maxRows}) rows; narrow the params`, {
+                  details: { lens: lens.name, tenant: pool.tenant },
+                }),
+              );
+            }
+            if (out.tooManyBytes) {
               return reject(
                 new LensfleetError(
-                  'AUTH_ROLE_FORBIDDEN',
-                  `tenant ${pool.tenant}: the database refused role "${opts.identity.role}" for this tenant's login role (it does not exist, is not granted to the login role, or is a superuser / bypasses row-level security); fix the role's grants or the tenant's jwtRoles`,
-                  { details: { lens: lens.name, tenant: pool.tenant, reason: 'role_refused_by_database' } },
+                  'RESULT_TOO_LARGE',
+                  `lens ${lens.name} returned more than ${maxBytes} bytes of rows; narrow the params or select fewer columns`,
+                  {
+                    details: { lens: lens.name, tenant: pool.tenant },
+                  },
                 ),
               );
             }
-            return reject(classifyQueryError(err, { lens: lens.name, tenant: pool.tenant }));
+            resolve({ rows: out.rows, rowCount: out.rows.length, acquireMs });
+          } catch (bug) {
+            reject(bug);
           }
-          // State that outlived the transaction (a SQL PREPARE/DEALLOCATE) dies with the connection.
-          pool.release(client, out.clean ? undefined : SESSION_STATE_LEFT);
-          if (out.tooManyRows) {
-            return reject(
-              new LensfleetError('RESULT_TOO_LARGE', `lens ${lens.name} returned more than its maxRows (${lens.maxRows}) rows; narrow the params`, {
-                details: { lens: lens.name, tenant: pool.tenant },
-              }),
-            );
-          }
-          if (out.tooManyBytes) {
-            return reject(
-              new LensfleetError(
-                'RESULT_TOO_LARGE',
-                `lens ${lens.name} returned more than ${maxBytes} bytes of rows; narrow the params or select fewer columns`,
-                {
-                  details: { lens: lens.name, tenant: pool.tenant },
-                },
-              ),
-            );
-          }
-          resolve({ rows: out.rows, rowCount: out.rows.length, acquireMs });
-        } catch (bug) {
-          reject(bug);
+        };
+        const run = new LensRun(
+          {
+            statement: q,
+            maxRows: lens.maxRows,
+            maxBytes,
+            statementTimeoutMs,
+            identity: opts.identity,
+            hygiene: opts.hygiene ?? true,
+          },
+          finish,
+        );
+        try {
+          client.query(run as never);
+        } catch (err) {
+          finish(err instanceof Error ? err : new Error(String(err)), undefined);
         }
-      };
-      const run = new LensRun(
-        {
-          statement: q,
-          maxRows: lens.maxRows,
-          maxBytes,
-          // The session default already is the tenant's; a user's transaction always sets one.
-          statementTimeoutMs:
-            opts.identity !== undefined || (timeoutMs !== undefined && timeoutMs !== pool.settings.statementTimeoutMs)
-              ? (timeoutMs ?? pool.settings.statementTimeoutMs)
-              : undefined,
-          identity: opts.identity,
-          hygiene: opts.hygiene ?? true,
-        },
-        finish,
-      );
-      try {
-        client.query(run as never);
-      } catch (err) {
-        finish(err instanceof Error ? err : new Error(String(err)), undefined);
-      }
-    });
+      },
+      budgetMs,
+    );
   });
 }
 

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import type { z } from 'zod';
 import { formatIssues, LensfleetError } from './errors.js';
 import { isLensName, LENS_NAME_MAX_LENGTH, LENS_NAME_PATTERN } from './ids.js';
+import type { RestForm } from './rest/client.js';
 
 export { LENS_NAME_PATTERN };
 
@@ -34,6 +35,13 @@ export interface LensDefinition<P> {
    * otherwise). @defaultValue 'service'
    */
   readonly auth?: LensAuthMode;
+  /**
+   * The same view as a supabase-js query, for Supabase tenants (which are reached over REST, not
+   * SQL): `(db, { limit }) => db.from('receiving').select('id, …').order('received_at', { ascending:
+   * false }).limit(limit)`. Return the query unawaited. Without it the lens fails on a Supabase
+   * tenant with `LENS_BACKEND_UNSUPPORTED`. See docs/SUPABASE.md.
+   */
+  readonly rest?: RestForm<P>;
 }
 
 /** Who may run a lens (see LensDefinition.auth). */
@@ -50,6 +58,8 @@ export interface Lens<P = unknown> {
   parse(raw: unknown): P;
   /** Build the query with a stable prepared-statement name (per distinct SQL text). */
   query(params: P): LensQuery & { readonly name: string };
+  /** The REST form (Supabase tenants), if the lens has one. */
+  readonly rest: RestForm<P> | undefined;
 }
 
 /** Define a lens. Throws at definition time on a bad name or limits. */
@@ -89,6 +99,7 @@ export function defineLens<P>(def: LensDefinition<P>): Lens<P> {
     maxRows,
     timeoutMs: def.timeoutMs,
     auth,
+    rest: def.rest,
     parse(raw: unknown): P {
       const r = def.params.safeParse(raw ?? {});
       if (r.success) return r.data;

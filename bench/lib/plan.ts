@@ -28,6 +28,8 @@ export interface Plan {
   readonly remote: { readonly delayMs: number; readonly lowRate: number; readonly lowRateSeconds: number; readonly drainCapSeconds: number };
   readonly tenants: { readonly count: number; readonly databases: number; readonly jobs: number; readonly capSeconds: number; readonly concurrency: number };
   readonly micro: { readonly pairs: number; readonly secondsEach: number };
+  /** Identity and hygiene: drains per variant (service, service without hygiene, user). */
+  readonly identity: { readonly warmUpJobs: number; readonly drainJobs: number; readonly drainCapSeconds: number };
 }
 
 // Full-run sizes are bounded by caps, so a slow variant (or a busy machine) cannot stretch the
@@ -40,6 +42,7 @@ export const FULL: Plan = {
   remote: { delayMs: 10, lowRate: 10, lowRateSeconds: 3, drainCapSeconds: 6 },
   tenants: { count: 1000, databases: 4, jobs: 20_000, capSeconds: 60, concurrency: 16 },
   micro: { pairs: 7, secondsEach: 2 },
+  identity: { warmUpJobs: 500, drainJobs: 10_000, drainCapSeconds: 30 },
 };
 
 export const QUICK: Plan = {
@@ -50,4 +53,5 @@ export const QUICK: Plan = {
   remote: { delayMs: 10, lowRate: 10, lowRateSeconds: 1, drainCapSeconds: 2 },
   tenants: { count: 100, databases: 1, jobs: 300, capSeconds: 8, concurrency: 16 },
   micro: { pairs: 2, secondsEach: 0.5 },
+  identity: { warmUpJobs: 200, drainJobs: 2000, drainCapSeconds: 5 },
 };

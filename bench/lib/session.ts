@@ -2,6 +2,7 @@
  * One measured session: a fresh worker child on a fresh queue, driven by a workload, then
  * stopped and its queue removed, whatever happened.
  */
+import type { LensJobData } from '../../queues/contract.js';
 import type { BenchEnv } from './env.js';
 import { benchQueue, jobMaker, type Driver } from './jobs.js';
 import type { Progress } from './progress.js';
@@ -19,6 +20,8 @@ export interface SessionOptions {
   readonly workerEnv: Record<string, string>;
   readonly progress: Progress;
   readonly execArgv?: readonly string[];
+  /** Job data per index; default: the lens mix round-robin over `tenants` (jobMaker). */
+  readonly make?: (i: number) => LensJobData;
 }
 
 export async function withSession<T>(opts: SessionOptions, fn: (d: Driver) => Promise<T>): Promise<T> {
@@ -34,7 +37,7 @@ export async function withSession<T>(opts: SessionOptions, fn: (d: Driver) => Pr
       ...(opts.execArgv ? { execArgv: opts.execArgv } : {}),
     });
     const cpu = { workerPid: worker.pid, redisPid: opts.env.redisPid, postmasterPid: opts.env.postmasterPid };
-    return await fn({ queue, worker, make: jobMaker(opts.tenants), cpu, progress: opts.progress });
+    return await fn({ queue, worker, make: opts.make ?? jobMaker(opts.tenants), cpu, progress: opts.progress });
   } finally {
     opts.progress.update('stopping worker');
     await worker?.stop();

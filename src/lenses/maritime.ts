@@ -1,6 +1,9 @@
 /**
  * The demo catalog: a small maritime maintenance schema (receiving, equipment, work orders), as
  * in the application lensfleet grew from. Every table carries `yacht_id`, the tenant it belongs to.
+ *
+ * Each lens also has a REST form (Supabase tenants) returning the same columns; where PostgREST's
+ * grammar cannot say what the SQL says, the difference is noted at the form (docs/SUPABASE.md).
  */
 import { z } from 'zod';
 import { defineLens } from '../lens.js';
@@ -21,6 +24,10 @@ export const receivingRecent = defineLens({
           text: 'SELECT id, yacht_id, supplier, reference, status, received_at FROM receiving WHERE status = $2 ORDER BY received_at DESC, id DESC LIMIT $1',
           values: [limit, status],
         },
+  rest: (db, { limit, status }) => {
+    const q = db.from('receiving').select('id, yacht_id, supplier, reference, status, received_at');
+    return (status === undefined ? q : q.eq('status', status)).order('received_at', { ascending: false }).order('id', { ascending: false }).limit(limit);
+  },
   maxRows: 200,
   // Service jobs see the whole tenant; a user's job sees what row-level security lets them see.
   auth: 'optional',
@@ -35,6 +42,19 @@ export const equipmentSearch = defineLens({
     text: `SELECT id, yacht_id, name, category, location, serial_number FROM equipment WHERE name ILIKE $1 OR category ILIKE $1 ORDER BY name, id LIMIT $2`,
     values: [`%${q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`, limit],
   }),
+  // The pattern is a double-quoted PostgREST value (so `,.()` in the query are plain text), LIKE
+  // metacharacters escaped as in the SQL. One difference: PostgREST reads every `*` in a like
+  // pattern as `%`, so a `*` in the query is a wildcard here.
+  rest: (db, { q, limit }) => {
+    const pattern = `"*${q.replace(/[\\%_]/g, (c) => `\\${c}`).replace(/[\\"]/g, (c) => `\\${c}`)}*"`;
+    return db
+      .from('equipment')
+      .select('id, yacht_id, name, category, location, serial_number')
+      .or(`name.ilike.${pattern},category.ilike.${pattern}`)
+      .order('name')
+      .order('id')
+      .limit(limit);
+  },
   maxRows: 200,
   // Service jobs see the whole tenant; a user's job sees what row-level security lets them see.
   auth: 'optional',
@@ -52,6 +72,16 @@ export const workOrdersOpen = defineLens({
             LIMIT $2`,
     values: [priority ?? null, limit],
   }),
+  // The equipment name through a spread embed (`...equipment(equipment:name)`: a column of the
+  // row, as in the SQL). One difference: PostgREST cannot order by an expression, so without a
+  // priority filter the REST form orders by due date, not most urgent first.
+  rest: (db, { priority, limit }) => {
+    const q = db
+      .from('work_orders')
+      .select('id, yacht_id, title, status, priority, due_at, ...equipment(equipment:name)')
+      .in('status', ['open', 'in_progress']);
+    return (priority === undefined ? q : q.eq('priority', priority)).order('due_at', { ascending: true, nullsFirst: false }).order('id').limit(limit);
+  },
   maxRows: 200,
   // Service jobs see the whole tenant; a user's job sees what row-level security lets them see.
   auth: 'optional',

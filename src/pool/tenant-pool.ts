@@ -29,6 +29,8 @@ interface Waiter {
   /** performance.now() at the start, and the deadline on the same clock. */
   readonly started: number;
   readonly deadline: number;
+  /** How long this acquire may wait (the pool's acquireTimeoutMs, or a job's shorter deadline). */
+  readonly timeoutMs: number;
   holder: Readonly<Record<string, unknown>> | undefined;
   done: CheckoutCallback;
   /** Granted, failed or timed out: whatever comes later is handed back. */
@@ -54,6 +56,11 @@ export class TenantPool implements BudgetMember {
   #lastUsedAt = Date.now();
   /** Every acquire's deadline on one timer (deadlines grow in start order: one timeout per pool). */
   readonly #deadlines = new DeadlineQueue<Waiter>((w) => this.#expired(w));
+  /**
+   * Acquires with a shorter deadline of their own (a lens timeout below acquireTimeoutMs): one
+   * queue per distinct timeout, so each stays in deadline order (lenses have few distinct ones).
+   */
+  readonly #shorterDeadlines = new Map<number, DeadlineQueue<Waiter>>();
   /** Started at the first hand-out (when leak detection is on), then it runs until close. */
   readonly #leakSweep: LeakSweep | undefined;
   #sweeping = false;
@@ -155,9 +162,10 @@ export class TenantPool implements BudgetMember {
   /**
    * `acquire` in callback form, for the hot path: no promise per checkout, and under load the
    * connection a job releases reaches the next waiting job on the same stack, so its query goes
-   * out at once (as `pg.Pool.query` does). Same errors, timeouts and bounds as `acquire`.
+   * out at once (as `pg.Pool.query` does). Same errors, timeouts and bounds as `acquire`;
+   * `timeoutMs` shortens the wait below acquireTimeoutMs (a job's own deadline), never lengthens it.
    */
-  checkout(holder: Readonly<Record<string, unknown>> | undefined, done: CheckoutCallback): void {
+  checkout(holder: Readonly<Record<string, unknown>> | undefined, done: CheckoutCallback, timeoutMs?: number): void {
     if (this.#closed) {
       return done(new LensfleetError('POOL_CLOSED', `pool ${this.key} is closed`, { details: { tenant: this.tenant } }), undefined);
     }
@@ -174,9 +182,20 @@ export class TenantPool implements BudgetMember {
     }
     this.#waiting++;
     const now = performance.now();
-    const w: Waiter = { started: now, deadline: now + this.settings.acquireTimeoutMs, holder, done, settled: false };
-    this.#deadlines.add(w);
+    const limit = timeoutMs !== undefined && timeoutMs < this.settings.acquireTimeoutMs ? Math.max(0, timeoutMs) : this.settings.acquireTimeoutMs;
+    const w: Waiter = { started: now, deadline: now + limit, timeoutMs: limit, holder, done, settled: false };
+    this.#deadlinesFor(limit).add(w);
     this.#attempt(w);
+  }
+
+  #deadlinesFor(timeoutMs: number): DeadlineQueue<Waiter> {
+    if (timeoutMs === this.settings.acquireTimeoutMs) return this.#deadlines;
+    let q = this.#shorterDeadlines.get(timeoutMs);
+    if (q === undefined) {
+      q = new DeadlineQueue<Waiter>((w) => this.#expired(w));
+      this.#shorterDeadlines.set(timeoutMs, q);
+    }
+    return q;
   }
 
   #attempt(w: Waiter): void {
@@ -245,12 +264,14 @@ export class TenantPool implements BudgetMember {
 
   /** On close: acquires still waiting fail now with POOL_CLOSED (a connection that reaches one later goes back). */
   #rejectWaiters(): void {
-    this.#deadlines.drain((w) => {
-      this.#settle(w)(
-        new LensfleetError('POOL_CLOSED', `pool ${this.key} was closed while this acquire waited`, { details: { tenant: this.tenant } }),
-        undefined,
-      );
-    });
+    for (const queue of [this.#deadlines, ...this.#shorterDeadlines.values()]) {
+      queue.drain((w) => {
+        this.#settle(w)(
+          new LensfleetError('POOL_CLOSED', `pool ${this.key} was closed while this acquire waited`, { details: { tenant: this.tenant } }),
+          undefined,
+        );
+      });
+    }
   }
 
   /** An acquire's deadline passed: POOL_TIMEOUT with the pool's numbers. */
@@ -258,13 +279,9 @@ export class TenantPool implements BudgetMember {
     const done = this.#settle(w);
     this.#requests.acquire_timeouts_total++;
     done(
-      new LensfleetError(
-        'POOL_TIMEOUT',
-        `pool ${this.key} timed out after ${this.settings.acquireTimeoutMs} ms waiting for a connection (${this.#describe()})`,
-        {
-          details: { tenant: this.tenant, ...this.#numbers() },
-        },
-      ),
+      new LensfleetError('POOL_TIMEOUT', `pool ${this.key} timed out after ${w.timeoutMs} ms waiting for a connection (${this.#describe()})`, {
+        details: { tenant: this.tenant, ...this.#numbers() },
+      }),
       undefined,
     );
   }
