@@ -4,7 +4,7 @@
  * tenant pools by the registry (connections closed, metric series removed, keepWarm spared).
  */
 import { performance } from 'node:perf_hooks';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { enqueue } from '../queues/producer.js';
 import { DEFAULT_POOL_SETTINGS, type PoolSettings } from '../src/config.js';
 import type { PoolClient, PoolEvent } from '../src/pool/tenant-pool.js';
@@ -19,6 +19,7 @@ import {
   makeTestPool,
   sleep,
   startTestWorker,
+  terminateBackends,
   uniqueId,
   waitFor,
   type TestPool,
@@ -105,6 +106,77 @@ describe('leak detection', () => {
     expect(lines[0]!.heldMs).toBeGreaterThanOrEqual(190);
     const metrics = await scrape(w.service.port);
     expect(metrics).toContain(`lensfleet_pool_leaks_total{tenant="${W}"} 1\n`);
+  });
+});
+
+describe('closing a pool', () => {
+  it('close() waits for a checked-out connection; close({ abandonCheckedOut: true }) ends it now: its query fails and the close completes', async () => {
+    const { pool, app } = makePool({ minSize: 0, maxSize: 1, maxOverflow: 0 }, 1);
+    // (the server runs an abandoned query on until its statement timeout, as after a killed worker)
+    onTestFinished(async () => {
+      await terminateBackends(db(A), { idleOnly: false, applicationName: app });
+    });
+    const c = await pool.acquire();
+    const query = c.query('SELECT pg_sleep(30)').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    const closing = pool.close();
+    // graceful: the job still holds its connection
+    expect(await Promise.race([closing.then(() => 'closed'), sleep(300).then(() => 'waiting')])).toBe('waiting');
+    const started = performance.now();
+    void pool.close({ abandonCheckedOut: true });
+    const err = await query;
+    expect(err).toBeInstanceOf(Error);
+    pool.release(c, err); // what the job does with its failed query
+    await closing;
+    expect(performance.now() - started).toBeLessThan(5000); // not the 30 s the query would take
+    expect(pool.stats()).toMatchObject({ size: 0, inUse: 0 });
+  });
+
+  it('without pooling too: close({ abandonCheckedOut: true }) ends the job’s connection now', async () => {
+    const made = makeTestPool(A, url(A), { minSize: 0 }, 1, uniqueId('lfplc'), false);
+    cleanups.push(() => made.pool.close());
+    onTestFinished(async () => {
+      await terminateBackends(db(A), { idleOnly: false, applicationName: made.app });
+    });
+    const c = await made.pool.acquire();
+    const query = c.query('SELECT pg_sleep(30)').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await made.pool.close({ abandonCheckedOut: true });
+    const started = performance.now();
+    expect(await query).toBeInstanceOf(Error);
+    expect(performance.now() - started).toBeLessThan(5000);
+    made.pool.release(c, new Error('abandoned'));
+  });
+
+  it('PoolRegistry.close({ abandonCheckedOut: true }) abandons the checked-out connections of every pool, also after a graceful close began', async () => {
+    const registry = new PoolRegistry({ concurrency: 4, logger: new LogCapture().logger });
+    cleanups.push(() => registry.close());
+    onTestFinished(async () => {
+      await terminateBackends(db(A), { idleOnly: false });
+      await terminateBackends(db(B), { idleOnly: false });
+    });
+    const a = await registry.get(pgTenant(A, { minSize: 0 }));
+    const b = await registry.get(pgTenant(B, { minSize: 0 }));
+    const held = [await a.acquire(), await b.acquire()];
+    const queries = held.map((c) =>
+      c.query('SELECT pg_sleep(30)').then(
+        () => undefined,
+        (e: unknown) => e,
+      ),
+    );
+    const graceful = registry.close();
+    const started = performance.now();
+    void registry.close({ abandonCheckedOut: true });
+    const errors = await Promise.all(queries);
+    expect(errors.every((e) => e instanceof Error)).toBe(true);
+    a.release(held[0]!, errors[0]);
+    b.release(held[1]!, errors[1]);
+    await graceful;
+    expect(performance.now() - started).toBeLessThan(5000);
   });
 });
 
