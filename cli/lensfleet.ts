@@ -5,29 +5,49 @@
  *   lensfleet enqueue --tenant T --lens L [--params '{"limit":5}'] [--wait] [--timeout-ms 30000]
  *   lensfleet lenses
  *
- * Reads REDIS_URL and LENSFLEET_QUEUE like the worker. Exit codes: 0 ok, 1 the job failed or
- * timed out, 2 bad usage or invalid request.
+ * Reads REDIS_URL (or REDIS_URL_FILE) and LENSFLEET_QUEUE like the worker (the same settings
+ * table). Exit codes: 0 ok, 1 the job failed or timed out (or Redis failed), 2 bad usage, an
+ * invalid request or an invalid setting.
  */
 import { parseArgs } from 'node:util';
 import type { QueueEvents } from 'bullmq';
 import { createLensQueue, createLensQueueEvents, enqueue } from '../queues/producer.js';
+import { PROCESS_SETTINGS } from '../src/config.js';
 import { LensfleetError } from '../src/errors.js';
 import { maritimeLenses } from '../src/lenses/maritime.js';
+import { readSettings } from '../src/settings.js';
+
+export const EXIT_OK = 0;
+/** The job failed, no result arrived in time, or Redis failed. */
+export const EXIT_FAILED = 1;
+/** Bad usage, an invalid request (refused before it reaches Redis) or an invalid setting. */
+export const EXIT_USAGE = 2;
+
+/** The settings the CLI reads: the worker's own rows, so names and defaults cannot drift. */
+const CLI_SETTINGS = { redisUrl: PROCESS_SETTINGS.redisUrl, queueName: PROCESS_SETTINGS.queueName };
 
 const USAGE = `usage:
   lensfleet enqueue --tenant <id> --lens <name> [--params '<json object>'] [--wait] [--timeout-ms <ms>]
   lensfleet lenses
-environment: REDIS_URL (default redis://127.0.0.1:6379), LENSFLEET_QUEUE (default lens-queries)`;
+environment:
+${Object.values(CLI_SETTINGS)
+  .map((s) => `  ${s.env} (default ${s.default}${s.secret ? `; or ${s.env}_FILE` : ''})`)
+  .join('\n')}
+exit codes: 0 done, 1 the job failed or timed out, 2 bad usage or invalid request`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === 'lenses') {
     for (const l of maritimeLenses) console.log(`${l.name.padEnd(20)} ${l.description}`);
-    return 0;
+    return EXIT_OK;
+  }
+  if (command === 'help' || command === '--help') {
+    console.log(USAGE);
+    return EXIT_OK;
   }
   if (command !== 'enqueue') {
-    console.error(command && command !== 'help' && command !== '--help' ? `unknown command "${command}"\n${USAGE}` : USAGE);
-    return command === 'help' || command === '--help' ? 0 : 2;
+    console.error(command ? `unknown command "${command}"\n${USAGE}` : USAGE);
+    return EXIT_USAGE;
   }
   let values: { tenant?: string; lens?: string; params: string; wait: boolean; 'timeout-ms': string };
   try {
@@ -44,56 +64,64 @@ async function main(argv: string[]): Promise<number> {
     }));
   } catch (err) {
     console.error(`${(err as Error).message}\n${USAGE}`);
-    return 2;
+    return EXIT_USAGE;
   }
   if (!values.tenant || !values.lens) {
     console.error(`--tenant and --lens are required\n${USAGE}`);
-    return 2;
+    return EXIT_USAGE;
   }
   let params: unknown;
   try {
     params = JSON.parse(values.params);
   } catch (err) {
     console.error(`--params is not valid JSON: ${(err as Error).message}`);
-    return 2;
+    return EXIT_USAGE;
   }
   if (params === null || typeof params !== 'object' || Array.isArray(params)) {
     console.error('--params must be a JSON object, e.g. \'{"limit": 5}\'');
-    return 2;
+    return EXIT_USAGE;
   }
   const timeoutMs = Number(values['timeout-ms']);
   if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
     console.error('--timeout-ms must be a positive whole number');
-    return 2;
+    return EXIT_USAGE;
   }
-  const connection = { url: process.env.REDIS_URL || 'redis://127.0.0.1:6379', maxRetriesPerRequest: 2, connectTimeout: 5000 };
-  const queue = createLensQueue({ connection });
+  let settings: ReturnType<typeof readSettings<typeof CLI_SETTINGS>>;
+  try {
+    settings = readSettings(CLI_SETTINGS, process.env);
+  } catch (err) {
+    console.error((err as Error).message);
+    return EXIT_USAGE;
+  }
+  const connection = { url: settings.redisUrl, maxRetriesPerRequest: 2, connectTimeout: 5000 };
+  const queue = createLensQueue({ connection, name: settings.queueName });
   let events: QueueEvents | undefined;
   try {
     if (values.wait) {
-      events = await createLensQueueEvents(queue, connection);
+      // A blocking reader: BullMQ wants it to retry forever (and warns otherwise); --timeout-ms bounds the wait.
+      events = await createLensQueueEvents(queue, { ...connection, maxRetriesPerRequest: null });
       await events.waitUntilReady();
     }
     const job = await enqueue(queue, { tenant: values.tenant, lens: values.lens, params: params as Record<string, unknown> });
     if (!events) {
       console.log(JSON.stringify({ jobId: job.id, queue: queue.name, tenant: values.tenant, lens: values.lens }));
-      return 0;
+      return EXIT_OK;
     }
     try {
       const result = await job.waitUntilFinished(events, timeoutMs);
       console.log(JSON.stringify({ jobId: job.id, ...result }, null, 2));
-      return 0;
+      return EXIT_OK;
     } catch (err) {
       console.error(`job ${job.id} failed: ${(err as Error).message}`);
-      return 1;
+      return EXIT_FAILED;
     }
   } catch (err) {
     if (err instanceof LensfleetError) {
       console.error(err.toString());
-      return 2;
+      return EXIT_USAGE;
     }
     console.error(`lensfleet: ${(err as Error).message}`);
-    return 1;
+    return EXIT_FAILED;
   } finally {
     await events?.close();
     await queue.close();
@@ -104,6 +132,6 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
     console.error(err);
-    process.exit(1);
+    process.exit(EXIT_FAILED);
   },
 );

@@ -135,14 +135,23 @@ function jsonSizeUpTo(value: unknown, limit: number): number {
   return size;
 }
 
+/** Attempts of a job (the first run and its retries); the worker caps any job at LENSFLEET_MAX_ATTEMPTS, default the same. */
+export const DEFAULT_ATTEMPTS = 5;
+/** First retry delay, doubling per attempt (LENSFLEET_RETRY_BACKOFF_MS for jobs without their own backoff). */
+export const DEFAULT_BACKOFF_MS = 500;
+/** Completed jobs kept 1 h, at most 10,000 (LENSFLEET_KEEP_COMPLETED_SECONDS / _COUNT on the worker). */
+export const DEFAULT_KEEP_COMPLETED = Object.freeze({ age: 3600, count: 10_000 });
+/** Failed jobs kept 7 days, at most 10,000 (LENSFLEET_KEEP_FAILED_SECONDS / _COUNT on the worker). */
+export const DEFAULT_KEEP_FAILED = Object.freeze({ age: 7 * 24 * 3600, count: 10_000 });
+
 /**
  * Default job options: retries with exponential backoff for transient faults (validation
  * failures are never retried, see errors.ts), and bounded history so Redis does not grow
- * without limit.
+ * without limit. The worker applies the same bounds to jobs from any producer.
  */
 export const DEFAULT_JOB_OPTIONS: DefaultJobOptions = Object.freeze({
-  attempts: 5,
-  backoff: { type: 'exponential', delay: 500 },
-  removeOnComplete: { age: 3600, count: 10_000 },
-  removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
+  attempts: DEFAULT_ATTEMPTS,
+  backoff: { type: 'exponential', delay: DEFAULT_BACKOFF_MS },
+  removeOnComplete: { ...DEFAULT_KEEP_COMPLETED },
+  removeOnFail: { ...DEFAULT_KEEP_FAILED },
 });

@@ -2,7 +2,7 @@
  * The producer API: enqueue lens queries and, when wanted, wait for their results.
  *
  * ```ts
- * const queue = createLensQueue({ connection: { url: process.env.REDIS_URL } });
+ * const queue = createLensQueue({ connection: { url: redisUrl }, name: 'lens-queries' });
  * const job = await enqueue(queue, { tenant: 'yTEST_YACHT_001', lens: 'work_orders.open', params: { limit: 5 } });
  * const result = await run(queue, events, { tenant: 'yTEST_YACHT_001', lens: 'receiving.recent' });
  * ```
@@ -25,14 +25,17 @@ export type LensJob = Job<LensJobData, LensResult, string>;
 
 export interface LensQueueOptions {
   readonly connection: ConnectionOptions;
-  /** @defaultValue `LENSFLEET_QUEUE` or lens-queries */
+  /**
+   * Queue name; the worker's `LENSFLEET_QUEUE`. The SDK reads no environment variable: the
+   * application passes its setting here. @defaultValue lens-queries
+   */
   readonly name?: string;
   /** Merged over DEFAULT_JOB_OPTIONS. */
   readonly defaultJobOptions?: JobsOptions;
 }
 
 export function createLensQueue(opts: LensQueueOptions): LensQueue {
-  const queue = new Queue<LensJobData, LensResult, string>(opts.name ?? process.env.LENSFLEET_QUEUE ?? DEFAULT_QUEUE_NAME, {
+  const queue = new Queue<LensJobData, LensResult, string>(opts.name ?? DEFAULT_QUEUE_NAME, {
     connection: opts.connection,
     defaultJobOptions: { ...DEFAULT_JOB_OPTIONS, ...opts.defaultJobOptions },
   });

@@ -23,14 +23,23 @@ import type { PoolStats } from '../src/pool/tenant-pool.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const WORKER = path.join(ROOT, 'dist/workers/lens-worker.js');
 
-const { values: opts } = parseArgs({
-  options: {
-    jobs: { type: 'string', default: '2000' },
-    workers: { type: 'string', default: '2' },
-    tenants: { type: 'string', default: '3' },
-    concurrency: { type: 'string', default: '8' },
-  },
-});
+const USAGE = 'usage: npm run demo -- [--jobs N] [--workers N] [--tenants N] [--concurrency N]';
+// Exit codes: 0 every job completed, 1 a job failed or the demo failed, 2 bad options.
+const opts = (() => {
+  try {
+    return parseArgs({
+      options: {
+        jobs: { type: 'string', default: '2000' },
+        workers: { type: 'string', default: '2' },
+        tenants: { type: 'string', default: '3' },
+        concurrency: { type: 'string', default: '8' },
+      },
+    }).values;
+  } catch (err) {
+    console.error(`${(err as Error).message}\n${USAGE}`);
+    process.exit(2);
+  }
+})();
 const JOBS = positive('jobs');
 const WORKERS = positive('workers');
 const TENANT_COUNT = positive('tenants');

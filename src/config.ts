@@ -2,9 +2,165 @@
  * Configuration is read once, at the edge, from the environment (12-factor) and an optional
  * tenants file; the core receives typed, frozen objects. Contradictions are rejected with a
  * message naming the setting.
+ *
+ * Every variable is one row of a table below (name, schema, default, help, written once): the
+ * loader loops over the tables, the README's configuration section is rendered from them
+ * (`npm run docs:settings`), and the tests check both. One table per concern: process, tenants,
+ * pools, jobs (retention and retries), HTTP.
  */
+import path from 'node:path';
 import { z } from 'zod';
+import { DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_MS, DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED } from '../queues/contract.js';
 import { LensfleetError } from './errors.js';
+import { DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE_NAME } from './ids.js';
+import { Secret } from './secret.js';
+import { readSettings, renderSettingsTable, schemas, setting, variableNames, type Env, type SettingsTable, type SettingValues } from './settings.js';
+
+export type { Env };
+
+const { int, bool, oneOf, text, list, secret } = schemas;
+
+// ---------------------------------------------------------------------------------------------
+// Process
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** Settings of the worker process. */
+export const PROCESS_SETTINGS = {
+  redisUrl: setting({
+    env: 'REDIS_URL',
+    schema: (label) =>
+      z
+        .string()
+        .trim()
+        .pipe(z.url({ protocol: /^rediss?$/, error: `${label} must be a redis:// or rediss:// URL` })),
+    default: 'redis://127.0.0.1:6379',
+    help: 'Redis of the fleet (`redis://:password@host:6379/0`; URL-encode special characters of the password)',
+    secret: true,
+  }),
+  queueName: setting({
+    env: 'LENSFLEET_QUEUE',
+    schema: (label) => text()(label).regex(/^[A-Za-z0-9_.-]{1,128}$/, `${label} must be 1–128 characters of A-Z a-z 0-9 _ . - (BullMQ forbids :)`),
+    default: DEFAULT_QUEUE_NAME,
+    help: 'queue name (the worker and the CLI read it; the producer SDK takes it as the `name` option)',
+  }),
+  concurrency: setting({
+    env: 'LENSFLEET_CONCURRENCY',
+    schema: int(1, 10_000),
+    default: 8,
+    help: 'jobs one worker runs at once; also the per-tenant pool ceiling',
+  }),
+  processMaxConnections: setting({
+    env: 'LENSFLEET_PROCESS_MAX_CONNECTIONS',
+    schema: (label) => int(1, 1_000_000)(label).optional(),
+    default: undefined,
+    defaultDoc: '2 × concurrency',
+    help: 'connections one process may hold over all tenants; when full, the least recently used idle connection of another tenant is closed first (must be ≥ concurrency)',
+  }),
+  pooling: setting({
+    env: 'LENSFLEET_POOLING',
+    schema: bool(),
+    default: true,
+    help: '`off` = the rollback plan: a fresh connection per job, closed after it',
+  }),
+  warmTenants: setting({
+    env: 'LENSFLEET_WARM_TENANTS',
+    schema: list(),
+    default: [] as string[],
+    help: 'tenants whose pools are created at start, in the background (the worker serves at once; a tenant whose warm-up fails is logged and counted, and its first job tries again); `*` = all',
+  }),
+  lensModules: setting({
+    env: 'LENSFLEET_LENS_MODULES',
+    schema: list(),
+    default: [] as string[],
+    help: 'comma-separated modules that export `lenses` (see “Adding a lens”): a path (relative ones resolve against `LENSFLEET_LENS_BASE_DIR`) or a package name',
+  }),
+  lensBaseDir: setting({
+    env: 'LENSFLEET_LENS_BASE_DIR',
+    schema: (label) => text()(label).refine((p) => path.isAbsolute(p), `${label} must be an absolute path`),
+    default: undefined as string | undefined,
+    defaultDoc: 'working directory at start',
+    help: 'directory that relative `LENSFLEET_LENS_MODULES` paths resolve against',
+  }),
+  maxPayloadBytes: setting({
+    env: 'LENSFLEET_MAX_PAYLOAD_BYTES',
+    schema: int(256, 16 * 1024 * 1024),
+    default: DEFAULT_MAX_PAYLOAD_BYTES,
+    help: 'largest accepted job data; larger → `PAYLOAD_TOO_LARGE`',
+  }),
+  shutdownTimeoutMs: setting({
+    env: 'LENSFLEET_SHUTDOWN_TIMEOUT_MS',
+    schema: int(0, 3_600_000),
+    default: 30_000,
+    help: 'how long SIGTERM waits for active jobs',
+  }),
+  metricsMaxTenants: setting({
+    env: 'LENSFLEET_METRICS_MAX_TENANTS',
+    schema: int(1, 100_000),
+    default: 100,
+    help: 'tenants exported under their own metrics label (the busiest); the rest are summed under `tenant="other"`',
+  }),
+  logLevel: setting({
+    env: 'LOG_LEVEL',
+    schema: oneOf(LOG_LEVELS),
+    default: 'info' as (typeof LOG_LEVELS)[number],
+    help: '`fatal error warn info debug trace silent` (pino JSON on stdout; one line per job at `debug`, failures at `warn`/`error` with their code, pool lifecycle at `info`; for humans: `… \\| npx pino-pretty`)',
+  }),
+} as const satisfies SettingsTable;
+
+// ---------------------------------------------------------------------------------------------
+// Tenants (read by src/tenants.ts)
+
+/** Where the tenant list comes from. */
+export const TENANT_SOURCE_SETTINGS = {
+  tenants: setting({
+    env: 'LENSFLEET_TENANTS',
+    schema: list(),
+    default: [] as string[],
+    help: 'comma-separated tenant ids (`^[A-Za-z0-9_]{1,64}$`, case-sensitive; `other` and `unknown` are reserved for metrics)',
+  }),
+  tenantsFile: setting({
+    env: 'LENSFLEET_TENANTS_FILE',
+    schema: text(),
+    default: undefined as string | undefined,
+    help: 'JSON tenants file with per-tenant overrides (below)',
+  }),
+} as const satisfies SettingsTable;
+
+/**
+ * Per-tenant variables: the tenant id as written, then the suffix (`yTEST_YACHT_001_DATABASE_URL`).
+ * Values are checked by the tenant directory (which knows which combination is valid).
+ */
+export const TENANT_SETTINGS = {
+  databaseUrl: setting({
+    env: '<ID>_DATABASE_URL',
+    schema: secret(),
+    default: undefined,
+    help: '`postgres://user:password@host:port/db` of tenant `<ID>` (the id as written)',
+    secret: true,
+  }),
+  supabaseUrl: setting({
+    env: '<ID>_SUPABASE_URL',
+    schema: (label) => text()(label).optional(),
+    default: undefined,
+    help: 'Supabase project URL of tenant `<ID>`; recognised, but the Supabase REST backend is not served yet — such a tenant’s jobs fail with `TENANT_UNSUPPORTED` (a warning is logged at start)',
+  }),
+  supabaseServiceKey: setting({
+    env: '<ID>_SUPABASE_SERVICE_KEY',
+    schema: secret(),
+    default: undefined,
+    help: 'Supabase service key of tenant `<ID>` (with `<ID>_SUPABASE_URL`)',
+    secret: true,
+  }),
+} as const satisfies SettingsTable;
+
+/** The variable of a per-tenant setting for one tenant id. */
+export function tenantVariable(id: string, key: keyof typeof TENANT_SETTINGS): string {
+  return TENANT_SETTINGS[key].env.replace('<ID>', id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pools
 
 /** Pool settings of one tenant: the guide's settings plus what the registry adds. */
 export interface PoolSettings {
@@ -42,123 +198,133 @@ export interface PoolSettings {
   /** A tenant pool unused for this long is closed and removed; 0 disables. @defaultValue 600000 */
   readonly poolIdleTimeoutMs: number;
   /**
-   * `RESET ALL` before a connection is reused. Off by default: lensfleet's own path only sets
-   * transaction-local state and lens SQL that sets session state is rejected; turn it on for lens
-   * modules that may change session settings some other way. @defaultValue false
+   * `RESET ALL` before a connection is reused. Redundant with `hygiene` (every job ends in a
+   * rollback that reverts settings); kept for connections used outside lens runs. @defaultValue false
    */
   readonly resetOnReturn: boolean;
+  /**
+   * Connections come back clean by construction: every lens runs in a read-only transaction that
+   * is rolled back, with session advisory locks released and SQL-level prepared statements
+   * detected in the same round trip (src/lens-run.ts). Off = the lens alone (user jobs always run
+   * in a rolled-back transaction). @defaultValue true
+   */
+  readonly hygiene: boolean;
+  /** Bytes of row data one result may have; over it → RESULT_TOO_LARGE. @defaultValue 16777216 */
+  readonly maxResultBytes: number;
 }
 
-export const DEFAULT_POOL_SETTINGS: PoolSettings = Object.freeze({
-  minSize: 5,
-  maxSize: 20,
-  maxOverflow: 5,
-  overflowLingerMs: 1000,
-  acquireTimeoutMs: 10_000,
-  connectTimeoutMs: 10_000,
-  recycleSeconds: 3600,
-  prePing: true,
-  prePingIdleMs: 1000,
-  idleTimeoutMs: 30_000,
-  maxWaiting: 1000,
-  statementTimeoutMs: 5000,
-  leakDetectionMs: 60_000,
-  poolIdleTimeoutMs: 600_000,
-  resetOnReturn: false,
-});
+/**
+ * Pool defaults of every tenant (a tenants-file entry's `pool` overrides them, key by key; the
+ * same schemas check both).
+ */
+export const POOL_SETTINGS = {
+  minSize: setting({
+    env: 'LENSFLEET_POOL_MIN_SIZE',
+    schema: int(0, 10_000),
+    default: 5,
+    help: 'connections opened when a tenant pool is created (clamped to the ceiling)',
+  }),
+  maxSize: setting({ env: 'LENSFLEET_POOL_MAX_SIZE', schema: int(1, 10_000), default: 20, help: 'connections kept for reuse' }),
+  maxOverflow: setting({
+    env: 'LENSFLEET_POOL_MAX_OVERFLOW',
+    schema: int(0, 10_000),
+    default: 5,
+    help: 'extra connections beyond max size, closed when no longer needed',
+  }),
+  overflowLingerMs: setting({
+    env: 'LENSFLEET_POOL_OVERFLOW_LINGER_MS',
+    schema: int(0, 3_600_000),
+    default: 1000,
+    help: 'overflow connections close once demand stayed ≤ max size this long (`0`: on release, SQLAlchemy’s rule)',
+  }),
+  acquireTimeoutMs: setting({
+    env: 'LENSFLEET_POOL_ACQUIRE_TIMEOUT_MS',
+    schema: int(1, 3_600_000),
+    default: 10_000,
+    help: 'wait for a free connection, then `POOL_TIMEOUT` (retried); a lens’s own timeout shortens it (the lens timeout bounds wait + statement)',
+  }),
+  connectTimeoutMs: setting({
+    env: 'LENSFLEET_POOL_CONNECT_TIMEOUT_MS',
+    schema: int(1, 3_600_000),
+    default: 10_000,
+    help: 'opening one connection, then `CONNECT_TIMEOUT` (retried)',
+  }),
+  recycleSeconds: setting({
+    env: 'LENSFLEET_POOL_RECYCLE_SECONDS',
+    schema: int(0, 31_536_000),
+    default: 3600,
+    help: 'maximum connection lifetime, jittered by up to −5 %; `0` = unlimited',
+  }),
+  prePing: setting({ env: 'LENSFLEET_POOL_PRE_PING', schema: bool(), default: true, help: 'validate a connection that sat idle before handing it out' }),
+  prePingIdleMs: setting({
+    env: 'LENSFLEET_POOL_PRE_PING_IDLE_MS',
+    schema: int(0, 3_600_000),
+    default: 1000,
+    help: 'idle time after which a connection is pinged',
+  }),
+  idleTimeoutMs: setting({
+    env: 'LENSFLEET_POOL_IDLE_TIMEOUT_MS',
+    schema: int(0, 86_400_000),
+    default: 30_000,
+    help: 'idle connections above min size close after this',
+  }),
+  maxWaiting: setting({
+    env: 'LENSFLEET_POOL_MAX_WAITING',
+    schema: int(0, 1_000_000),
+    default: 1000,
+    help: 'acquires allowed to wait per tenant; beyond it `POOL_BUSY` at once',
+  }),
+  statementTimeoutMs: setting({
+    env: 'LENSFLEET_STATEMENT_TIMEOUT_MS',
+    schema: int(1, 3_600_000),
+    default: 5000,
+    help: 'default timeout of a lens: it bounds the wait for a connection and the statement together (a wait over 5 % of it shortens the statement’s timeout to what is left)',
+  }),
+  leakDetectionMs: setting({
+    env: 'LENSFLEET_POOL_LEAK_DETECTION_MS',
+    schema: int(0, 86_400_000),
+    default: 60_000,
+    help: 'a connection held longer logs a warning (job id, tenant, lens) and counts a leak; `0` = off',
+  }),
+  poolIdleTimeoutMs: setting({
+    env: 'LENSFLEET_POOL_IDLE_POOL_TIMEOUT_MS',
+    schema: int(0, 604_800_000),
+    default: 600_000,
+    help: 'a tenant pool unused this long is closed and removed (not warm tenants); `0` = never',
+  }),
+  resetOnReturn: setting({
+    env: 'LENSFLEET_POOL_RESET_ON_RETURN',
+    schema: bool(),
+    default: false,
+    help: '`RESET ALL` before a connection is reused; redundant with `LENSFLEET_POOL_HYGIENE` (costs a statement per job)',
+  }),
+  hygiene: setting({
+    env: 'LENSFLEET_POOL_HYGIENE',
+    schema: bool(),
+    default: true,
+    help: 'every lens runs in a read-only transaction that is rolled back, session advisory locks are released and SQL-level prepared statements detected (the connection is then destroyed), in the same round trip: connections come back clean whatever the lens did; `off` = the lens alone (user jobs always run in a rolled-back transaction)',
+  }),
+  maxResultBytes: setting({
+    env: 'LENSFLEET_MAX_RESULT_BYTES',
+    schema: int(1024, 1_073_741_824),
+    default: 16 * 1024 * 1024,
+    help: 'bytes of row data one result may have; more → `RESULT_TOO_LARGE` (never a silent truncation; rows stop being kept at the cap)',
+  }),
+} as const satisfies Record<keyof PoolSettings, unknown> & SettingsTable;
+
+export const DEFAULT_POOL_SETTINGS: PoolSettings = Object.freeze(
+  Object.fromEntries(Object.entries(POOL_SETTINGS).map(([k, s]) => [k, s.default])) as unknown as PoolSettings,
+);
 
 /** Environment variable of each pool setting (defaults for every tenant). */
-export const POOL_ENV: Readonly<Record<keyof PoolSettings, string>> = Object.freeze({
-  minSize: 'LENSFLEET_POOL_MIN_SIZE',
-  maxSize: 'LENSFLEET_POOL_MAX_SIZE',
-  maxOverflow: 'LENSFLEET_POOL_MAX_OVERFLOW',
-  overflowLingerMs: 'LENSFLEET_POOL_OVERFLOW_LINGER_MS',
-  acquireTimeoutMs: 'LENSFLEET_POOL_ACQUIRE_TIMEOUT_MS',
-  connectTimeoutMs: 'LENSFLEET_POOL_CONNECT_TIMEOUT_MS',
-  recycleSeconds: 'LENSFLEET_POOL_RECYCLE_SECONDS',
-  prePing: 'LENSFLEET_POOL_PRE_PING',
-  prePingIdleMs: 'LENSFLEET_POOL_PRE_PING_IDLE_MS',
-  idleTimeoutMs: 'LENSFLEET_POOL_IDLE_TIMEOUT_MS',
-  maxWaiting: 'LENSFLEET_POOL_MAX_WAITING',
-  statementTimeoutMs: 'LENSFLEET_STATEMENT_TIMEOUT_MS',
-  leakDetectionMs: 'LENSFLEET_POOL_LEAK_DETECTION_MS',
-  poolIdleTimeoutMs: 'LENSFLEET_POOL_IDLE_POOL_TIMEOUT_MS',
-  resetOnReturn: 'LENSFLEET_POOL_RESET_ON_RETURN',
-});
+export const POOL_ENV: Readonly<Record<keyof PoolSettings, string>> = Object.freeze(
+  Object.fromEntries(Object.entries(POOL_SETTINGS).map(([k, s]) => [k, s.env])) as Record<keyof PoolSettings, string>,
+);
 
-/** Process-wide settings of a worker. */
-export interface WorkerConfig {
-  /** @defaultValue redis://127.0.0.1:6379 */
-  readonly redisUrl: string;
-  /** @defaultValue lens-queries */
-  readonly queueName: string;
-  /** Jobs run at once by this process. @defaultValue 8 */
-  readonly concurrency: number;
-  /** false = the guide's rollback plan: a fresh connection per job. @defaultValue true */
-  readonly pooling: boolean;
-  /** HTTP port of /metrics, /health, /ready, /pools (`PORT` or `LENSFLEET_METRICS_PORT`). @defaultValue 9464 */
-  readonly port: number;
-  /** @defaultValue 0.0.0.0 */
-  readonly host: string;
-  /** @defaultValue info */
-  readonly logLevel: string;
-  /** Largest accepted job data, serialised. @defaultValue 65536 */
-  readonly maxPayloadBytes: number;
-  /** Tenants whose pools are created at start ("*" = all). @defaultValue none */
-  readonly warmTenants: readonly string[];
-  /** Extra lens modules to load (paths or package names). @defaultValue none */
-  readonly lensModules: readonly string[];
-  /** How long SIGTERM waits for active jobs before closing anyway. @defaultValue 30000 */
-  readonly shutdownTimeoutMs: number;
-  /**
-   * Connections this process may hold over all tenants; when full, the least recently used idle
-   * connection of another tenant is closed first. Must be ≥ concurrency. @defaultValue 2 × concurrency
-   */
-  readonly processMaxConnections: number;
-  /** Tenants exported under their own metrics label (the busiest); the rest are tenant="other". @defaultValue 100 */
-  readonly metricsMaxTenants: number;
-  /** Pool settings applied to every tenant unless its tenants-file entry overrides them. */
-  readonly pool: PoolSettings;
-}
-
-export type Env = Readonly<Record<string, string | undefined>>;
-
-const intSetting = (name: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
-  z.coerce
-    .number({ error: `${name} must be a whole number` })
-    .int(`${name} must be a whole number`)
-    .min(min, `${name} must be at least ${min}`)
-    .max(max, `${name} must be at most ${max}`);
-
-const boolSetting = (name: string) =>
-  z
-    .string()
-    .trim()
-    .toLowerCase()
-    .refine((v) => ['1', '0', 'true', 'false', 'on', 'off', 'yes', 'no'].includes(v), {
-      message: `${name} must be one of on|off|true|false|1|0`,
-    })
-    .transform((v) => ['1', 'true', 'on', 'yes'].includes(v));
-
-/** Zod shape of pool settings, shared by the environment and the tenants file. */
-export function poolSettingsShape(prefix = '') {
-  const n = (k: keyof PoolSettings) => prefix + k;
-  return {
-    minSize: intSetting(n('minSize'), 0, 10_000),
-    maxSize: intSetting(n('maxSize'), 1, 10_000),
-    maxOverflow: intSetting(n('maxOverflow'), 0, 10_000),
-    overflowLingerMs: intSetting(n('overflowLingerMs'), 0, 3_600_000),
-    acquireTimeoutMs: intSetting(n('acquireTimeoutMs'), 1, 3_600_000),
-    connectTimeoutMs: intSetting(n('connectTimeoutMs'), 1, 3_600_000),
-    recycleSeconds: intSetting(n('recycleSeconds'), 0, 31_536_000),
-    prePing: z.union([z.boolean(), boolSetting(n('prePing'))]),
-    prePingIdleMs: intSetting(n('prePingIdleMs'), 0, 3_600_000),
-    idleTimeoutMs: intSetting(n('idleTimeoutMs'), 0, 86_400_000),
-    maxWaiting: intSetting(n('maxWaiting'), 0, 1_000_000),
-    statementTimeoutMs: intSetting(n('statementTimeoutMs'), 1, 3_600_000),
-    leakDetectionMs: intSetting(n('leakDetectionMs'), 0, 86_400_000),
-    poolIdleTimeoutMs: intSetting(n('poolIdleTimeoutMs'), 0, 604_800_000),
-    resetOnReturn: z.union([z.boolean(), boolSetting(n('resetOnReturn'))]),
+/** Zod shape of pool settings in the tenants file (messages name `<prefix><key>`). */
+export function poolSettingsShape(prefix = ''): { [K in keyof PoolSettings]: z.ZodType<PoolSettings[K]> } {
+  return Object.fromEntries(Object.entries(POOL_SETTINGS).map(([k, s]) => [k, s.schema(prefix + k)])) as {
+    [K in keyof PoolSettings]: z.ZodType<PoolSettings[K]>;
   };
 }
 
@@ -173,87 +339,221 @@ export function checkPoolSettings(s: PoolSettings, where: string): PoolSettings 
   return Object.freeze({ ...s });
 }
 
-function list(value: string | undefined): string[] {
-  return (value ?? '')
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0);
+// ---------------------------------------------------------------------------------------------
+// Jobs: retention and retries, applied by the worker to every job whatever its producer sent.
+
+/** Retry of a job whose lens query hit its statement timeout (`QUERY_TIMEOUT`). */
+export type QueryTimeoutRetry = 'off' | 'once' | 'on';
+
+export const JOB_SETTINGS = {
+  maxAttempts: setting({
+    env: 'LENSFLEET_MAX_ATTEMPTS',
+    schema: int(1, 100),
+    default: DEFAULT_ATTEMPTS,
+    help: 'ceiling on a job’s attempts, whatever its `opts.attempts` says: a job still failing at this attempt fails for good',
+  }),
+  keepCompletedSeconds: setting({
+    env: 'LENSFLEET_KEEP_COMPLETED_SECONDS',
+    schema: int(0, 31_536_000),
+    default: DEFAULT_KEEP_COMPLETED.age,
+    help: 'completed jobs are kept at most this long (a producer may ask for less, never more)',
+  }),
+  keepCompletedCount: setting({
+    env: 'LENSFLEET_KEEP_COMPLETED_COUNT',
+    schema: int(0, 10_000_000),
+    default: DEFAULT_KEEP_COMPLETED.count,
+    help: 'at most this many completed jobs are kept',
+  }),
+  keepFailedSeconds: setting({
+    env: 'LENSFLEET_KEEP_FAILED_SECONDS',
+    schema: int(0, 31_536_000),
+    default: DEFAULT_KEEP_FAILED.age,
+    help: 'failed jobs are kept at most this long (7 days)',
+  }),
+  keepFailedCount: setting({
+    env: 'LENSFLEET_KEEP_FAILED_COUNT',
+    schema: int(0, 10_000_000),
+    default: DEFAULT_KEEP_FAILED.count,
+    help: 'at most this many failed jobs are kept',
+  }),
+  backoffMs: setting({
+    env: 'LENSFLEET_RETRY_BACKOFF_MS',
+    schema: int(0, 3_600_000),
+    default: DEFAULT_BACKOFF_MS,
+    help: 'first retry delay of a job that brings no `backoff` of its own, doubling at each attempt (a job’s own backoff is used as it is)',
+  }),
+  queryTimeoutRetry: setting({
+    env: 'LENSFLEET_RETRY_QUERY_TIMEOUT',
+    schema: oneOf(['off', 'once', 'on']),
+    default: 'once' as QueryTimeoutRetry,
+    help: 'retry of a `QUERY_TIMEOUT` (the query ran for its whole statement timeout): `off` never; `once` only when the first attempt timed out; `on` like any transient fault. A retried timeout waits `LENSFLEET_RETRY_QUERY_TIMEOUT_DELAY_MS`, doubling per attempt',
+  }),
+  queryTimeoutDelayMs: setting({
+    env: 'LENSFLEET_RETRY_QUERY_TIMEOUT_DELAY_MS',
+    schema: int(0, 3_600_000),
+    default: 10_000,
+    help: 'first delay before a timed-out query runs again (the larger of this and the job’s own backoff); it doubles at each attempt so a slow query does not hammer the database',
+  }),
+} as const satisfies SettingsTable;
+
+export type JobSettings = SettingValues<typeof JOB_SETTINGS>;
+
+// ---------------------------------------------------------------------------------------------
+// HTTP: /metrics /health /ready /pools
+
+export const HTTP_SETTINGS = {
+  port: setting({
+    env: 'LENSFLEET_METRICS_PORT',
+    aliases: ['PORT'],
+    schema: int(0, 65_535),
+    default: 9464,
+    help: 'HTTP port (`PORT` wins, the Procfile convention)',
+  }),
+  host: setting({
+    env: 'LENSFLEET_METRICS_HOST',
+    schema: (label) => text()(label).min(1, `${label} is empty`),
+    default: '0.0.0.0',
+    help: 'HTTP bind address (see “HTTP endpoints” for why all interfaces)',
+  }),
+  token: setting({
+    env: 'LENSFLEET_HTTP_TOKEN',
+    schema: (label) => secret()(label).refine((s) => s === undefined || s.reveal().length >= 16, `${label} must be at least 16 characters`),
+    default: undefined as Secret | undefined,
+    help: 'bearer token for tenant detail (`/pools`, pool keys in `/health`); without it, tenant detail is served to loopback clients only',
+    secret: true,
+  }),
+  maxConnections: setting({
+    env: 'LENSFLEET_HTTP_MAX_CONNECTIONS',
+    schema: int(1, 10_000),
+    default: 64,
+    help: 'open HTTP connections at once; more are refused',
+  }),
+  headersTimeoutMs: setting({
+    env: 'LENSFLEET_HTTP_HEADERS_TIMEOUT_MS',
+    schema: int(100, 600_000),
+    default: 5000,
+    help: 'a request’s headers must arrive within this (then 408 and the connection closes)',
+  }),
+  requestTimeoutMs: setting({
+    env: 'LENSFLEET_HTTP_REQUEST_TIMEOUT_MS',
+    schema: int(100, 600_000),
+    default: 10_000,
+    help: 'a whole request must arrive within this (≥ the headers timeout)',
+  }),
+  queueCountsCacheMs: setting({
+    env: 'LENSFLEET_METRICS_QUEUE_CACHE_MS',
+    schema: int(0, 600_000),
+    default: 10_000,
+    help: 'queue depth in `/metrics` is read from Redis at most once per this interval (`0`: at every scrape)',
+  }),
+} as const satisfies SettingsTable;
+
+export type HttpSettings = SettingValues<typeof HTTP_SETTINGS>;
+
+/** Every table, in the order the README shows them. */
+export const SETTINGS_TABLES = [
+  { title: 'Process', table: PROCESS_SETTINGS },
+  { title: 'Tenants', table: { ...TENANT_SOURCE_SETTINGS, ...TENANT_SETTINGS } },
+  { title: 'Pools (defaults of every tenant; a tenants-file entry overrides them)', table: POOL_SETTINGS },
+  { title: 'Jobs: retention and retries (whatever the producer sent)', table: JOB_SETTINGS },
+  { title: 'HTTP', table: HTTP_SETTINGS },
+] as const;
+
+/** The README's configuration tables (between its `settings` markers). */
+export function renderSettingsDoc(): string {
+  return SETTINGS_TABLES.map(({ title, table }) => `#### ${title}\n\n${renderSettingsTable(table)}`).join('\n\n');
 }
 
-/** Parse the worker's settings from the environment. Throws `INVALID_CONFIG` naming the variable. */
-export function loadWorkerConfig(env: Env = process.env): WorkerConfig {
-  const pool: Record<string, unknown> = { ...DEFAULT_POOL_SETTINGS };
-  const shape = poolSettingsShape();
-  for (const key of Object.keys(POOL_ENV) as (keyof PoolSettings)[]) {
-    const name = POOL_ENV[key];
-    const raw = env[name];
-    if (raw === undefined || raw.trim() === '') continue;
-    pool[key] = parseOne(shape[key] as z.ZodType<unknown>, raw, name);
-  }
-  const pooling = env.LENSFLEET_POOLING;
-  const concurrency = parseOpt(intSetting('LENSFLEET_CONCURRENCY', 1, 10_000), env.LENSFLEET_CONCURRENCY, 8, 'LENSFLEET_CONCURRENCY');
-  const processMaxConnections = parseOpt(
-    intSetting('LENSFLEET_PROCESS_MAX_CONNECTIONS', 1, 1_000_000),
-    env.LENSFLEET_PROCESS_MAX_CONNECTIONS,
-    2 * concurrency,
-    'LENSFLEET_PROCESS_MAX_CONNECTIONS',
-  );
-  if (processMaxConnections < concurrency) {
+/** Variables the worker reads, except per-tenant ones. */
+export function knownVariables(): Set<string> {
+  return new Set([PROCESS_SETTINGS, TENANT_SOURCE_SETTINGS, POOL_SETTINGS, JOB_SETTINGS, HTTP_SETTINGS].flatMap(variableNames));
+}
+
+/** `LENSFLEET_*` variables set in `env` that no table knows (a misspelled name would otherwise be ignored silently). */
+export function unknownLensfleetVariables(env: Env): string[] {
+  const known = knownVariables();
+  return Object.keys(env)
+    .filter((k) => k.startsWith('LENSFLEET_') && !known.has(k) && !k.startsWith('LENSFLEET_DEMO_') && !k.startsWith('LENSFLEET_BENCH_'))
+    .sort();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker's configuration
+
+/** Process-wide settings of a worker. */
+export interface WorkerConfig {
+  /** @defaultValue redis://127.0.0.1:6379 */
+  readonly redisUrl: Secret;
+  /** @defaultValue lens-queries */
+  readonly queueName: string;
+  /** Jobs run at once by this process. @defaultValue 8 */
+  readonly concurrency: number;
+  /** false = the guide's rollback plan: a fresh connection per job. @defaultValue true */
+  readonly pooling: boolean;
+  /** @defaultValue info */
+  readonly logLevel: (typeof LOG_LEVELS)[number];
+  /** Largest accepted job data, serialised. @defaultValue 65536 */
+  readonly maxPayloadBytes: number;
+  /** Tenants whose pools are created at start ("*" = all). @defaultValue none */
+  readonly warmTenants: readonly string[];
+  /** Extra lens modules to load: absolute paths (resolved against lensBaseDir) or package names. @defaultValue none */
+  readonly lensModules: readonly string[];
+  /** Directory relative lens module paths were resolved against. @defaultValue the working directory at start */
+  readonly lensBaseDir: string;
+  /** How long SIGTERM waits for active jobs before closing anyway. @defaultValue 30000 */
+  readonly shutdownTimeoutMs: number;
+  /**
+   * Connections this process may hold over all tenants; when full, the least recently used idle
+   * connection of another tenant is closed first. Must be ≥ concurrency. @defaultValue 2 × concurrency
+   */
+  readonly processMaxConnections: number;
+  /** Tenants exported under their own metrics label (the busiest); the rest are tenant="other". @defaultValue 100 */
+  readonly metricsMaxTenants: number;
+  /** Pool settings applied to every tenant unless its tenants-file entry overrides them. */
+  readonly pool: PoolSettings;
+  /** Retention, attempts ceiling and retry policy applied to every job. */
+  readonly jobs: JobSettings;
+  /** The HTTP endpoints. */
+  readonly http: HttpSettings;
+}
+
+/**
+ * Parse the worker's settings from the environment. Throws `INVALID_CONFIG` naming the variable.
+ * `cwd` is the base of relative lens module paths when `LENSFLEET_LENS_BASE_DIR` is unset.
+ */
+export function loadWorkerConfig(env: Env = process.env, cwd = process.cwd()): WorkerConfig {
+  const { redisUrl, processMaxConnections, lensBaseDir, lensModules, ...proc } = readSettings(PROCESS_SETTINGS, env);
+  const budget = processMaxConnections ?? 2 * proc.concurrency;
+  if (budget < proc.concurrency) {
     throw new LensfleetError(
       'INVALID_CONFIG',
-      `LENSFLEET_PROCESS_MAX_CONNECTIONS (${processMaxConnections}) is below LENSFLEET_CONCURRENCY (${concurrency}): every running job needs a connection; raise the budget or lower the concurrency`,
+      `LENSFLEET_PROCESS_MAX_CONNECTIONS (${budget}) is below LENSFLEET_CONCURRENCY (${proc.concurrency}): every running job needs a connection; raise the budget or lower the concurrency`,
     );
   }
+  const http = readSettings(HTTP_SETTINGS, env);
+  if (http.headersTimeoutMs > http.requestTimeoutMs) {
+    throw new LensfleetError(
+      'INVALID_CONFIG',
+      `LENSFLEET_HTTP_HEADERS_TIMEOUT_MS (${http.headersTimeoutMs}) is above LENSFLEET_HTTP_REQUEST_TIMEOUT_MS (${http.requestTimeoutMs}): headers are part of the request`,
+    );
+  }
+  const base = lensBaseDir ?? cwd;
   const config: WorkerConfig = {
-    redisUrl: env.REDIS_URL?.trim() || 'redis://127.0.0.1:6379',
-    queueName: env.LENSFLEET_QUEUE?.trim() || 'lens-queries',
-    concurrency,
-    processMaxConnections,
-    pooling: parseOpt(boolSetting('LENSFLEET_POOLING'), pooling, true, 'LENSFLEET_POOLING'),
-    port: env.PORT?.trim()
-      ? parseOne(intSetting('PORT', 0, 65_535), env.PORT, 'PORT')
-      : parseOpt(intSetting('LENSFLEET_METRICS_PORT', 0, 65_535), env.LENSFLEET_METRICS_PORT, 9464, 'LENSFLEET_METRICS_PORT'),
-    host: env.LENSFLEET_METRICS_HOST?.trim() || '0.0.0.0',
-    logLevel: parseOpt(
-      z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'LOG_LEVEL must be one of fatal|error|warn|info|debug|trace|silent' }),
-      env.LOG_LEVEL?.trim().toLowerCase(),
-      'info',
-      'LOG_LEVEL',
-    ),
-    maxPayloadBytes: parseOpt(
-      intSetting('LENSFLEET_MAX_PAYLOAD_BYTES', 256, 16 * 1024 * 1024),
-      env.LENSFLEET_MAX_PAYLOAD_BYTES,
-      65_536,
-      'LENSFLEET_MAX_PAYLOAD_BYTES',
-    ),
-    warmTenants: list(env.LENSFLEET_WARM_TENANTS),
-    metricsMaxTenants: parseOpt(
-      intSetting('LENSFLEET_METRICS_MAX_TENANTS', 1, 100_000),
-      env.LENSFLEET_METRICS_MAX_TENANTS,
-      100,
-      'LENSFLEET_METRICS_MAX_TENANTS',
-    ),
-    lensModules: list(env.LENSFLEET_LENS_MODULES),
-    shutdownTimeoutMs: parseOpt(
-      intSetting('LENSFLEET_SHUTDOWN_TIMEOUT_MS', 0, 3_600_000),
-      env.LENSFLEET_SHUTDOWN_TIMEOUT_MS,
-      30_000,
-      'LENSFLEET_SHUTDOWN_TIMEOUT_MS',
-    ),
-    pool: checkPoolSettings(pool as unknown as PoolSettings, 'environment (LENSFLEET_POOL_*)'),
+    ...proc,
+    // The value is a secret (it may carry a password): typed so, it is never printed.
+    redisUrl: new Secret(redisUrl),
+    processMaxConnections: budget,
+    lensBaseDir: base,
+    lensModules: Object.freeze(lensModules.map((spec) => resolveModule(spec, base))),
+    warmTenants: Object.freeze(proc.warmTenants),
+    pool: checkPoolSettings(readSettings(POOL_SETTINGS, env), 'environment (LENSFLEET_POOL_*)'),
+    jobs: Object.freeze(readSettings(JOB_SETTINGS, env)),
+    http: Object.freeze(http),
   };
   return Object.freeze(config);
 }
 
-function parseOne<T>(schema: z.ZodType<T>, raw: unknown, name: string): T {
-  const r = schema.safeParse(raw);
-  if (!r.success) {
-    const msg = r.error.issues[0]?.message ?? 'invalid value';
-    throw new LensfleetError('INVALID_CONFIG', `${name}=${JSON.stringify(raw)}: ${msg}`);
-  }
-  return r.data;
-}
-
-function parseOpt<T>(schema: z.ZodType<T>, raw: string | undefined, fallback: T, name: string): T {
-  return raw === undefined || raw.trim() === '' ? fallback : parseOne(schema, raw, name);
+/** A relative path (`./x.js`, `../x.js`) against the base directory; package names and absolute paths as they are. */
+function resolveModule(spec: string, base: string): string {
+  return spec.startsWith('./') || spec.startsWith('../') || spec === '.' || spec === '..' ? path.resolve(base, spec) : spec;
 }

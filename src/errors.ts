@@ -164,10 +164,19 @@ export function classifyQueryError(err: unknown, context: Record<string, unknown
   });
 }
 
-/** A schema validation error's issues (zod's shape), formatted for a message: at most five, each with its path. */
+/** `text`, or its first `max` characters and its length: for input echoed into messages. */
+export function clip(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max)}…(${text.length} characters)` : text;
+}
+
+/**
+ * A schema validation error's issues (zod's shape), formatted for a message: at most five, each
+ * with its path. What they quote from the input is clipped (zod puts an unknown key into its
+ * message whole: a 20 KB key made a 20 KB failedReason, stored in Redis, logged, shown to producers).
+ */
 export function formatIssues(error: { readonly issues: readonly { readonly path: readonly PropertyKey[]; readonly message: string }[] }): string {
   return error.issues
     .slice(0, 5)
-    .map((i) => `${i.path.length ? i.path.map(String).join('.') : '(root)'}: ${i.message}`)
+    .map((i) => `${i.path.length ? i.path.map((p) => clip(String(p), 64)).join('.') : '(root)'}: ${clip(i.message, 200)}`)
     .join('; ');
 }

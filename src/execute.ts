@@ -36,9 +36,9 @@ export interface ExecuteOptions {
   readonly holder?: Readonly<Record<string, unknown>>;
   /** Run as this verified user (role + claims, transaction-local). */
   readonly identity?: RunIdentity;
-  /** Roll back every job and check what outlives it (connections come back clean). @defaultValue true */
+  /** Roll back every job and check what outlives it (connections come back clean). @defaultValue the pool's `hygiene` setting */
   readonly hygiene?: boolean;
-  /** Byte cap of the result's rows; over it → RESULT_TOO_LARGE. @defaultValue DEFAULT_MAX_RESULT_BYTES */
+  /** Byte cap of the result's rows; over it → RESULT_TOO_LARGE. @defaultValue the pool's `maxResultBytes` setting */
   readonly maxResultBytes?: number;
 }
 
@@ -60,7 +60,7 @@ export function executeLens<P>(pool: TenantPool, lens: Lens<P>, params: P, opts:
     const timeoutMs = lens.timeoutMs;
     // The lens's timeout bounds the wait for a connection and the statement together.
     const budgetMs = timeoutMs ?? pool.settings.statementTimeoutMs;
-    const maxBytes = opts.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
+    const maxBytes = opts.maxResultBytes ?? pool.settings.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES;
     const started = performance.now();
     pool.checkout(
       opts.holder,
@@ -123,7 +123,7 @@ export function executeLens<P>(pool: TenantPool, lens: Lens<P>, params: P, opts:
             maxBytes,
             statementTimeoutMs,
             identity: opts.identity,
-            hygiene: opts.hygiene ?? true,
+            hygiene: opts.hygiene ?? pool.settings.hygiene ?? true,
           },
           finish,
         );

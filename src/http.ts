@@ -1,13 +1,20 @@
 /**
  * The operator's HTTP endpoints: GET /metrics (Prometheus text), /health (liveness: the process
- * answers; lists active pools and their keys, as the guide's health check does), /ready
- * (readiness: 503 while Redis is unreachable or the worker is draining), /pools (stats per pool).
- * Nothing here ever includes a secret: pool keys and stats hold none.
+ * answers), /ready (readiness: 503 while Redis is unreachable or the worker is draining), /pools
+ * (stats per pool). Nothing here ever includes a secret: pool keys and stats hold none.
+ *
+ * `/metrics`, `/health` and `/ready` stay open, so scrapers and probes need no credentials.
+ * Tenant detail — every pool key in `/health`, all of `/pools` — is served with a bearer token
+ * (`LENSFLEET_HTTP_TOKEN`, compared in constant time) or, when none is configured, to loopback
+ * clients only. The server is bounded: connections at once, time to send headers and the whole
+ * request; only GET (and HEAD) are answered.
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { PoolStats } from './pool/tenant-pool.js';
+import type { Secret } from './secret.js';
 
 export interface HttpSources {
   metrics(): Promise<{ contentType: string; body: string }>;
@@ -17,18 +24,39 @@ export interface HttpSources {
   info(): Record<string, unknown>;
 }
 
+export interface HttpServerOptions {
+  readonly port: number;
+  readonly host: string;
+  readonly logger: Logger;
+  /** Bearer token for tenant detail; without one, tenant detail is served to loopback clients only. */
+  readonly token?: Secret | undefined;
+  /** Connections open at once; more are closed on arrival. @defaultValue 64 */
+  readonly maxConnections?: number;
+  /** Time for a request's headers to arrive (then 408). @defaultValue 5000 */
+  readonly headersTimeoutMs?: number;
+  /** Time for a whole request to arrive (then 408). @defaultValue 10000 */
+  readonly requestTimeoutMs?: number;
+}
+
 export interface HttpServer {
   readonly port: number;
   close(): Promise<void>;
 }
 
-export async function startHttpServer(sources: HttpSources, opts: { port: number; host: string; logger: Logger }): Promise<HttpServer> {
-  const json = (res: ServerResponse, status: number, body: unknown) => {
-    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+const ENDPOINTS = ['/metrics', '/health', '/ready', '/pools'];
+
+export async function startHttpServer(sources: HttpSources, opts: HttpServerOptions): Promise<HttpServer> {
+  const headersTimeout = opts.headersTimeoutMs ?? 5000;
+  const requestTimeout = opts.requestTimeoutMs ?? 10_000;
+  const mayDetail = detailGate(opts.token);
+
+  const json = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
+    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers });
     res.end(JSON.stringify(body));
   };
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method not allowed' });
+    // HEAD is GET without a body (curl -I, some probes); nothing here changes state.
+    if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method not allowed' }, { allow: 'GET, HEAD' });
     const path = (req.url ?? '/').split('?')[0];
     switch (path) {
       case '/metrics': {
@@ -39,26 +67,48 @@ export async function startHttpServer(sources: HttpSources, opts: { port: number
       }
       case '/health': {
         const keys = sources.poolKeys();
-        return json(res, 200, { status: 'healthy', ...sources.info(), connection_pools: { active_pools: keys.length, pool_keys: keys } });
+        const pools = mayDetail(req) ? { active_pools: keys.length, pool_keys: keys } : { active_pools: keys.length };
+        return json(res, 200, { status: 'healthy', ...sources.info(), connection_pools: pools });
       }
       case '/ready': {
         const r = await sources.ready();
         return json(res, r.ready ? 200 : 503, { ready: r.ready, reasons: r.reasons });
       }
       case '/pools':
+        if (!mayDetail(req)) return refuseDetail(res, opts.token !== undefined, json);
         return json(res, 200, { pools: sources.poolStats() });
       default:
-        return json(res, 404, { error: 'not found', endpoints: ['/metrics', '/health', '/ready', '/pools'] });
+        return json(res, 404, { error: 'not found', endpoints: ENDPOINTS });
     }
   };
-  const server: Server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      opts.logger.error({ err, url: req.url }, 'http handler failed');
-      if (!res.headersSent) json(res, 500, { error: 'internal error' });
-      else res.destroy();
-    });
-  });
+  const server: Server = createServer(
+    {
+      headersTimeout,
+      requestTimeout,
+      // Node checks those timeouts on this interval (30 s by default), so it bounds how late they fire.
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeout / 2))),
+    },
+    (req, res) => {
+      handle(req, res).catch((err: unknown) => {
+        opts.logger.error({ err, path: (req.url ?? '').slice(0, 200) }, 'http handler failed');
+        if (!res.headersSent) json(res, 500, { error: 'internal error' });
+        else res.destroy();
+      });
+    },
+  );
+  server.maxConnections = opts.maxConnections ?? 64;
+  // Longer than the load balancers' and Prometheus's idle timeouts, so they close first.
   server.keepAliveTimeout = 65_000;
+  server.on('drop', (data?: { remoteAddress?: string }) => {
+    opts.logger.warn({ maxConnections: server.maxConnections, remoteAddress: data?.remoteAddress }, 'http connection refused: too many open connections');
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    // Malformed requests and timeouts: answer if the socket still can, never crash.
+    if (socket.writable && !socket.destroyed) {
+      const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    } else socket.destroy();
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => {
@@ -78,4 +128,31 @@ export async function startHttpServer(sources: HttpSources, opts: { port: number
       return closing;
     },
   };
+}
+
+/** Whether a request may see tenant detail. */
+function detailGate(token: Secret | undefined): (req: IncomingMessage) => boolean {
+  if (token === undefined) return (req) => isLoopback(req.socket.remoteAddress);
+  // Digests have one length whatever the input, so the comparison leaks neither content nor length.
+  const expected = createHash('sha256').update(token.reveal()).digest();
+  return (req) => {
+    const header = req.headers.authorization;
+    const m = header === undefined ? null : /^Bearer\s+(.+)$/i.exec(header);
+    if (!m) return false;
+    return timingSafeEqual(createHash('sha256').update(m[1]!.trim()).digest(), expected);
+  };
+}
+
+function isLoopback(address: string | undefined): boolean {
+  if (address === undefined) return false;
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
+}
+
+function refuseDetail(
+  res: ServerResponse,
+  tokenConfigured: boolean,
+  json: (res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>) => void,
+) {
+  if (tokenConfigured) return json(res, 401, { error: 'tenant detail needs Authorization: Bearer <LENSFLEET_HTTP_TOKEN>' }, { 'www-authenticate': 'Bearer' });
+  return json(res, 403, { error: 'tenant detail is served to loopback clients only; set LENSFLEET_HTTP_TOKEN to serve it to others with a token' });
 }

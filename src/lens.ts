@@ -8,6 +8,7 @@ import type { z } from 'zod';
 import { formatIssues, LensfleetError } from './errors.js';
 import { isLensName, LENS_NAME_MAX_LENGTH, LENS_NAME_PATTERN } from './ids.js';
 import type { RestForm } from './rest/client.js';
+import { clip } from './settings.js';
 
 export { LENS_NAME_PATTERN };
 
@@ -48,7 +49,20 @@ export interface LensDefinition<P> {
 export type LensAuthMode = 'service' | 'user' | 'optional';
 const LENS_AUTH_MODES: readonly LensAuthMode[] = ['service', 'user', 'optional'];
 
+/**
+ * Set by defineLens on every lens it makes: a catalog accepts nothing else, so a module exporting
+ * hand-made objects (no params check, no session-state check on its SQL) is refused at start.
+ * `Symbol.for`, not `Symbol()`: a lens module built against its own copy of lensfleet is fine.
+ */
+export const LENS_BRAND: unique symbol = Symbol.for('lensfleet.lens');
+
+/** Whether `value` is a lens made by defineLens. */
+export function isLens(value: unknown): value is Lens<unknown> {
+  return typeof value === 'object' && value !== null && (value as { [LENS_BRAND]?: unknown })[LENS_BRAND] === true;
+}
+
 export interface Lens<P = unknown> {
+  readonly [LENS_BRAND]: true;
   readonly name: string;
   readonly description: string;
   readonly maxRows: number;
@@ -94,6 +108,7 @@ export function defineLens<P>(def: LensDefinition<P>): Lens<P> {
     return n;
   };
   return Object.freeze({
+    [LENS_BRAND]: true as const,
     name: def.name,
     description: def.description ?? '',
     maxRows,
@@ -146,6 +161,7 @@ export class LensCatalog {
 
   // biome-ignore lint/suspicious/noExplicitAny: a catalog holds lenses of every params type
   add(lens: Lens<any>): this {
+    if (!isLens(lens)) throw new LensfleetError('INVALID_CONFIG', 'a catalog takes only lenses made by defineLens(...)');
     if (this.#lenses.has(lens.name)) throw new LensfleetError('INVALID_CONFIG', `lens ${lens.name} is defined twice`);
     this.#lenses.set(lens.name, lens);
     return this;
@@ -184,6 +200,13 @@ export async function loadLensModules(catalog: LensCatalog, specifiers: readonly
     const lenses = mod.lenses ?? mod.default;
     if (!Array.isArray(lenses))
       throw new LensfleetError('INVALID_CONFIG', `LENSFLEET_LENS_MODULES: ${spec} must export \`lenses\` (an array of defineLens(...))`);
-    for (const l of lenses) catalog.add(l as Lens<unknown>);
+    for (const [i, l] of lenses.entries()) {
+      if (!isLens(l)) {
+        const named = (l as { name?: unknown } | null)?.name;
+        const name = typeof named === 'string' ? ` (${clip(named, 64)})` : '';
+        throw new LensfleetError('INVALID_CONFIG', `LENSFLEET_LENS_MODULES: ${spec}: lenses[${i}]${name} is not made by defineLens(...) from 'lensfleet/lens'`);
+      }
+      catalog.add(l);
+    }
   }
 }

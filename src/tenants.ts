@@ -8,7 +8,16 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { checkPoolSettings, poolSettingsShape, type Env, type PoolSettings, type WorkerConfig } from './config.js';
+import {
+  checkPoolSettings,
+  poolSettingsShape,
+  TENANT_SETTINGS,
+  TENANT_SOURCE_SETTINGS,
+  tenantVariable,
+  type Env,
+  type PoolSettings,
+  type WorkerConfig,
+} from './config.js';
 import { LensfleetError } from './errors.js';
 import { TENANT_ID_PATTERN } from './ids.js';
 import {
@@ -19,9 +28,18 @@ import {
   type RawTenantAuth,
   type TenantAuthSettings,
 } from './identity/settings.js';
+import { OTHER_TENANT } from './metrics-tenants.js';
 import { Secret } from './secret.js';
+import { clip, readSetting, readSettings, type Setting } from './settings.js';
 
 export { TENANT_ID_PATTERN };
+
+/**
+ * Ids that are metrics labels of their own: `other` sums the tenants beyond the labelled ones,
+ * `unknown` counts jobs that failed before their tenant was known. A tenant with such an id
+ * would be indistinguishable from them on every dashboard.
+ */
+export const RESERVED_TENANT_IDS: readonly string[] = Object.freeze([OTHER_TENANT, 'unknown']);
 
 interface TenantBase {
   readonly id: string;
@@ -145,13 +163,9 @@ export function parseTenantsFile(text: string, source: string): TenantsFile {
  * tenant and the variable, never echoing its value.
  */
 export function loadTenantDirectory(config: WorkerConfig, env: Env = process.env): TenantDirectory {
-  const ids = new Set(
-    (env.LENSFLEET_TENANTS ?? '')
-      .split(',')
-      .map((s) => s.trim())
-      .filter(Boolean),
-  );
-  const filePath = env.LENSFLEET_TENANTS_FILE?.trim();
+  const sources = readSettings(TENANT_SOURCE_SETTINGS, env);
+  const ids = new Set(sources.tenants);
+  const filePath = sources.tenantsFile;
   let file: TenantsFile = { tenants: {} };
   if (filePath) {
     let text: string;
@@ -167,7 +181,13 @@ export function loadTenantDirectory(config: WorkerConfig, env: Env = process.env
   const tenants: Tenant[] = [];
   for (const id of ids) {
     if (!TENANT_ID_PATTERN.test(id)) {
-      throw new LensfleetError('INVALID_CONFIG', `tenant id "${id}" is invalid: ids match ${TENANT_ID_PATTERN.source}`);
+      throw new LensfleetError('INVALID_CONFIG', `tenant id "${clip(id, 80)}" is invalid: ids match ${TENANT_ID_PATTERN.source}`);
+    }
+    if (RESERVED_TENANT_IDS.includes(id)) {
+      throw new LensfleetError(
+        'INVALID_CONFIG',
+        `tenant id "${id}" is reserved: metrics use tenant="${id}" for ${id === OTHER_TENANT ? 'the tenants beyond LENSFLEET_METRICS_MAX_TENANTS' : 'jobs whose tenant is not known'}; rename the tenant`,
+      );
     }
     const entry = file.tenants[id] ?? {};
     const where = `tenant "${id}"`;
@@ -178,24 +198,23 @@ export function loadTenantDirectory(config: WorkerConfig, env: Env = process.env
       (Object.keys(AUTH_SETTINGS) as (keyof RawTenantAuth)[]).filter((k) => entry[k] !== undefined).map((k) => [k, entry[k]]),
     );
     const auth = parseTenantAuth(id, { ...readTenantAuthEnv(id, env), ...fileAuth });
-    const databaseUrl = entry.databaseUrl ?? env[`${id}_DATABASE_URL`];
-    const supabaseUrl = entry.supabaseUrl ?? env[`${id}_SUPABASE_URL`];
-    const serviceKey = entry.supabaseServiceKey ?? env[`${id}_SUPABASE_SERVICE_KEY`];
+    const fromEnv = <T>(s: Setting<T>, key: keyof typeof TENANT_SETTINGS): T => readSetting({ ...s, env: tenantVariable(id, key) }, env);
+    const databaseUrl = entry.databaseUrl === undefined ? fromEnv(TENANT_SETTINGS.databaseUrl, 'databaseUrl') : new Secret(entry.databaseUrl);
+    const supabaseUrl = entry.supabaseUrl ?? fromEnv(TENANT_SETTINGS.supabaseUrl, 'supabaseUrl');
+    const serviceKey =
+      entry.supabaseServiceKey === undefined ? fromEnv(TENANT_SETTINGS.supabaseServiceKey, 'supabaseServiceKey') : new Secret(entry.supabaseServiceKey);
+    const dbVar = tenantVariable(id, 'databaseUrl');
+    const urlVar = tenantVariable(id, 'supabaseUrl');
+    const keyVar = tenantVariable(id, 'supabaseServiceKey');
     if (databaseUrl) {
-      checkDatabaseUrl(databaseUrl, `${where}: ${id}_DATABASE_URL`);
-      tenants.push(Object.freeze({ id, backend: 'pg', databaseUrl: new Secret(databaseUrl), pool, pooling, auth }));
+      checkDatabaseUrl(databaseUrl.reveal(), `${where}: ${dbVar}`);
+      tenants.push(Object.freeze({ id, backend: 'pg', databaseUrl, pool, pooling, auth }));
     } else if (supabaseUrl && serviceKey) {
-      tenants.push(Object.freeze({ id, backend: 'supabase', supabaseUrl, serviceKey: new Secret(serviceKey), pool, pooling, auth }));
+      tenants.push(Object.freeze({ id, backend: 'supabase', supabaseUrl, serviceKey, pool, pooling, auth }));
     } else if (supabaseUrl || serviceKey) {
-      throw new LensfleetError(
-        'INVALID_CONFIG',
-        `${where}: Supabase needs both ${id}_SUPABASE_URL and ${id}_SUPABASE_SERVICE_KEY (only ${supabaseUrl ? `${id}_SUPABASE_URL` : `${id}_SUPABASE_SERVICE_KEY`} is set)`,
-      );
+      throw new LensfleetError('INVALID_CONFIG', `${where}: Supabase needs both ${urlVar} and ${keyVar} (only ${supabaseUrl ? urlVar : keyVar} is set)`);
     } else {
-      throw new LensfleetError(
-        'INVALID_CONFIG',
-        `${where} is listed but has no connection settings: set ${id}_DATABASE_URL (or ${id}_SUPABASE_URL and ${id}_SUPABASE_SERVICE_KEY)`,
-      );
+      throw new LensfleetError('INVALID_CONFIG', `${where} is listed but has no connection settings: set ${dbVar} (or ${urlVar} and ${keyVar})`);
     }
   }
   // A key shared by two tenants would let one tenant's users into the other.

@@ -59,6 +59,13 @@ describe('bad input', () => {
     expect(stored.failedReason).toContain('bogusKey');
   });
 
+  it('fails a job with a 20 KB unknown params key once with INVALID_PARAMS, quoting the key clipped', async () => {
+    const job = await enqueue(w.queue, { tenant: TENANT, lens: 'receiving.recent', params: { ['k'.repeat(20_000)]: 1 } }, RETRY);
+    const stored = await expectFailedOnce(job, 'INVALID_PARAMS');
+    expect(stored.failedReason.length).toBeLessThan(1000);
+    expect(stored.failedReason).toMatch(/Unrecognized key: "k+…\(\d+ characters\)/);
+  });
+
   it.each([
     ['string', 'just a string'],
     ['number', 42],

@@ -25,7 +25,19 @@ describe('worker config', () => {
   it("defaults are the guide's settings", () => {
     const c = loadWorkerConfig({});
     expect(c.pool).toMatchObject({ minSize: 5, maxSize: 20, maxOverflow: 5, acquireTimeoutMs: 10_000, recycleSeconds: 3600, prePing: true });
-    expect(c).toMatchObject({ queueName: 'lens-queries', concurrency: 8, pooling: true, port: 9464, redisUrl: 'redis://127.0.0.1:6379', logLevel: 'info' });
+    expect(c).toMatchObject({ queueName: 'lens-queries', concurrency: 8, pooling: true, logLevel: 'info' });
+    expect(c.http).toMatchObject({ port: 9464, host: '0.0.0.0' });
+    expect(c.redisUrl.reveal()).toBe('redis://127.0.0.1:6379');
+    expect(c.jobs).toEqual({
+      maxAttempts: 5,
+      keepCompletedSeconds: 3600,
+      keepCompletedCount: 10_000,
+      keepFailedSeconds: 604_800,
+      keepFailedCount: 10_000,
+      backoffMs: 500,
+      queryTimeoutRetry: 'once',
+      queryTimeoutDelayMs: 10_000,
+    });
     expect(Object.isFrozen(c)).toBe(true);
   });
 
@@ -53,8 +65,9 @@ describe('worker config', () => {
       recycleSeconds: 60,
       prePing: false,
     });
-    expect(c).toMatchObject({ pooling: false, concurrency: 32, port: 8080, logLevel: 'debug' });
-    expect(loadWorkerConfig({ LENSFLEET_METRICS_PORT: '9999' }).port).toBe(9999);
+    expect(c).toMatchObject({ pooling: false, concurrency: 32, logLevel: 'debug' });
+    expect(c.http.port).toBe(8080);
+    expect(loadWorkerConfig({ LENSFLEET_METRICS_PORT: '9999' }).http.port).toBe(9999);
   });
 
   it('rejects bad values naming the variable', () => {
@@ -104,6 +117,28 @@ describe('tenant directory', () => {
     expect(badUrl.message).toContain('t1_DATABASE_URL must start with postgres://');
     expect(badUrl.message).not.toContain('S3CRETpw');
     expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS: 't1', t1_SUPABASE_URL: 'https://x' })).message).toContain('needs both');
+  });
+
+  it('rejects the ids other and unknown (metrics labels of their own), in the environment and the tenants file', () => {
+    for (const id of ['other', 'unknown']) {
+      expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS: id, [`${id}_DATABASE_URL`]: secretUrl })).message).toMatch(
+        new RegExp(`^tenant id "${id}" is reserved: metrics use tenant="${id}"`),
+      );
+    }
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'lf-tenants-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'tenants.json');
+    writeFileSync(file, JSON.stringify({ tenants: { other: { databaseUrl: secretUrl } } }));
+    expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file })).message).toMatch(/^tenant id "other" is reserved/);
+    // ids are case-sensitive: Other is another id
+    expect(loadTenantDirectory(config, { LENSFLEET_TENANTS: 'Other', Other_DATABASE_URL: secretUrl }).ids()).toEqual(['Other']);
+  });
+
+  it('quotes an invalid id clipped', () => {
+    const long = `bad-${'x'.repeat(5000)}`;
+    const e = configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS: long }));
+    expect(e.message.length).toBeLessThan(300);
+    expect(e.message).toMatch(/^tenant id "bad-x+…\(5004 characters\)" is invalid/);
   });
 
   it('applies tenants-file overrides and rejects unknown keys and contradictions naming the tenant', () => {

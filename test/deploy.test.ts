@@ -22,9 +22,9 @@ const PANEL_TYPES = new Set(['timeseries', 'stat', 'gauge']);
 const PACKAGE_OF: Record<string, string> = { promtool: 'prometheus', 'docker-compose': 'docker-compose' };
 
 /** Run a tool from the repository root; on failure, the error carries its whole output. */
-async function tool(cmd: string, args: readonly string[]): Promise<string> {
+async function tool(cmd: string, args: readonly string[], env?: NodeJS.ProcessEnv): Promise<string> {
   try {
-    const { stdout, stderr } = await execFileAsync(cmd, args, { cwd: ROOT, timeout: 30_000 });
+    const { stdout, stderr } = await execFileAsync(cmd, args, { cwd: ROOT, timeout: 30_000, ...(env ? { env } : {}) });
     return `${stdout}${stderr}`;
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stdout?: string; stderr?: string };
@@ -369,16 +369,75 @@ describe('Grafana dashboard', () => {
 
 // ---------------------------------------------------------------------------------------------
 
+/** The secrets docker-compose.yml requires (it has no default passwords). */
+const COMPOSE_SECRETS = {
+  REDIS_PASSWORD: 'r3dis-test-pw',
+  DEMO_ADMIN_PASSWORD: 'adm1n-test-pw',
+  DEMO_READER_PASSWORD: 'r3ader-test-pw',
+  GRAFANA_ADMIN_PASSWORD: 'gr4fana-test-pw',
+};
+
+/** `docker-compose -f docker-compose.yml …` with exactly the given variables of the compose file set. */
+function compose(args: readonly string[], vars: Record<string, string> = COMPOSE_SECRETS): Promise<string> {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of [...Object.keys(COMPOSE_SECRETS), 'HOST_BIND', 'LENSFLEET_HTTP_TOKEN', 'LOG_LEVEL']) delete env[k];
+  return tool('docker-compose', ['-f', 'docker-compose.yml', ...args], { ...env, ...vars });
+}
+
+/** The block of one service in `docker-compose config` output. */
+const serviceBlock = (resolved: string, name: string) => new RegExp(`\\n {2}${name}:\\n((?: {4}.*\\n| *\\n)*)`).exec(resolved)?.[1] ?? '';
+
 describe('docker compose', () => {
-  it('docker-compose.yml is valid (docker-compose config -q)', async () => {
-    await tool('docker-compose', ['-f', 'docker-compose.yml', 'config', '-q']);
+  it('docker-compose.yml is valid (docker-compose config -q) with its secrets set', async () => {
+    await compose(['config', '-q']);
+  });
+
+  it.each(Object.keys(COMPOSE_SECRETS))('refuses to run without %s, naming it (no default password)', async (name) => {
+    const others = Object.fromEntries(Object.entries(COMPOSE_SECRETS).filter(([k]) => k !== name));
+    await expect(compose(['config', '-q'], others)).rejects.toThrow(new RegExp(`set ${name}\\b`));
+  });
+
+  it('holds no password itself: the old demo defaults are gone', async () => {
+    const file = await text('docker-compose.yml');
+    for (const old of ['lensfleet-reader', 'lensfleet-admin', ':-admin}']) expect(file).not.toContain(old);
+  });
+
+  it('publishes ports on 127.0.0.1 only (HOST_BIND overrides), and never a worker port', async () => {
+    const resolved = await compose(['config']);
+    const published = [...resolved.matchAll(/^ {4}ports:\n((?: {4}- .*\n)+)/gm)].flatMap((m) =>
+      m[1]!
+        .trim()
+        .split('\n')
+        .map((l) => l.replace(/^- /, '').trim()),
+    );
+    expect(published.sort()).toEqual(['127.0.0.1:3000:3000/tcp', '127.0.0.1:6379:6379/tcp', '127.0.0.1:9090:9090/tcp']);
+    const everywhere = await compose(['config'], { ...COMPOSE_SECRETS, HOST_BIND: '0.0.0.0' });
+    expect(everywhere).toContain('0.0.0.0:9090:9090/tcp');
+  });
+
+  it('Prometheus runs without --web.enable-lifecycle (anyone reaching the port could shut it down)', async () => {
+    const resolved = await compose(['config']);
+    expect(serviceBlock(resolved, 'prometheus')).toContain('--config.file=/etc/prometheus/prometheus.yml');
+    expect(resolved).not.toContain('enable-lifecycle');
+  });
+
+  it('Redis requires the password from the environment; the worker and the healthcheck pass it', async () => {
+    const resolved = await compose(['config']);
+    const redis = serviceBlock(resolved, 'redis');
+    expect(redis).toMatch(/--requirepass "\$\$REDIS_PASSWORD"/);
+    expect(redis).toMatch(/REDISCLI_AUTH="\$\$REDIS_PASSWORD" redis-cli ping/);
+    expect(redis).toContain(`REDIS_PASSWORD: ${COMPOSE_SECRETS.REDIS_PASSWORD}`);
+    const worker = serviceBlock(resolved, 'worker');
+    expect(worker).toContain(`REDIS_URL: redis://:${COMPOSE_SECRETS.REDIS_PASSWORD}@redis:6379`);
+    expect(worker).toContain(`lensfleet_reader:${COMPOSE_SECRETS.DEMO_READER_PASSWORD}@tenant_a_db`);
+    expect(serviceBlock(resolved, 'grafana')).toContain(`GF_SECURITY_ADMIN_PASSWORD: ${COMPOSE_SECRETS.GRAFANA_ADMIN_PASSWORD}`);
   });
 
   it('defines the demo services, and workers can be scaled (no host port, no container name)', async () => {
-    const services = (await tool('docker-compose', ['-f', 'docker-compose.yml', 'config', '--services'])).split('\n').filter(Boolean);
+    const services = (await compose(['config', '--services'])).split('\n').filter(Boolean);
     expect(services.sort()).toEqual(['grafana', 'prometheus', 'redis', 'tenant_a_db', 'tenant_b_db', 'worker']);
-    const resolved = await tool('docker-compose', ['-f', 'docker-compose.yml', 'config']);
-    const worker = /\n {2}worker:\n((?: {4}.*\n| *\n)*)/.exec(resolved)?.[1] ?? '';
+    const resolved = await compose(['config']);
+    const worker = serviceBlock(resolved, 'worker');
     expect(worker).toContain('LENSFLEET_TENANTS: tenant_a,tenant_b');
     expect(worker).toMatch(/tenant_a_DATABASE_URL: postgres:\/\/[^@\s]+@tenant_a_db:5432\//);
     expect(worker).toMatch(/tenant_b_DATABASE_URL: postgres:\/\/[^@\s]+@tenant_b_db:5432\//);
@@ -399,9 +458,26 @@ describe('docker compose', () => {
     expect(compose).toMatch(/GF_AUTH_ANONYMOUS_ENABLED:\s*"true"/);
   });
 
+  it('builds the worker image on an exact release of the LTS line CI tests, installing without root or install scripts', async () => {
+    const dockerfile = await text('Dockerfile');
+    const image = /^ARG NODE_IMAGE=node:(\d+)\.\d+\.\d+-bookworm-slim(@sha256:[0-9a-f]{64})?$/m.exec(dockerfile);
+    expect(image, 'ARG NODE_IMAGE=node:<major>.<minor>.<patch>-bookworm-slim').not.toBeNull();
+    expect(dockerfile.match(/^FROM .*/gm)).toEqual(['FROM ${NODE_IMAGE} AS build', 'FROM ${NODE_IMAGE}']);
+    const ciLts = /^NODE_LTS=(\d+)$/m.exec(await text('.ci/run'))?.[1];
+    expect(ciLts, ".ci/run tests the image's Node major").toBe(image![1]);
+    // every npm ci runs as the unprivileged user, with install scripts off; the runtime stage runs no npm at all
+    const [build, runtime] = dockerfile.split(/^FROM \$\{NODE_IMAGE\}$/m) as [string, string];
+    expect(build.indexOf('USER node')).toBeGreaterThan(-1);
+    expect(build.indexOf('USER node')).toBeLessThan(build.indexOf('npm ci'));
+    for (const m of build.matchAll(/npm ci[^\n&]*/g)) expect(m[0]).toContain('--ignore-scripts');
+    expect(runtime).not.toMatch(/\bnpm\b/);
+    expect(runtime).toMatch(/^USER node$/m);
+    const pkg = JSON.parse(await text('package.json')) as { engines?: { node?: string } };
+    expect(pkg.engines?.node).toBe('^20.19.0 || >=22.12.0');
+  });
+
   it('builds a worker image that runs the Procfile process type', async () => {
     const dockerfile = await text('Dockerfile');
-    expect(dockerfile).toMatch(/^FROM node:20-slim\b/m);
     expect(dockerfile).toContain('CMD ["node", "dist/workers/lens-worker.js"]');
     const pkg = JSON.parse(await text('package.json')) as { scripts?: Record<string, string> };
     expect(pkg.scripts?.worker).toBe('node dist/workers/lens-worker.js');

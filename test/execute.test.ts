@@ -138,7 +138,9 @@ describe('executeLens', () => {
   }
 
   it('a lens with its own timeout runs in a read-only transaction with SET LOCAL; the session default is back afterwards', async () => {
-    const { pool } = makePool(1, { statementTimeoutMs: 5000 });
+    // Warm first: opening the connection would count against the lens's 300 ms (deadlines.test).
+    const { pool } = makePool(1, { statementTimeoutMs: 5000, minSize: 1 });
+    await pool.warm();
     const ok = await executeLens(pool, ownTimeout, { seconds: 0 });
     expect(ok.rows[0]).toMatchObject({ st: '300ms', ro: 'on' });
     const err = await executeLens(pool, ownTimeout, { seconds: 2 }).catch((e: unknown) => e);

@@ -61,14 +61,13 @@ describe('isolation stress (pg backend)', () => {
       const rows = r.rows as Record<string, unknown>[];
       if (k.as === 'probe') {
         const s = rows[0]!;
-        const clean =
-          s.usr === `lf_${k.tenant}_reader` &&
-          s.role === 'none' &&
-          s.claims === '' &&
-          s.uid === null &&
-          s.search_path === '"$user", public' &&
-          s.statement_timeout === '5s';
-        if (!clean) leaks++;
+        // statement_timeout is not compared: a probe that waited for a connection runs with the rest
+        // of its own deadline, set locally in its own transaction (test/hygiene covers the setting).
+        const clean = s.usr === `lf_${k.tenant}_reader` && s.role === 'none' && s.claims === '' && s.uid === null && s.search_path === '"$user", public';
+        if (!clean) {
+          leaks++;
+          if (leaks <= 3) console.log(`[leak] tenant ${k.tenant}: ${JSON.stringify(s)}`);
+        }
         continue;
       }
       if (k.as === 'service') expect(rows.length).toBe(20);

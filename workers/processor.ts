@@ -13,6 +13,7 @@ import { LensfleetError } from '../src/errors.js';
 import { executeLens } from '../src/execute.js';
 import { createJwtVerifier, type JwtVerifier, type VerifiedIdentity } from '../src/identity/jwt.js';
 import type { Lens, LensCatalog } from '../src/lens.js';
+import { decideRetry, type RetrySettings } from '../src/retry-policy.js';
 import type { LensfleetMetrics } from '../src/metrics.js';
 import type { PoolRegistry } from '../src/pool/registry.js';
 import type { PgTenant, Tenant } from '../src/tenants.js';
@@ -25,6 +26,8 @@ export interface ProcessorDeps {
   readonly logger: Logger;
   readonly metrics?: LensfleetMetrics;
   readonly maxPayloadBytes: number;
+  /** Which transient failures are retried (a statement timeout is costly: see src/retry-policy.ts). */
+  readonly retry?: RetrySettings;
 }
 
 export type LensProcessor = (job: Job) => Promise<LensResult>;
@@ -82,13 +85,14 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
     } catch (err) {
       const e = err instanceof LensfleetError ? err : new LensfleetError('INTERNAL', (err as Error)?.message ?? String(err), { cause: err });
       const attempts = job.opts.attempts ?? 1;
-      const final = !e.retryable || job.attemptsMade + 1 >= attempts;
+      const retry = deps.retry === undefined ? e.retryable : decideRetry(e.code, job.attemptsMade, deps.retry).retry;
+      const final = !retry || job.attemptsMade + 1 >= attempts;
       metrics?.jobFinished(lensName, tenantId, final ? 'failed' : 'retried', (performance.now() - started) / 1000);
       const fields = { code: e.code, retryable: e.retryable, final, ...e.details };
       if (final) log().error(fields, e.message);
       else log().warn(fields, e.message);
       if (final) await forgetToken(job, log);
-      if (!e.retryable) throw new UnrecoverableError(e.toString());
+      if (!retry) throw new UnrecoverableError(e.toString());
       throw new Error(e.toString(), { cause: e });
     }
   };

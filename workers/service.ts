@@ -14,6 +14,7 @@ import { createLogger } from '../src/logger.js';
 import { LensfleetMetrics } from '../src/metrics.js';
 import { PoolRegistry } from '../src/pool/registry.js';
 import type { TenantDirectory } from '../src/tenants.js';
+import { applyJobBounds, createBackoffStrategy } from './job-bounds.js';
 import { createProcessor } from './processor.js';
 
 export interface WorkerServiceOptions {
@@ -71,7 +72,9 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
         pooling: config.pooling,
         ready: notReadyReasons().length === 0,
       }),
-      queueCounts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed'),
+      // Cached for about a scrape interval: every scrape (and every scraper) would otherwise cost
+      // a Redis round trip, and each worker of the fleet reports the same numbers anyway.
+      queueCounts: cachedFor(config.http.queueCountsCacheMs, () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed')),
       queueName: config.queueName,
     },
     { maxTenantLabels: config.metricsMaxTenants },
@@ -88,7 +91,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
 
   // One connection for readiness and queue depth; BullMQ's worker keeps its own. It fails fast
   // while Redis is down (no offline queue), so a scrape never hangs on it.
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 5000 });
+  const redis = new Redis(config.redisUrl.reveal(), { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 5000 });
   redis.on('error', (err) => logger.debug({ code: (err as { code?: string }).code }, 'redis (monitor) connection error'));
   cleanups.push({ name: 'redis', run: () => redis.quit().catch(() => redis.disconnect()) });
   const queue = new Queue(config.queueName, { connection: redis });
@@ -113,10 +116,12 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     logger,
     metrics,
     maxPayloadBytes: config.maxPayloadBytes,
+    retry: config.jobs,
   });
   const worker = new Worker<unknown, LensResult>(
     config.queueName,
     async (job) => {
+      applyJobBounds(job, config.jobs);
       active++;
       try {
         return await processor(job);
@@ -124,7 +129,16 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
         active--;
       }
     },
-    { connection: new Redis(config.redisUrl, redisOptions), concurrency: config.concurrency, autorun: false },
+    {
+      connection: new Redis(config.redisUrl.reveal(), redisOptions),
+      concurrency: config.concurrency,
+      autorun: false,
+      // BullMQ applies these only to jobs that bring no retention of their own; applyJobBounds
+      // bounds the others.
+      removeOnComplete: { age: config.jobs.keepCompletedSeconds, count: config.jobs.keepCompletedCount },
+      removeOnFail: { age: config.jobs.keepFailedSeconds, count: config.jobs.keepFailedCount },
+      settings: { backoffStrategy: createBackoffStrategy(config.jobs) },
+    },
   );
   // Without an 'error' listener an EventEmitter error (Redis loss) would crash the process.
   worker.on('error', (err) => logger.warn({ code: (err as { code?: string }).code, msg: err.message }, 'worker error'));
@@ -148,7 +162,15 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
             draining,
           }),
         },
-        { port: config.port, host: config.host, logger },
+        {
+          port: config.http.port,
+          host: config.http.host,
+          token: config.http.token,
+          maxConnections: config.http.maxConnections,
+          headersTimeoutMs: config.http.headersTimeoutMs,
+          requestTimeoutMs: config.http.requestTimeoutMs,
+          logger,
+        },
       );
       const server = http;
       // Closed last, so /ready answers 503 "draining" (not connection refused) during a drain.
@@ -253,4 +275,26 @@ async function runCleanups(cleanups: { name: string; run: () => Promise<unknown>
       logger.warn({ step: step.name, msg: (err as Error).message }, 'shutdown step failed');
     }
   }
+}
+
+/**
+ * `fn` with its result shared for `ttlMs`: calls in flight share one promise; a failure is not
+ * kept (the next call tries again). `ttlMs` 0 calls `fn` every time.
+ */
+export function cachedFor<T>(ttlMs: number, fn: () => Promise<T>): () => Promise<T> {
+  if (ttlMs <= 0) return fn;
+  let value: Promise<T> | undefined;
+  let expires = 0;
+  return () => {
+    const now = Date.now();
+    if (value === undefined || now >= expires) {
+      expires = now + ttlMs;
+      const p = fn();
+      value = p;
+      p.catch(() => {
+        if (value === p) value = undefined;
+      });
+    }
+    return value;
+  };
 }

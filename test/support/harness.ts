@@ -71,6 +71,8 @@ export interface TestWorkerOptions {
   queueName?: string;
   http?: boolean;
   extra?: Partial<WorkerConfig>;
+  /** Worker settings as environment variables (read with loadWorkerConfig, like a worker process). */
+  settings?: Record<string, string>;
 }
 
 export interface TestWorker {
@@ -86,10 +88,16 @@ export interface TestWorker {
 /** An in-process worker service on a fresh queue, with the demo and test lenses. */
 export async function startTestWorker(opts: TestWorkerOptions): Promise<TestWorker> {
   const queueName = opts.queueName ?? uniqueId('q');
-  const base = loadWorkerConfig({ REDIS_URL: redisUrl(), LENSFLEET_QUEUE: queueName, LENSFLEET_METRICS_PORT: '0', LOG_LEVEL: 'debug' });
+  const base = loadWorkerConfig({
+    REDIS_URL: redisUrl(),
+    LENSFLEET_QUEUE: queueName,
+    LENSFLEET_METRICS_PORT: '0',
+    LENSFLEET_METRICS_HOST: '127.0.0.1',
+    LOG_LEVEL: 'debug',
+    ...opts.settings,
+  });
   const config: WorkerConfig = Object.freeze({
     ...base,
-    host: '127.0.0.1',
     concurrency: opts.concurrency ?? base.concurrency,
     processMaxConnections: 2 * (opts.concurrency ?? base.concurrency),
     shutdownTimeoutMs: 10_000,

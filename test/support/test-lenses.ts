@@ -66,5 +66,13 @@ export const sessionLens = defineLens({
   }),
 });
 
-export const lenses = [sleepLens, whoamiLens, seriesLens, meLens, mineLens, sessionLens];
+/** Always hits its 200 ms statement timeout (QUERY_TIMEOUT): for the retry policy. */
+export const timeoutLens = defineLens({
+  name: 'test.timeout',
+  params: z.object({}).strict(),
+  sql: () => ({ text: 'SELECT pg_sleep(5) AS slept', values: [] }),
+  timeoutMs: 200,
+});
+
+export const lenses = [sleepLens, whoamiLens, seriesLens, meLens, mineLens, sessionLens, timeoutLens];
 export default lenses;
