@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { enqueue } from '../queues/producer.js';
 import { DEFAULT_POOL_SETTINGS, type PoolSettings } from '../src/config.js';
+import { classifyQueryError } from '../src/errors.js';
 import type { PoolClient, PoolEvent } from '../src/pool/tenant-pool.js';
 import { PoolRegistry } from '../src/pool/registry.js';
 import { Secret } from '../src/secret.js';
@@ -129,6 +130,8 @@ describe('closing a pool', () => {
     const err = await query;
     expect(err).toBeInstanceOf(Error);
     pool.release(c, err); // what the job does with its failed query
+    // a lost connection, so the job is retried (not QUERY_FAILED, which would fail it for good)
+    expect(classifyQueryError(err, {}).code).toBe('QUERY_FAILED_TRANSIENT');
     await closing;
     expect(performance.now() - started).toBeLessThan(5000); // not the 30 s the query would take
     expect(pool.stats()).toMatchObject({ size: 0, inUse: 0 });

@@ -334,8 +334,13 @@ export class TenantPool implements BudgetMember {
    */
   close(opts: { abandonCheckedOut?: boolean } = {}): Promise<void> {
     if (opts.abandonCheckedOut) {
-      // pg ends a connection with a query in flight by destroying its socket: the query fails at once.
-      for (const m of this.#ledger.connections) if (m.checkedOut) void m.client.end().catch(() => {});
+      for (const m of this.#ledger.connections) {
+        if (!m.checkedOut) continue;
+        // The job's query fails at once (pg ends a connection with a query in flight by destroying
+        // its socket) with an error that, released with it, reports a lost connection: retried.
+        m.lost = true;
+        void m.client.end().catch(() => {});
+      }
     }
     this.#closing ??= (async () => {
       this.#closed = true;
