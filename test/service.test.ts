@@ -72,6 +72,17 @@ describe('readiness follows Redis', () => {
   });
 });
 
+describe('closing', () => {
+  it('close() leaves no Redis connection open (every client the service made is closed)', async () => {
+    const gate = await RedisGate.start(redisUrl());
+    onTestFinished(() => gate.close());
+    const w = await startTestWorker({ env: tenants.env, concurrency: 1, settings: { REDIS_URL: gate.url } });
+    expect(gate.connections).toBeGreaterThanOrEqual(2); // the worker's (and its blocking one) and the monitor's
+    await w.close();
+    await waitFor('every Redis connection through the gate to close', () => gate.connections === 0, 5000, 20);
+  });
+});
+
 describe('job outcomes in lensfleet_jobs_total', () => {
   const DOWN = uniqueId('ySvcDown');
   let w: TestWorker;
@@ -154,6 +165,11 @@ class RedisGate {
 
   get url(): string {
     return `redis://127.0.0.1:${(this.#server.address() as net.AddressInfo).port}`;
+  }
+
+  /** Connections open through the gate now. */
+  get connections(): number {
+    return this.#links.size / 2;
   }
 
   shut(): void {

@@ -118,6 +118,10 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     maxPayloadBytes: config.maxPayloadBytes,
     retry: config.jobs,
   });
+  // The worker's own connection. BullMQ does not close a connection it was handed (it may be
+  // shared), so closing it is a cleanup step of ours, after the worker's.
+  const workerRedis = new Redis(config.redisUrl.reveal(), redisOptions);
+  cleanups.push({ name: 'worker redis', run: () => workerRedis.quit().catch(() => workerRedis.disconnect()) });
   const worker = new Worker<unknown, LensResult>(
     config.queueName,
     async (job) => {
@@ -130,7 +134,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
       }
     },
     {
-      connection: new Redis(config.redisUrl.reveal(), redisOptions),
+      connection: workerRedis,
       concurrency: config.concurrency,
       autorun: false,
       // BullMQ applies these only to jobs that bring no retention of their own; applyJobBounds
