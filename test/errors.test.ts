@@ -1,9 +1,57 @@
 /**
- * The error registry as a contract: how a database or network failure is classified (and so
- * whether its job is retried), by code and never by text.
+ * The error registry as a contract: the README's table of codes is the registry (every row a
+ * code with the same retried column, every code a row), and how a database or network failure
+ * is classified (and so whether its job is retried), by code and never by text.
  */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { classifyQueryError, ERROR_CODES, LensfleetError, markConnectionLoss } from '../src/errors.js';
+import { JOB_SETTINGS, knownVariables } from '../src/config.js';
+import { classifyQueryError, ERROR_CODES, LensfleetError, markConnectionLoss, type ErrorCode } from '../src/errors.js';
+import { ROOT } from './support/harness.js';
+
+/** The README's error-code table: code → its retried column. */
+function readmeErrorTable(): Map<string, string> {
+  const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+  const start = readme.indexOf('| code | retried | meaning |');
+  expect(start, 'the README has an error-code table').toBeGreaterThan(-1);
+  const rows = new Map<string, string>();
+  for (const line of readme.slice(start).split('\n').slice(2)) {
+    if (!line.startsWith('|')) break;
+    const [code, retried] = line.split(' | ').map((c) => c.replace(/^\|\s*/, '').trim());
+    const name = /^`([A-Z_]+)`$/.exec(code ?? '')?.[1];
+    expect(name, `a code in backticks: ${line}`).toBeDefined();
+    expect(rows.has(name!), `${name} listed once`).toBe(false);
+    rows.set(name!, retried ?? '');
+  }
+  return rows;
+}
+
+describe('the README error-code table', () => {
+  const table = readmeErrorTable();
+
+  it('has a row for every registered code, and no row for a code that is not registered', () => {
+    expect([...table.keys()].sort()).toEqual(Object.keys(ERROR_CODES).sort());
+  });
+
+  it('says for every code whether it is retried, as the registry decides it', () => {
+    for (const [code, column] of table) {
+      const retried = ERROR_CODES[code as ErrorCode];
+      if (column === 'yes' || column === 'no') {
+        expect(retried, `${code}: README says ${column}`).toBe(column === 'yes');
+        continue;
+      }
+      // A policy instead of yes/no: the code is retryable, and the column names the setting that
+      // decides it with that setting's default (`once (\`LENSFLEET_RETRY_QUERY_TIMEOUT\`)`).
+      expect(retried, `${code}: README says "${column}", a policy of a retryable code`).toBe(true);
+      const m = /^(\w+) \(`(LENSFLEET_[A-Z_]+)`\)$/.exec(column);
+      expect(m, `${code}: retried column "${column}" is yes, no, or "<default> (\`<VARIABLE>\`)"`).not.toBeNull();
+      expect(knownVariables().has(m![2]!), `${m![2]} is a setting`).toBe(true);
+      const setting = Object.values(JOB_SETTINGS).find((s) => s.env === m![2]);
+      expect(setting?.default, `${code}: the default of ${m![2]}`).toBe(m![1]);
+    }
+  });
+});
 
 /** A pg-style error: a message and a SQLSTATE or Node error code. */
 const pgError = (code: string, message = `failure ${code}`): Error => Object.assign(new Error(message), { code });
