@@ -10,13 +10,15 @@
  * Options: --jobs N (2000) --workers N (2) --tenants N (3) --concurrency N (8)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Job } from 'bullmq';
-import { createLensQueue, createLensQueueEvents, enqueueMany, type LensJob } from '../queues/producer.js';
+import { SignJWT } from 'jose';
+import { createLensQueue, createLensQueueEvents, enqueueMany, run, type LensJob } from '../queues/producer.js';
 import type { LensRequest, LensResult } from '../queues/contract.js';
-import { createTenantDatabase, dropTenantDatabase, type TenantDatabase } from '../dev/local/tenant-db.js';
+import { createTenantDatabase, demoUserId, dropTenantDatabase, type TenantDatabase } from '../dev/local/tenant-db.js';
 import { ensureSystemPackages, freePort, startPostgres, startRedis, type LocalPostgres, type LocalRedis } from '../dev/local/servers.js';
 import type { PoolStats } from '../src/pool/tenant-pool.js';
 
@@ -114,6 +116,9 @@ async function main(): Promise<void> {
       LOG_LEVEL: 'warn',
     };
     for (const t of tenantDbs) env[`${t.tenant}_DATABASE_URL`] = t.databaseUrl;
+    // Each tenant verifies its own users' tokens (HS256 with its own secret, as a Supabase project does).
+    const jwtSecrets = new Map(ids.map((id) => [id, randomBytes(32).toString('base64url')]));
+    for (const [id, secret] of jwtSecrets) env[`${id}_JWT_SECRET`] = secret;
     for (let i = 0; i < WORKERS; i++) {
       const port = await freePort();
       const proc = spawn(process.execPath, [WORKER], { env: { ...env, PORT: String(port) }, stdio: ['ignore', 'inherit', 'inherit'] });
@@ -178,6 +183,37 @@ async function main(): Promise<void> {
     say(`  completed ${completed}, failed ${failed}`);
     say(`  throughput ${((completed / (last - first)) * 1000).toFixed(0)} jobs/s (first enqueue → last completion, ${((last - first) / 1000).toFixed(2)} s)`);
     say(`  end-to-end latency (enqueue → completed): p50 ${pct(latencies, 0.5)} ms, p99 ${pct(latencies, 0.99)} ms, max ${latencies.at(-1)} ms`);
+
+    step(`per-user identity: the same lens for two users of ${ids[0]} and for the service (row-level security, owner_id = auth.uid())`);
+    {
+      // The drain's counters are final: the refused job below must not count as a demo failure.
+      events.removeAllListeners('completed');
+      events.removeAllListeners('failed');
+      const tenant = ids[0]!;
+      const mint = (forTenant: string, n: number) =>
+        new SignJWT({ sub: demoUserId(forTenant, n), role: 'authenticated' })
+          .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+          .setIssuedAt()
+          .setExpirationTime('10m')
+          .sign(new TextEncoder().encode(jwtSecrets.get(forTenant)!));
+      const who = [
+        { label: `user 1 (${demoUserId(tenant, 1).slice(0, 8)}…)`, auth: { jwt: await mint(tenant, 1) } },
+        { label: `user 2 (${demoUserId(tenant, 2).slice(0, 8)}…)`, auth: { jwt: await mint(tenant, 2) } },
+        { label: 'service (no token)', auth: undefined },
+      ];
+      for (const w of who) {
+        const r = await run(queue, events, { tenant, lens: 'receiving.recent', params: { limit: 200 }, ...(w.auth ? { auth: w.auth } : {}) });
+        const refs = r.rows.map((row) => String(row.reference)).sort();
+        say(`  ${w.label.padEnd(22)} ${String(r.rowCount).padStart(3)} rows: ${refs.slice(0, 4).join(', ')}${refs.length > 4 ? ', …' : ''}`);
+      }
+      // A token of another tenant is refused before any connection is taken.
+      const foreign = await run(queue, events, { tenant, lens: 'receiving.recent', params: { limit: 5 }, auth: { jwt: await mint(ids[1] ?? tenant, 1) } }).then(
+        () => 'completed (unexpected)',
+        (err: unknown) => (err as Error).message,
+      );
+      say(`  a token of ${ids[1] ?? tenant} sent for ${tenant}: ${foreign.split(':')[0]} (${ids[1] ? 'refused' : 'same tenant'})`);
+      say('  (each finished job keeps only a hash of its token in Redis; docs: README "Per-user identity", docs/IDENTITY.md)');
+    }
 
     step(
       `pool stats per worker and tenant (GET /pools; process budget ${2 * CONCURRENCY} connections, so tenants share it: "evicted" = an idle connection closed for another tenant)`,

@@ -55,7 +55,7 @@ export const PROCESS_SETTINGS = {
     schema: (label) => int(1, 1_000_000)(label).optional(),
     default: undefined,
     defaultDoc: '2 × concurrency',
-    help: 'connections one process may hold over all tenants; when full, the least recently used idle connection of another tenant is closed first (must be ≥ concurrency)',
+    help: 'database connections one process may hold over all tenants; when full, the least recently used idle connection of another tenant is closed first (must be ≥ concurrency). A Supabase tenant’s HTTP sockets are not counted (each REST pool is bounded by its own effective max)',
   }),
   pooling: setting({
     env: 'LENSFLEET_POOLING',
@@ -143,13 +143,13 @@ export const TENANT_SETTINGS = {
     env: '<ID>_SUPABASE_URL',
     schema: (label) => text()(label).optional(),
     default: undefined,
-    help: 'Supabase project URL of tenant `<ID>`; recognised, but the Supabase REST backend is not served yet — such a tenant’s jobs fail with `TENANT_UNSUPPORTED` (a warning is logged at start)',
+    help: 'Supabase project URL of tenant `<ID>` (`https://<ref>.supabase.co`), instead of `<ID>_DATABASE_URL`: the tenant is reached over its REST API and lenses run their REST form; user tokens are verified with `<ID>_JWT_SECRET` (the project’s JWT secret) or `<ID>_JWKS_URL` (see `docs/SUPABASE.md`)',
   }),
   supabaseServiceKey: setting({
     env: '<ID>_SUPABASE_SERVICE_KEY',
     schema: secret(),
     default: undefined,
-    help: 'Supabase service key of tenant `<ID>` (with `<ID>_SUPABASE_URL`)',
+    help: 'Supabase `service_role` key of tenant `<ID>` (with `<ID>_SUPABASE_URL`): the identity of its service jobs and the `apikey` of every request',
     secret: true,
   }),
 } as const satisfies SettingsTable;

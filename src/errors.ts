@@ -14,7 +14,11 @@ export const ERROR_CODES = {
   PAYLOAD_TOO_LARGE: false,
   /** The job names a tenant this process does not know. */
   TENANT_NOT_FOUND: false,
-  /** The tenant is configured for a backend this version cannot use yet. */
+  /**
+   * The tenant's backend is not served where it was asked for (a pool registry built without that
+   * backend's factory, `TenantDirectory.getPg` on a Supabase tenant). The worker serves Postgres
+   * and Supabase tenants and no longer raises it for either; kept so the code is never reused.
+   */
   TENANT_UNSUPPORTED: false,
   /** The job names a lens that is not in the catalog. */
   UNKNOWN_LENS: false,

@@ -168,7 +168,11 @@ export class LensfleetMetrics {
         },
       });
     proc('lensfleet_pools', 'Active tenant pools in this process.', (p) => p.pools);
-    proc('lensfleet_process_connections', 'Open connections over all tenant pools of this process.', (p) => p.connections);
+    proc(
+      'lensfleet_process_connections',
+      'Open database connections over all tenant pools of this process (what the process budget counts; REST sockets of Supabase tenants are not included).',
+      (p) => p.connections,
+    );
     proc(
       'lensfleet_process_max_connections',
       'Connection budget of this process over all tenants (LENSFLEET_PROCESS_MAX_CONNECTIONS).',

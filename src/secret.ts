@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { inspect } from 'node:util';
 
 const REDACTED = '[REDACTED]';
@@ -30,4 +31,12 @@ export class Secret {
   [inspect.custom](): string {
     return REDACTED;
   }
+}
+
+/**
+ * A digest of values that may contain secrets (a connection string, a service key), for telling
+ * two configurations apart without keeping the secrets in a string: SHA-256 of their JSON.
+ */
+export function fingerprintOf(...parts: unknown[]): string {
+  return createHash('sha256').update(JSON.stringify(parts)).digest('hex');
 }

@@ -56,7 +56,7 @@ export interface PgTenant extends TenantBase {
   readonly databaseUrl: Secret;
 }
 
-/** A tenant reached through Supabase's REST API (recognised; not served yet). */
+/** A tenant reached through Supabase's REST API (`RestTenantPool`, docs/SUPABASE.md). */
 export interface SupabaseTenant extends TenantBase {
   readonly backend: 'supabase';
   readonly supabaseUrl: string;
@@ -85,13 +85,16 @@ export class TenantDirectory {
     return t;
   }
 
-  /** The Postgres tenant with this id; `TENANT_UNSUPPORTED` for a Supabase-only tenant. */
+  /**
+   * The Postgres tenant with this id, for callers that need one (tools, tests);
+   * `TENANT_UNSUPPORTED` for a Supabase tenant. The worker serves both (`get`).
+   */
   getPg(id: string): PgTenant {
     const t = this.get(id);
     if (t.backend !== 'pg') {
       throw new LensfleetError(
         'TENANT_UNSUPPORTED',
-        `tenant "${id}" is configured for Supabase REST (${id}_SUPABASE_URL), which this version does not support yet; set ${id}_DATABASE_URL to reach it over Postgres`,
+        `tenant "${id}" is configured for Supabase REST (${id}_SUPABASE_URL), not Postgres; set ${id}_DATABASE_URL to reach it over Postgres`,
         { details: { tenant: id } },
       );
     }

@@ -1,8 +1,9 @@
 /**
  * Isolation under reuse, REST backend (issue 12 §4): 3 Supabase tenants × 2 users and the
  * service, over a thousand interleaved jobs at concurrency 50 on pools of max 2 — sockets reused
- * constantly. Every job's request carries its own job's token; every row belongs to the job's
- * tenant and user; the stand-ins see at most 2 TCP connections each.
+ * constantly — on the pools directly, then through a worker (queue → processor → token verified
+ * → registry → RestTenantPool). Every job's request carries its own job's token; every row
+ * belongs to the job's tenant and user; the stand-ins see at most 2 TCP connections each.
  *
  * Also a printout (not an assertion) for docs/SUPABASE.md: the REST backend's throughput and p50
  * beside the pg path on the same database, and the per-job cost of the user-client options.
@@ -21,8 +22,8 @@ import { defineLens } from '../src/lens.js';
 import { receivingRecent } from '../src/lenses/maritime.js';
 import { executeRestLens } from '../src/rest/execute.js';
 import { Secret } from '../src/secret.js';
-import { makeTestPool, ROOT, uniqueId } from './support/harness.js';
-import { makeRestPool, type RestTenants, startRestTenants } from './support/rest-tenants.js';
+import { makeTestPool, ROOT, startTestWorker, uniqueId } from './support/harness.js';
+import { makeRestPool, type RestTenants, restTenantEnv, startRestTenants } from './support/rest-tenants.js';
 
 const ROWS = 40;
 /** 1,200 in `npm test`; the issue's 10,000 with LENSFLEET_REST_STRESS_JOBS=10000. */
@@ -110,6 +111,93 @@ describe('REST isolation stress', () => {
       `REST isolation stress: ${JOBS} jobs, ${tenants.length} tenants × 2 users + service, concurrency ${CONCURRENCY}, max ${MAX}: leaks ${leaks}; connections opened per tenant ${tenants.map((t, k) => t.standIn.connectionsOpened() - opened[k]!).join('/')}`,
     );
   });
+});
+
+/** The same view through a worker: a user may run it (auth optional); the job's tag rides along as X-Request-Id. */
+const taggedJob = defineLens({
+  name: 'rest.tagged_job',
+  params: z.object({ job: z.string() }).strict(),
+  sql: () => ({ text: 'SELECT id, yacht_id, owner_id FROM receiving', values: [] }),
+  rest: (db, { job }) => db.from('receiving').select('id, yacht_id, owner_id').order('id').setHeader('X-Request-Id', job),
+  maxRows: 200,
+  auth: 'optional',
+});
+
+describe('REST isolation stress through a worker', () => {
+  it(`${JOBS} interleaved jobs through the queue (3 Supabase tenants × 2 users + service), worker concurrency ${CONCURRENCY}, pool max ${MAX}: own token per request, own rows per job, ≤ ${MAX} connections per tenant`, async () => {
+    const tenants = env.tenants;
+    const w = await startTestWorker({
+      env: restTenantEnv(tenants),
+      concurrency: CONCURRENCY,
+      pool: { minSize: 0, maxSize: MAX, maxOverflow: 0 },
+      lenses: [taggedJob] as never[],
+    });
+    try {
+      const opened = tenants.map((t) => t.standIn.connectionsOpened());
+      for (const t of tenants) t.standIn.clearRecords();
+      const kinds = Array.from({ length: JOBS }, (_, i) => {
+        const k = i % tenants.length;
+        const slot = Math.floor(i / tenants.length) % 5;
+        return { k, tag: `wjob-${i}`, userN: slot === 4 ? undefined : (slot % 2) + 1 };
+      });
+      const tokenOf = (k: number, userN: number | undefined) => (userN === undefined ? tenants[k]!.serviceKey : tenants[k]!.user(userN).token);
+      const started = performance.now();
+      const jobs = await w.queue.addBulk(
+        kinds.map(({ k, tag, userN }) => ({
+          name: 'rest.tagged_job',
+          data: {
+            v: 1 as const,
+            tenant: tenants[k]!.id,
+            lens: 'rest.tagged_job',
+            params: { job: tag },
+            ...(userN === undefined ? {} : { auth: { jwt: tokenOf(k, userN) } }),
+          },
+        })),
+      );
+      const results = await Promise.all(jobs.map((j) => j.waitUntilFinished(w.events, 180_000)));
+      const seconds = (performance.now() - started) / 1000;
+      let leaks = 0;
+      let rowsChecked = 0;
+      for (const [i, r] of results.entries()) {
+        const { k, userN } = kinds[i]!;
+        const t = tenants[k]!;
+        const rows = r.rows as { yacht_id: string; owner_id: string }[];
+        expect(rows.length).toBe(userN === undefined ? ROWS : ROWS / 2);
+        for (const row of rows) {
+          rowsChecked++;
+          if (row.yacht_id !== t.id || (userN !== undefined && row.owner_id !== t.user(userN).id)) leaks++;
+        }
+      }
+      expect(leaks).toBe(0);
+      // What each tenant's server saw: every job's request once, carrying that job's own token.
+      const expectedToken = new Map(kinds.map(({ k, tag, userN }) => [tag, tokenOf(k, userN)]));
+      let matched = 0;
+      for (const [k, t] of tenants.entries()) {
+        const records = t.standIn.requests();
+        expect(records.length).toBe(kinds.filter((x) => x.k === k).length);
+        for (const rec of records) {
+          expect(rec.status).toBe(200);
+          expect(rec.token).toBe(expectedToken.get(rec.requestId ?? ''));
+          expect(Number(rec.requestId?.slice(5)) % tenants.length).toBe(k);
+          matched++;
+        }
+        expect(t.standIn.connectionsOpened() - opened[k]!).toBeLessThanOrEqual(MAX);
+      }
+      expect(matched).toBe(JOBS);
+      const stats = w.service.registry.stats();
+      expect(stats).toHaveLength(tenants.length);
+      for (const s of stats) {
+        expect(s).toMatchObject({ max: MAX, inUse: 0, waiting: 0, acquire_timeouts_total: 0 });
+        expect(s.connections_opened_total).toBeLessThanOrEqual(MAX);
+      }
+      expect(w.service.registry.connections()).toBe(0); // REST sockets are not database connections
+      console.log(
+        `[figure] REST isolation stress through a worker: ${JOBS} jobs in ${seconds.toFixed(1)} s (${Math.round(JOBS / seconds)} jobs/s), ${rowsChecked} rows checked, leaks ${leaks}, connections opened per tenant ${stats.map((s) => s.connections_opened_total).join('/')}`,
+      );
+    } finally {
+      await w.close();
+    }
+  }, 240_000);
 });
 
 describe('measurements (printout for docs/SUPABASE.md)', () => {

@@ -2,6 +2,7 @@
  * The REST backend: RestTenantPool (one keep-alive undici pool per Supabase tenant behind
  * supabase-js) and executeRestLens, against the PostgREST stand-in on real tenant Postgres.
  */
+import { performance } from 'node:perf_hooks';
 import { inspect } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
@@ -12,7 +13,7 @@ import type { LensfleetError } from '../src/errors.js';
 import { executeLens } from '../src/execute.js';
 import { defineLens, type Lens } from '../src/lens.js';
 import { equipmentSearch, receivingRecent, workOrdersOpen } from '../src/lenses/maritime.js';
-import { restFailureError } from '../src/rest/errors.js';
+import { restFailureError, restStatusError } from '../src/rest/errors.js';
 import { executeRestLens } from '../src/rest/execute.js';
 import type { RestTenantPool } from '../src/rest/pool.js';
 import { Secret } from '../src/secret.js';
@@ -90,6 +91,14 @@ const awaited = defineLens({
       .from('receiving')
       .select('id')
       .then((r) => r) as never,
+});
+const throwing = defineLens({
+  name: 'rest.throwing',
+  params: z.object({}),
+  sql: () => ({ text: 'SELECT 1', values: [] }),
+  rest: () => {
+    throw new Error('form bug');
+  },
 });
 
 /** Rows of the SQL path and the REST path in one shape: ids as numbers, timestamps as epoch ms. */
@@ -221,11 +230,16 @@ describe('lens forms', () => {
     expect(t.standIn.requests().length).toBe(before);
   });
 
-  it('a form that sends the query itself is rejected (QUERY_FAILED): its rows could not be bounded', async () => {
+  it('a form that sends the query itself (its rows could not be bounded) or throws is LENS_INVALID (not retried), and takes no slot', async () => {
     const { pool: p } = pool(1);
     const err = await failure(p, awaited, {});
-    expect(err.code).toBe('QUERY_FAILED');
-    expect(p.stats().inUse).toBe(0);
+    expect(err.code).toBe('LENS_INVALID');
+    expect(err.retryable).toBe(false);
+    expect(err.message).toContain('unawaited');
+    const thrown = await failure(p, throwing, {});
+    expect(thrown).toMatchObject({ code: 'LENS_INVALID', details: { tenant: t.id, lens: 'rest.throwing' } });
+    expect(thrown.message).toContain('form bug');
+    expect(p.stats()).toMatchObject({ requests_total: 0, inUse: 0 });
   });
 });
 
@@ -271,8 +285,11 @@ describe('HTTP failures map onto the error codes, and nothing below BullMQ retri
     ['a connection reset', { destroy: true }, 'QUERY_FAILED_TRANSIENT', true],
     ['200 with a body that is not JSON', { status: 200, body: '<html>maintenance</html>' }, 'QUERY_FAILED_TRANSIENT', true],
     ['400', { status: 400, body: '{"code":"PGRST100","message":"bad filter"}' }, 'QUERY_FAILED', false],
-    ['401 (TODO(lead): AUTH_INVALID)', { status: 401, body: '{"code":"PGRST301","message":"JWT invalid"}' }, 'QUERY_FAILED', false],
-    ['403 (a grant)', { status: 403, body: '{"code":"42501","message":"permission denied for table receiving"}' }, 'QUERY_FAILED', false],
+    ['401 (JWT invalid)', { status: 401, body: '{"code":"PGRST301","message":"JWT invalid"}' }, 'AUTH_INVALID', false],
+    ['401 (JWT expired)', { status: 401, body: '{"code":"PGRST303","message":"JWT expired"}' }, 'AUTH_EXPIRED', false],
+    ['401 from the gateway (no PostgREST code)', { status: 401, body: '{"message":"Invalid API key"}' }, 'AUTH_INVALID', false],
+    ['403 on a service request (a grant)', { status: 403, body: '{"code":"42501","message":"permission denied for table receiving"}' }, 'QUERY_FAILED', false],
+    ['403 without a database code (a gateway)', { status: 403, body: '<html>forbidden</html>' }, 'QUERY_FAILED', false],
   ];
   it.each(cases)('%s → %s (retried: %s), one request sent', async (_what, fault, code, retryable) => {
     const { pool: p, events } = pool(1);
@@ -289,16 +306,32 @@ describe('HTTP failures map onto the error codes, and nothing below BullMQ retri
     expect((await executeRestLens(p, owned, owned.parse({ limit: 1 }), undefined)).rowCount).toBe(1);
   });
 
-  it('real server answers: a bad column → QUERY_FAILED (42703); a forged token → 401 → QUERY_FAILED; a role the server refuses → 403', async () => {
+  it('real server answers: a bad column → QUERY_FAILED (42703); a forged token → 401 → AUTH_INVALID; an expired one → AUTH_EXPIRED; a role the server refuses a user → 403 → AUTH_ROLE_FORBIDDEN', async () => {
     const { pool: p } = pool(1);
     const col = await failure(p, badColumn, {});
     expect(col).toMatchObject({ code: 'QUERY_FAILED', details: { httpStatus: 400, serverCode: '42703' } });
     const forged = await signJwt('not-the-tenant-secret-not-the-tenant', { sub: t.user(1).id, role: 'authenticated' });
     const bad = await failure(p, owned, owned.parse({}), new Secret(forged));
-    expect(bad).toMatchObject({ code: 'QUERY_FAILED', details: { httpStatus: 401, serverCode: 'PGRST301' } });
+    expect(bad).toMatchObject({ code: 'AUTH_INVALID', details: { httpStatus: 401, serverCode: 'PGRST301' } });
+    expect(bad.message).toContain(`${t.id}_JWT_SECRET`);
+    const expired = await signJwt(t.jwtSecret, { sub: t.user(1).id, role: 'authenticated' }, Math.floor(Date.now() / 1000) - 60);
+    expect(await failure(p, owned, owned.parse({}), new Secret(expired))).toMatchObject({ code: 'AUTH_EXPIRED', details: { httpStatus: 401 } });
     const postgres = await signJwt(t.jwtSecret, { sub: t.user(1).id, role: 'postgres' });
     const refused = await failure(p, owned, owned.parse({}), new Secret(postgres));
-    expect(refused).toMatchObject({ code: 'QUERY_FAILED', details: { httpStatus: 403, serverCode: '42501' } });
+    expect(refused).toMatchObject({ code: 'AUTH_ROLE_FORBIDDEN', details: { httpStatus: 403, serverCode: '42501' } });
+    expect(refused.retryable).toBe(false);
+  });
+
+  it('a refused privilege or role (42501, 0P*) is the user’s role on a user request (AUTH_ROLE_FORBIDDEN, also as anon’s 401) and the tenant’s grants on a service request (QUERY_FAILED)', () => {
+    const ctx = { tenant: 't', lens: 'l' };
+    const map = (status: number, code: string, who: 'service' | 'user') => restStatusError(status, JSON.stringify({ code, message: 'm' }), ctx, [], who).code;
+    expect(map(403, '42501', 'user')).toBe('AUTH_ROLE_FORBIDDEN');
+    expect(map(401, '42501', 'user')).toBe('AUTH_ROLE_FORBIDDEN');
+    expect(map(403, '0P000', 'user')).toBe('AUTH_ROLE_FORBIDDEN');
+    expect(map(403, '42501', 'service')).toBe('QUERY_FAILED');
+    expect(map(401, '42501', 'service')).toBe('QUERY_FAILED');
+    expect(map(401, 'PGRST301', 'service')).toBe('AUTH_INVALID');
+    expect(restStatusError(401, '{}', ctx, [], 'service').message).toContain('t_SUPABASE_SERVICE_KEY');
   });
 
   it("QUERY_TIMEOUT after the lens's timeoutMs (the request is aborted; its slot comes back)", async () => {
@@ -308,7 +341,7 @@ describe('HTTP failures map onto the error codes, and nothing below BullMQ retri
     const err = await failure(p, slow, slow.parse({}));
     expect(err.code).toBe('QUERY_TIMEOUT');
     expect(err.retryable).toBe(true);
-    expect(err.message).toContain('300 ms');
+    expect(err.message).toContain('within its 300 ms timeout');
     expect(Date.now() - started).toBeLessThan(2500);
     expect(p.stats().inUse).toBe(0);
     expect((await executeRestLens(p, owned, owned.parse({ limit: 1 }), undefined)).rowCount).toBe(1);
@@ -384,6 +417,37 @@ describe('bounded waiting and stats', () => {
     expect(err.message).toMatch(/timed out after 200 ms .*active=1, .*waiting=0, max=1/);
     expect(p.stats()).toMatchObject({ acquire_timeouts_total: 1, waiting: 0 });
     expect((await first).rowCount).toBe(1);
+    expect(p.stats()).toMatchObject({ inUse: 0, waiting: 0 });
+  });
+
+  it("a lens's timeout bounds the wait for a request slot and the request together: the wait is cut at it (POOL_TIMEOUT), the request gets what is left (QUERY_TIMEOUT)", async () => {
+    const budget = defineLens({
+      name: 'rest.budget',
+      params: z.object({}),
+      sql: () => ({ text: 'SELECT id FROM receiving LIMIT 1', values: [] }),
+      rest: (db) => db.from('receiving').select('id').limit(1),
+      timeoutMs: 2000,
+    });
+    // acquireTimeoutMs 10 s: only the lens's 2 s can cut the wait.
+    const { pool: p } = pool(1, { acquireTimeoutMs: 10_000 });
+    const held = await p.acquire();
+    let started = performance.now();
+    const waited = await failure(p, budget, {});
+    expect(waited.code).toBe('POOL_TIMEOUT');
+    expect(waited.message).toMatch(/timed out after 2000 ms /);
+    expect(performance.now() - started).toBeLessThan(4000);
+    expect(p.stats().waiting).toBe(0);
+
+    // 1.2 s of waiting leave 0.8 s for a request the server holds for 5 s: ~2 s in all, not 3.2 s.
+    t.standIn.injectFault({ delayMs: 5000 });
+    setTimeout(() => held.release(), 1200);
+    started = performance.now();
+    const late = await failure(p, budget, {});
+    const elapsed = performance.now() - started;
+    expect(late.code).toBe('QUERY_TIMEOUT');
+    expect(late.message).toMatch(/within its 2000 ms timeout \(1[0-9]{3} ms of them spent waiting for a request slot\)/);
+    expect(elapsed).toBeGreaterThanOrEqual(1900);
+    expect(elapsed).toBeLessThan(2900);
     expect(p.stats()).toMatchObject({ inUse: 0, waiting: 0 });
   });
 

@@ -29,10 +29,6 @@ export async function startFromEnvironment(env: Env, logger: Logger): Promise<St
   const unknown = unknownLensfleetVariables(env);
   if (unknown.length > 0) logger.warn({ variables: unknown }, 'unknown LENSFLEET_* variables are ignored (misspelled?); see the README for the settings');
   const tenants = loadTenantDirectory(config, env);
-  for (const t of tenants.list()) {
-    if (t.backend !== 'pg')
-      logger.warn({ tenant: t.id }, 'tenant is configured for Supabase REST, which this version does not serve yet; its jobs fail with TENANT_UNSUPPORTED');
-  }
   if (tenants.ids().length === 0) logger.warn('no tenants configured (LENSFLEET_TENANTS / LENSFLEET_TENANTS_FILE): every job will fail with TENANT_NOT_FOUND');
   const catalog = new LensCatalog(maritimeLenses);
   await loadLensModules(catalog, config.lensModules);

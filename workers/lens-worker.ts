@@ -108,6 +108,11 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  log('fatal', { err }, 'worker failed to start');
+  // (an Error's own fields are not enumerable: logged as {} it would say nothing)
+  log(
+    'fatal',
+    { code: (err as { code?: unknown } | null)?.code },
+    `worker failed to start: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+  );
   exit(EXIT_FAILURE);
 });

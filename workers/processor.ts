@@ -1,6 +1,7 @@
 /**
- * The job processor: validate → resolve tenant → look up lens → validate params → acquire from
- * the tenant's pool → run the lens → release → result. Whether a failure is retried is decided
+ * The job processor: validate → resolve tenant → look up lens → validate params → verify the
+ * user's token → the tenant's pool → run the lens on its backend (Postgres: `executeLens`;
+ * Supabase REST: `executeRestLens`) → result. Whether a failure is retried is decided
  * from the error class (errors.ts): non-retryable failures become BullMQ `UnrecoverableError`s so
  * they fail once, at once. The stored failure reason is always `CODE: message`.
  */
@@ -10,19 +11,21 @@ import { UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { parseJobData, type LensResult } from '../queues/contract.js';
 import { LensfleetError } from '../src/errors.js';
+import type { TenantPools } from '../src/backends.js';
 import { executeLens } from '../src/execute.js';
 import { createJwtVerifier, type JwtVerifier, type VerifiedIdentity } from '../src/identity/jwt.js';
 import type { Lens, LensCatalog } from '../src/lens.js';
 import { decideRetry, type RetrySettings } from '../src/retry-policy.js';
 import type { LensfleetMetrics } from '../src/metrics.js';
-import type { PoolRegistry } from '../src/pool/registry.js';
-import type { PgTenant, Tenant } from '../src/tenants.js';
+import { executeRestLens } from '../src/rest/execute.js';
+import { Secret } from '../src/secret.js';
+import type { Tenant } from '../src/tenants.js';
 
 export interface ProcessorDeps {
   readonly catalog: LensCatalog;
-  /** Resolves a tenant id (`TENANT_NOT_FOUND` / `TENANT_UNSUPPORTED`); may change on reload. */
-  readonly tenants: { getPg(id: string): PgTenant };
-  readonly registry: PoolRegistry;
+  /** Resolves a tenant id (`TENANT_NOT_FOUND`); may change on reload. */
+  readonly tenants: { get(id: string): Tenant };
+  readonly registry: TenantPools;
   readonly logger: Logger;
   readonly metrics?: LensfleetMetrics;
   readonly maxPayloadBytes: number;
@@ -62,13 +65,14 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
     const log = () => logger.child({ jobId: job.id, tenant: tenantId, lens: lensName, attempt: job.attemptsMade + 1 });
     try {
       const data = parseJobData(job.data, maxPayloadBytes);
-      const tenant = tenants.getPg(data.tenant);
+      const tenant = tenants.get(data.tenant);
       tenantId = tenant.id;
       const lens = catalog.get(data.lens);
       lensName = lens.name;
       metrics?.jobStarted(lensName, ((job.processedOn ?? Date.now()) - job.timestamp) / 1000);
       const params = lens.parse(data.params);
-      // The token is verified against this tenant's key before any connection is taken.
+      // The token is verified against this tenant's key before any connection is taken or any
+      // request sent, whatever the tenant's backend.
       const identity = data.auth === undefined ? undefined : await verify(tenant, lens, data.auth.jwt);
       if (identity === undefined && lens.auth === 'user') {
         throw new LensfleetError('AUTH_REQUIRED', `lens ${lens.name} runs as a user: send the job with auth.jwt (a token of tenant ${tenant.id})`, {
@@ -76,7 +80,12 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
         });
       }
       const pool = registry.current(tenant) ?? (await registry.get(tenant));
-      const r = await executeLens(pool, lens, params, { holder: { jobId: job.id, tenant: tenantId, lens: lensName }, identity });
+      // A REST request carries the job's own token, as verified (never one signed here): the
+      // tenant's API checks it again and takes the role and claims from it.
+      const r =
+        pool.backend === 'pg'
+          ? await executeLens(pool, lens, params, { holder: { jobId: job.id, tenant: tenantId, lens: lensName }, identity })
+          : await executeRestLens(pool, lens, params, identity === undefined ? undefined : verifiedToken(data.auth));
       if (identity !== undefined) await forgetToken(job, log);
       const durationMs = performance.now() - started;
       metrics?.jobFinished(lensName, tenantId, 'completed', durationMs / 1000);
@@ -88,7 +97,9 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
       const retry = deps.retry === undefined ? e.retryable : decideRetry(e.code, job.attemptsMade, deps.retry).retry;
       const final = !retry || job.attemptsMade + 1 >= attempts;
       metrics?.jobFinished(lensName, tenantId, final ? 'failed' : 'retried', (performance.now() - started) / 1000);
-      const fields = { code: e.code, retryable: e.retryable, final, ...e.details };
+      // (tenant and lens are on the child logger already: a second copy would repeat the JSON key)
+      const { tenant: _tenant, lens: _lens, ...details } = e.details;
+      const fields = { code: e.code, retryable: e.retryable, final, ...details };
       if (final) log().error(fields, e.message);
       else log().warn(fields, e.message);
       if (final) await forgetToken(job, log);
@@ -96,6 +107,11 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
       throw new Error(e.toString(), { cause: e });
     }
   };
+}
+
+/** The job's token, once verified, as a `Secret` (so a dump of the request's client shows none). */
+function verifiedToken(auth: { readonly jwt: string } | undefined): Secret | undefined {
+  return auth === undefined ? undefined : new Secret(auth.jwt);
 }
 
 /** What replaces a finished job's token in its stored data (the token's hash prefix, for correlation). */

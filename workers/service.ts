@@ -7,12 +7,12 @@ import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { LensResult } from '../queues/contract.js';
+import { createTenantPools, type TenantPools } from '../src/backends.js';
 import type { WorkerConfig } from '../src/config.js';
 import { startHttpServer, type HttpServer } from '../src/http.js';
 import type { LensCatalog } from '../src/lens.js';
 import { createLogger } from '../src/logger.js';
 import { LensfleetMetrics } from '../src/metrics.js';
-import { PoolRegistry } from '../src/pool/registry.js';
 import type { TenantDirectory } from '../src/tenants.js';
 import { applyJobBounds, createBackoffStrategy } from './job-bounds.js';
 import { createProcessor } from './processor.js';
@@ -28,7 +28,7 @@ export interface WorkerServiceOptions {
 
 export interface WorkerService {
   readonly worker: Worker;
-  readonly registry: PoolRegistry;
+  readonly registry: TenantPools;
   readonly metrics: LensfleetMetrics;
   readonly logger: Logger;
   /** Port of the HTTP endpoints (undefined when http: false). */
@@ -79,7 +79,8 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     },
     { maxTenantLabels: config.metricsMaxTenants },
   );
-  const registry = new PoolRegistry({
+  // Pools of both backends; only Postgres connections count in the process budget (docs/SUPABASE.md).
+  const registry = createTenantPools({
     concurrency: config.concurrency,
     processMaxConnections: config.processMaxConnections,
     keepWarm,
@@ -111,7 +112,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
 
   const processor = createProcessor({
     catalog,
-    tenants: { getPg: (id) => tenants.getPg(id) },
+    tenants: { get: (id) => tenants.get(id) },
     registry,
     logger,
     metrics,
@@ -199,7 +200,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     for (const id of ids) {
       if (draining) return;
       try {
-        const pool = await registry.get(tenants.getPg(id));
+        const pool = await registry.get(tenants.get(id));
         logger.info({ tenant: id, connections: pool.size, min: pool.min }, 'pool warmed');
       } catch (err) {
         if (draining) return; // the registry closed under it: shutting down, not a failure
@@ -242,7 +243,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
       for (const id of warmIds(next)) keepWarm.add(id);
       const changes = registry.reconcile(next);
       logger.info({ tenants: next.ids().length, ...changes }, 'tenants reloaded');
-      await warmUp([...keepWarm].filter((id) => next.get(id).backend === 'pg'));
+      await warmUp([...keepWarm]);
       return changes;
     },
     ready,

@@ -8,19 +8,23 @@
  * of another tenant when full), closes tenant pools nobody used for `poolIdleTimeoutMs`, and
  * reconciles with a reloaded tenant directory (changed tenants get a new pool, the old drains).
  *
- * The registry knows tenants and pools, not lenses or BullMQ.
+ * Pools of every backend live here alike (`ManagedPool`): a backend's `PoolFactory` is injected
+ * (Postgres's, `pgPools`, by default; the worker injects one that also makes REST pools). The
+ * registry knows tenants and pools, not lenses, BullMQ or which backends exist.
  */
 import type { Logger } from 'pino';
 import { LensfleetError } from '../errors.js';
+import { fingerprintOf } from '../secret.js';
 import { ProcessBudget } from './budget.js';
 import { TenantPool, type PoolEvent, type PoolObserver, type PoolStats } from './tenant-pool.js';
-import type { PgTenant, TenantDirectory } from '../tenants.js';
+import type { BudgetMember, ManagedPool, PoolFactory, PoolTenant } from './types.js';
+import type { PgTenant } from '../tenants.js';
 
-export interface RegistryOptions {
+export interface RegistryOptions<T extends PoolTenant = PgTenant, P extends ManagedPool = TenantPool> {
   /** Worker concurrency: the ceiling of every tenant pool. */
   readonly concurrency: number;
   readonly logger: Logger;
-  /** Connections allowed over all tenants. @defaultValue Infinity */
+  /** Connections allowed over all tenants (those of pools with a `budgetMember`). @defaultValue Infinity */
   readonly processMaxConnections?: number;
   readonly observer?: PoolObserver;
   /** Tenants whose pools are never closed for idleness (the warm ones). */
@@ -29,40 +33,65 @@ export interface RegistryOptions {
   readonly onPoolClosed?: (tenant: string) => void;
   /** How often idle pools are looked for. @defaultValue 5000 */
   readonly maintenanceIntervalMs?: number;
+  /** Makes the tenants' pools. @defaultValue pgPools (a `TenantPool` per Postgres tenant) */
+  readonly factory?: PoolFactory<T, P>;
 }
 
-/** The key of a tenant's pool. It always contains the tenant id (never a default tenant). */
-export function poolKey(tenant: PgTenant): string {
+/** The key of a tenant's pool, whatever its backend. It always contains the tenant id (never a default tenant). */
+export function poolKey(tenant: PoolTenant): string {
   return `${tenant.id}:service`;
 }
 
 /** Effective ceiling of a tenant pool: min(maxSize + maxOverflow, concurrency). */
-export function effectiveMax(tenant: PgTenant, concurrency: number): number {
+export function effectiveMax(tenant: PoolTenant, concurrency: number): number {
   return Math.max(1, Math.min(tenant.pool.maxSize + tenant.pool.maxOverflow, concurrency));
 }
 
-/** What makes two configurations of a tenant need different pools. */
-function fingerprint(t: PgTenant): string {
-  return JSON.stringify([t.databaseUrl.reveal(), t.pooling, t.pool]);
+/** Postgres tenants' pools: one `TenantPool` each, its connections counted in the process budget. */
+export const pgPools: PoolFactory<PgTenant, TenantPool> = {
+  serves: (t): t is PgTenant => t.backend === 'pg',
+  // A digest: the registry keeps it for the pool's life, and the URL holds a password.
+  fingerprint: (t) => fingerprintOf('pg', t.databaseUrl.reveal(), t.pooling, t.pool),
+  create: (t, ctx) =>
+    new TenantPool({
+      tenant: t.id,
+      key: ctx.key,
+      databaseUrl: t.databaseUrl,
+      settings: t.pool,
+      max: ctx.max,
+      pooling: t.pooling,
+      budget: ctx.budget,
+      ...(ctx.observer ? { observer: ctx.observer } : {}),
+      onEvent: ctx.onEvent,
+    }),
+};
+
+/** A tenant directory as reconcile reads it. */
+export interface TenantLookup {
+  has(id: string): boolean;
+  get(id: string): PoolTenant;
 }
 
-interface Entry {
-  readonly pool: TenantPool;
+interface Entry<T, P> {
+  readonly pool: P;
   /** The tenant object last seen for this pool (identity check first: no hashing per job). */
-  tenant: PgTenant;
+  tenant: T;
   readonly fingerprint: string;
   /** Taken out of service (retired, or the registry closed). */
   retired: boolean;
 }
 
-export class PoolRegistry {
-  readonly #opts: RegistryOptions;
-  readonly #entries = new Map<string, Entry>();
+export class PoolRegistry<T extends PoolTenant = PgTenant, P extends ManagedPool = TenantPool> {
+  readonly #opts: RegistryOptions<T, P>;
+  readonly #factory: PoolFactory<T, P>;
+  readonly #entries = new Map<string, Entry<T, P>>();
   /** Entry by tenant object, for `current` (no key string built and hashed per job). */
-  readonly #byTenant = new WeakMap<PgTenant, Entry>();
-  readonly #creating = new Map<string, { promise: Promise<TenantPool>; fingerprint: string }>();
+  readonly #byTenant = new WeakMap<T, Entry<T, P>>();
+  readonly #creating = new Map<string, { promise: Promise<P>; fingerprint: string }>();
   /** Every pool that holds connections: live, being created, or draining after a reload. */
-  readonly #all = new Set<TenantPool>();
+  readonly #all = new Set<P>();
+  /** The budget members of those pools (the pools whose connections count in the budget). */
+  readonly #members = new Set<BudgetMember>();
   readonly #clampLogged = new Set<string>();
   readonly #budget: ProcessBudget;
   readonly #maintenance: NodeJS.Timeout;
@@ -71,27 +100,30 @@ export class PoolRegistry {
   /** Pools created since start (a pool created twice for one key would show here). */
   created = 0;
 
-  constructor(opts: RegistryOptions) {
+  constructor(opts: RegistryOptions<T, P>) {
     this.#opts = opts;
-    this.#budget = new ProcessBudget(opts.processMaxConnections ?? Infinity, this.#all, opts.logger);
+    // Without a factory the registry makes Postgres pools: T and P are then their defaults.
+    this.#factory = opts.factory ?? (pgPools as unknown as PoolFactory<T, P>);
+    this.#budget = new ProcessBudget(opts.processMaxConnections ?? Infinity, this.#members, opts.logger);
     this.#maintenance = setInterval(() => this.#closeIdlePools(), opts.maintenanceIntervalMs ?? 5000);
     this.#maintenance.unref();
   }
 
   /** The pool of this tenant, created (and warmed to minSize) on first use. */
-  get(tenant: PgTenant): Promise<TenantPool> {
+  get(tenant: T): Promise<P> {
     const key = poolKey(tenant);
     const entry = this.#entries.get(key);
     if (entry !== undefined) {
       if (entry.tenant === tenant) return Promise.resolve(entry.pool);
-      if (entry.fingerprint === fingerprint(tenant)) {
+      if (this.#factory.serves(tenant) && entry.fingerprint === this.#factory.fingerprint(tenant)) {
         this.#see(entry, tenant);
         return Promise.resolve(entry.pool);
       }
     }
     if (this.#closed) return Promise.reject(new LensfleetError('POOL_CLOSED', 'the pool registry is closed (worker shutting down)'));
+    if (!this.#factory.serves(tenant)) return Promise.reject(unsupported(tenant));
     if (entry !== undefined) this.#retire(key, entry, 'settings changed');
-    const fp = fingerprint(tenant);
+    const fp = this.#factory.fingerprint(tenant);
     const pending = this.#creating.get(key);
     if (pending !== undefined && pending.fingerprint === fp) return pending.promise;
     const promise = this.#create(tenant, key, fp).finally(() => {
@@ -102,19 +134,19 @@ export class PoolRegistry {
   }
 
   /** The live pool of exactly this tenant object, synchronously (the per-job fast path), or undefined. */
-  current(tenant: PgTenant): TenantPool | undefined {
+  current(tenant: T): P | undefined {
     const entry = this.#byTenant.get(tenant);
     return entry !== undefined && !entry.retired && entry.tenant === tenant ? entry.pool : undefined;
   }
 
   /** `tenant` is now the object this entry answers to (same pool settings). */
-  #see(entry: Entry, tenant: PgTenant): void {
+  #see(entry: Entry<T, P>, tenant: T): void {
     entry.tenant = tenant;
     this.#byTenant.set(tenant, entry);
   }
 
   /** The pool for this tenant if it exists, without creating it. */
-  peek(tenant: PgTenant): TenantPool | undefined {
+  peek(tenant: T): P | undefined {
     return this.#entries.get(poolKey(tenant))?.pool;
   }
 
@@ -134,10 +166,14 @@ export class PoolRegistry {
     return [...this.#entries.values()].map((e) => e.pool.stats());
   }
 
-  /** Open connections over all pools of this process (draining ones included). */
+  /**
+   * Open connections over all pools of this process (draining ones included) that count in the
+   * process budget: database connections. A REST pool's sockets are not among them (see
+   * `ManagedPool.budgetMember`); its stats show them.
+   */
   connections(): number {
     let n = 0;
-    for (const p of this.#all) n += p.open;
+    for (const p of this.#all) if (p.budgetMember !== undefined) n += p.open;
     return n;
   }
 
@@ -146,15 +182,15 @@ export class PoolRegistry {
    * connection settings changed (rotated password, pool settings, pooling switch) are replaced —
    * new work goes to a new pool, the old one closes its connections as they are released.
    */
-  reconcile(directory: TenantDirectory): { replaced: string[]; removed: string[] } {
+  reconcile(directory: TenantLookup): { replaced: string[]; removed: string[] } {
     const replaced: string[] = [];
     const removed: string[] = [];
     for (const [key, entry] of [...this.#entries]) {
       const next = directory.has(entry.tenant.id) ? directory.get(entry.tenant.id) : undefined;
-      if (next === undefined || next.backend !== 'pg') {
+      if (next === undefined || !this.#factory.serves(next)) {
         this.#retire(key, entry, 'tenant removed');
         removed.push(entry.tenant.id);
-      } else if (fingerprint(next) !== entry.fingerprint) {
+      } else if (this.#factory.fingerprint(next) !== entry.fingerprint) {
         this.#retire(key, entry, 'settings changed');
         replaced.push(entry.tenant.id);
       } else {
@@ -196,18 +232,19 @@ export class PoolRegistry {
       for (const r of results) if (r.status === 'rejected') this.#opts.logger.warn({ err: r.reason }, 'closing pool failed');
       for (const e of entries) this.#opts.onPoolClosed?.(e.tenant.id);
       this.#all.clear();
+      this.#members.clear();
     })();
     return this.#closing;
   }
 
   /** Take a pool out of service; it drains (closes connections as they are released). */
-  #retire(key: string, entry: Entry, why: string): void {
+  #retire(key: string, entry: Entry<T, P>, why: string): void {
     entry.retired = true;
     if (this.#entries.get(key) === entry) this.#entries.delete(key);
     this.#opts.onPoolClosed?.(entry.tenant.id);
     this.#opts.logger.info({ tenant: entry.tenant.id, pool: key, why, inUse: entry.pool.stats().inUse }, 'pool retired; draining');
     void entry.pool.close().finally(() => {
-      this.#all.delete(entry.pool);
+      this.#untrack(entry.pool);
       this.#opts.logger.info({ tenant: entry.tenant.id, pool: key }, 'pool closed');
     });
   }
@@ -221,7 +258,17 @@ export class PoolRegistry {
     }
   }
 
-  async #create(tenant: PgTenant, key: string, fp: string): Promise<TenantPool> {
+  #track(pool: P): void {
+    this.#all.add(pool);
+    if (pool.budgetMember !== undefined) this.#members.add(pool.budgetMember);
+  }
+
+  #untrack(pool: P): void {
+    this.#all.delete(pool);
+    if (pool.budgetMember !== undefined) this.#members.delete(pool.budgetMember);
+  }
+
+  async #create(tenant: T, key: string, fp: string): Promise<P> {
     const { concurrency, logger } = this.#opts;
     const max = effectiveMax(tenant, concurrency);
     const configured = tenant.pool.maxSize + tenant.pool.maxOverflow;
@@ -233,29 +280,25 @@ export class PoolRegistry {
       );
     }
     const log = logger.child({ tenant: tenant.id, pool: key });
-    const pool = new TenantPool({
-      tenant: tenant.id,
+    const pool = this.#factory.create(tenant, {
       key,
-      databaseUrl: tenant.databaseUrl,
-      settings: tenant.pool,
       max,
-      pooling: tenant.pooling,
       budget: this.#budget,
-      ...(this.#opts.observer ? { observer: this.#opts.observer } : {}),
+      observer: this.#opts.observer,
       onEvent: (e) => logPoolEvent(log, e),
     });
     this.created++;
-    this.#all.add(pool);
+    this.#track(pool);
     try {
       await pool.warm();
     } catch (err) {
-      this.#all.delete(pool);
+      this.#untrack(pool);
       await pool.close().catch(() => {});
       throw err;
     }
     if (this.#closed || this.#creating.get(key)?.fingerprint !== fp) {
       // The registry closed, or the tenant was reconfigured while this pool was being created.
-      this.#all.delete(pool);
+      this.#untrack(pool);
       await pool.close();
       throw new LensfleetError(
         'POOL_CLOSED',
@@ -266,12 +309,19 @@ export class PoolRegistry {
     // while the first was warming up): the later one wins, the earlier one drains.
     const previous = this.#entries.get(key);
     if (previous !== undefined) this.#retire(key, previous, 'replaced by a newer pool with the same settings');
-    const entry: Entry = { pool, tenant, fingerprint: fp, retired: false };
+    const entry: Entry<T, P> = { pool, tenant, fingerprint: fp, retired: false };
     this.#entries.set(key, entry);
     this.#byTenant.set(tenant, entry);
-    log.info({ min: pool.min, max: pool.max, pooling: pool.pooling, connections: pool.size }, 'pool created');
+    log.info({ backend: tenant.backend, min: pool.min, max: pool.max, pooling: pool.pooling, connections: pool.open }, 'pool created');
     return pool;
   }
+}
+
+/** A tenant whose backend this registry's factory does not serve (a registry built for Postgres only, say). */
+function unsupported(tenant: PoolTenant): LensfleetError {
+  return new LensfleetError('TENANT_UNSUPPORTED', `tenant "${tenant.id}" is a ${tenant.backend} tenant, and this registry makes no pools for that backend`, {
+    details: { tenant: tenant.id, backend: tenant.backend },
+  });
 }
 
 function logPoolEvent(log: Logger, e: PoolEvent): void {

@@ -16,7 +16,7 @@ import { PoolLedger } from './ledger.js';
 import { meta } from './pooled-client.js';
 import { PooledSource } from './pooled-source.js';
 import type { ConnectionSource, SourceHost } from './source.js';
-import type { BudgetMember, CheckoutCallback, CloseReason, PoolClient, PoolObserver, PoolStats, TenantPoolOptions } from './types.js';
+import type { BudgetMember, CheckoutCallback, CloseReason, ManagedPool, PoolClient, PoolObserver, PoolStats, TenantPoolOptions } from './types.js';
 import { UnpooledSource } from './unpooled-source.js';
 
 export type * from './types.js';
@@ -37,7 +37,9 @@ interface Waiter {
   settled: boolean;
 }
 
-export class TenantPool implements BudgetMember {
+export class TenantPool implements BudgetMember, ManagedPool {
+  /** Which backend's pool this is (the job processor dispatches on it). */
+  readonly backend = 'pg' as const;
   readonly tenant: string;
   readonly key: string;
   readonly max: number;
@@ -374,6 +376,11 @@ export class TenantPool implements BudgetMember {
 
   get lastUsedAt(): number {
     return this.#lastUsedAt;
+  }
+
+  /** Its connections count in the process budget: itself. */
+  get budgetMember(): BudgetMember {
+    return this;
   }
 
   get busy(): boolean {

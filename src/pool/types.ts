@@ -11,6 +11,9 @@
  *   budget counts); open: connections the database sees.
  * - demand: connections in use plus acquires waiting.
  * - housekeeping: a pool's background tasks (leak sweep, overflow trim, refill to minSize).
+ * - backend: how a tenant is reached (`pg`: `TenantPool`; `supabase`: `RestTenantPool` in
+ *   src/rest). The registry manages pools of any backend through `ManagedPool`, and makes them
+ *   with an injected `PoolFactory`: nothing in src/pool imports a backend other than Postgres.
  */
 import type pg from 'pg';
 import type { PoolSettings } from '../config.js';
@@ -132,6 +135,72 @@ export interface TenantPoolOptions {
   readonly budget?: ConnectionBudget;
   readonly onEvent?: (event: PoolEvent) => void;
   readonly applicationName?: string;
+}
+
+/** What the registry needs to know of a tenant, whatever its backend. */
+export interface PoolTenant {
+  readonly id: string;
+  /** How the tenant is reached (`pg`, `supabase`): its factory's business, never the registry's. */
+  readonly backend: string;
+  readonly pool: PoolSettings;
+  /** false = connect per job (the guide's rollback plan). */
+  readonly pooling: boolean;
+}
+
+/**
+ * One tenant's pool as the registry manages it, whatever the backend: created by a
+ * `PoolFactory`, warmed, read for stats and idleness, closed. `TenantPool` (Postgres) and
+ * `RestTenantPool` (Supabase REST, src/rest) implement it.
+ */
+export interface ManagedPool {
+  readonly tenant: string;
+  readonly key: string;
+  /** Effective ceiling: min(maxSize + maxOverflow, worker concurrency). */
+  readonly max: number;
+  readonly min: number;
+  readonly pooling: boolean;
+  /** Open connections (for a REST pool: its HTTP sockets). */
+  readonly open: number;
+  /** Connections in use or acquires waiting: a busy pool is never closed for idleness. */
+  readonly busy: boolean;
+  /** Date.now() of the last acquire. */
+  readonly lastUsedAt: number;
+  /**
+   * The pool as the process connection budget counts it, or undefined when its connections do not
+   * count in the budget (a REST pool's sockets: they end at the tenant's HTTP gateway, not at a
+   * database, and undici cannot close one idle socket on demand for another tenant).
+   */
+  readonly budgetMember: BudgetMember | undefined;
+  /** Open minSize connections; resolves once the pool can serve (at once when it opens on demand). */
+  warm(): Promise<void>;
+  stats(): PoolStats;
+  /** Close every connection as it is released; idempotent. */
+  close(): Promise<void>;
+}
+
+/** What the registry hands a factory for one new pool. */
+export interface PoolContext {
+  /** The pool's key (`<tenant>:service`). */
+  readonly key: string;
+  /** Effective ceiling, already clamped to the worker's concurrency. */
+  readonly max: number;
+  /** The process connection budget (a factory whose connections do not count in it ignores it). */
+  readonly budget: ConnectionBudget;
+  readonly observer?: PoolObserver | undefined;
+  readonly onEvent: (event: PoolEvent) => void;
+}
+
+/** How one backend's pools are made; injected into the registry, which knows no backend itself. */
+export interface PoolFactory<T extends PoolTenant, P extends ManagedPool> {
+  /** Whether this factory makes the pools of `tenant` (a reloaded tenant it does not serve loses its pool). */
+  serves(tenant: PoolTenant): tenant is T;
+  /**
+   * What makes two configurations of a tenant need different pools (a changed URL or key, pool
+   * settings, the pooling switch). Only compared, never logged: it may hold secrets.
+   */
+  fingerprint(tenant: T): string;
+  /** A new pool, not warmed yet (the registry warms it). */
+  create(tenant: T, context: PoolContext): P;
 }
 
 /** A checked-out connection. Release it through `TenantPool.release`, exactly once. */

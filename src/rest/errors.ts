@@ -25,34 +25,62 @@ const CONNECT_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTU
 /** Timeouts of undici's own safety nets (the lens timeout aborts with its own error first). */
 const RESPONSE_TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 
+/** Whose token a request carried: the tenant's service key, or a job's verified user token. */
+export type RequestIdentity = 'service' | 'user';
+
 /**
  * The error for a response that is not 2xx.
  *
- * - 401 (PostgREST: the JWT is invalid or expired) → `QUERY_FAILED` for now (not retried).
- * - 403 (a Postgres privilege error as an authenticated role, 42501, or a role the server may
- *   not assume, 0P000) → `QUERY_FAILED`: a grant or a token's role is wrong; a retry fixes neither.
+ * - A privilege the database refused (PostgREST `code` 42501, answered 401 for `anon` and 403
+ *   otherwise) or a role it may not assume (0P*, 403): on a user request → `AUTH_ROLE_FORBIDDEN`
+ *   (the token's role is refused, as on the Postgres path when the database refuses the role —
+ *   over REST both causes are 42501 and cannot be told apart by code); on a service request →
+ *   `QUERY_FAILED` (the tenant's grants, as 42501 on the Postgres path).
+ * - any other 401 (PostgREST: the JWT is invalid, PGRST301; the gateway: the API key is invalid)
+ *   → `AUTH_INVALID`; PGRST303 (JWT expired) → `AUTH_EXPIRED`. Not retried: the worker verified
+ *   the token first, so the tenant's key settings here and the project's differ.
  * - 408, 429 (a gateway's timeout or rate limit) → `QUERY_FAILED_TRANSIENT` (retried).
- * - other 4xx (bad filter, unknown column 42703, unknown table PGRST205, range 416) → `QUERY_FAILED`.
+ * - other 4xx (bad filter, unknown column 42703, unknown table PGRST205, range 416, another 403)
+ *   → `QUERY_FAILED`.
  * - 5xx with PostgREST code 57014 (statement timeout) → `QUERY_TIMEOUT`; any other 5xx (503:
  *   database unreachable, 500: internal, 502/504/520 from a proxy) → `QUERY_FAILED_TRANSIENT`.
  */
-export function restStatusError(status: number, body: string, context: RestErrorContext, secrets: readonly string[]): LensfleetError {
+export function restStatusError(
+  status: number,
+  body: string,
+  context: RestErrorContext,
+  secrets: readonly string[],
+  identity: RequestIdentity = 'service',
+): LensfleetError {
   const parsed = parseErrorBody(body);
   const pgrst = typeof parsed?.code === 'string' ? parsed.code.slice(0, 16) : undefined;
-  const code = statusCode(status, pgrst);
+  const code = statusCode(status, pgrst, identity);
   const serverText = typeof parsed?.message === 'string' ? excerpt(parsed.message, secrets) : undefined;
   const what = `REST request failed with HTTP ${status}${pgrst ? ` (${scrub(pgrst, secrets)})` : ''}${serverText ? `: ${serverText}` : ''}`;
-  return new LensfleetError(code, `${where(context)}${what}`, {
+  return new LensfleetError(code, `${where(context)}${what}${hint(code, identity, context.tenant)}`, {
     details: { ...context, httpStatus: status, ...(pgrst === undefined ? {} : { serverCode: scrub(pgrst, secrets) }) },
   });
 }
 
-function statusCode(status: number, pgrst: string | undefined): ErrorCode {
-  // TODO(lead): 401 → AUTH_INVALID (AUTH_EXPIRED for PGRST303 "JWT expired") and a 403 with
-  // 0P000 (role the server may not assume) → AUTH_ROLE_FORBIDDEN once H3's codes are merged.
+function statusCode(status: number, pgrst: string | undefined, identity: RequestIdentity): ErrorCode {
   if (status >= 500) return pgrst === '57014' ? 'QUERY_TIMEOUT' : 'QUERY_FAILED_TRANSIENT';
+  if ((status === 401 || status === 403) && (pgrst === '42501' || pgrst?.startsWith('0P'))) return identity === 'user' ? 'AUTH_ROLE_FORBIDDEN' : 'QUERY_FAILED';
+  if (status === 401) return pgrst === 'PGRST303' ? 'AUTH_EXPIRED' : 'AUTH_INVALID';
   if (status === 408 || status === 429) return 'QUERY_FAILED_TRANSIENT';
   return 'QUERY_FAILED';
+}
+
+/** What to look at, for the codes whose cause is this worker's settings against the tenant's. */
+function hint(code: ErrorCode, identity: RequestIdentity, tenant: string): string {
+  if (code === 'AUTH_INVALID' || code === 'AUTH_EXPIRED') {
+    return identity === 'user'
+      ? ` (the token passed this worker's check, so ${tenant}'s JWT settings here, ${tenant}_JWT_SECRET or ${tenant}_JWKS_URL, differ from the project's, or the clocks do)`
+      : ` (the tenant refused its service key: check ${tenant}_SUPABASE_SERVICE_KEY)`;
+  }
+  if (code === 'AUTH_ROLE_FORBIDDEN') {
+    return " (the token's role may not be assumed by the tenant's API, or lacks a grant on what the lens reads: fix the role's grants or the tenant's jwtRoles)";
+  }
+  return '';
 }
 
 /**

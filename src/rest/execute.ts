@@ -12,7 +12,7 @@ import { LensfleetError } from '../errors.js';
 import type { LensRows } from '../execute.js';
 import type { Lens } from '../lens.js';
 import type { Secret } from '../secret.js';
-import type { RestQuery } from './client.js';
+import type { RestClient, RestForm, RestQuery } from './client.js';
 import { restFailureError } from './errors.js';
 import type { RestTenantPool } from './pool.js';
 
@@ -38,32 +38,36 @@ export async function executeRestLens<P>(
       { details: context },
     );
   }
-  const started = performance.now();
-  const lease = await pool.acquire();
-  const acquireMs = performance.now() - started;
-  const timeoutMs = lens.timeoutMs ?? pool.settings.statementTimeoutMs;
+  // The query is built before a slot is taken, like a Postgres lens's SQL: a broken form (it
+  // throws, or sends its query itself and returns a promise) is a bug in the lens module
+  // (LENS_INVALID, not retried) and takes no slot.
+  const db = userToken === undefined ? pool.serviceClient : pool.userClient(userToken);
+  const query = buildQuery(form, db, params, context);
   const controller = new AbortController();
+  query.setHeader('Range-Unit', 'items');
+  query.setHeader('Range', `0-${lens.maxRows}`);
+  query.abortSignal(controller.signal);
+  query.throwOnError();
+  // The lens's timeout bounds the wait for a request slot and the request together, as on the
+  // Postgres path: the wait is cut at it (POOL_TIMEOUT), the request gets what is left.
+  const budgetMs = lens.timeoutMs ?? pool.settings.statementTimeoutMs;
+  const started = performance.now();
+  const lease = await pool.acquire(budgetMs);
+  const acquireMs = performance.now() - started;
+  const timeoutMs = Math.max(1, Math.floor(budgetMs - acquireMs));
   // Aborting with a typed reason: undici rejects the fetch (or the body read) with it as it is.
   const timer = setTimeout(
     () =>
       controller.abort(
-        new LensfleetError('QUERY_TIMEOUT', `tenant ${pool.tenant}, lens ${lens.name}: no REST response within ${timeoutMs} ms`, { details: context }),
+        new LensfleetError(
+          'QUERY_TIMEOUT',
+          `tenant ${pool.tenant}, lens ${lens.name}: no REST response within its ${budgetMs} ms timeout${acquireMs >= 1 ? ` (${Math.round(acquireMs)} ms of them spent waiting for a request slot)` : ''}`,
+          { details: context },
+        ),
       ),
     timeoutMs,
   );
   try {
-    const db = userToken === undefined ? pool.serviceClient : pool.userClient(userToken);
-    // A form that throws is a lens bug: its error goes up as it is (like a lens whose SQL builder throws).
-    const query = form(db, params);
-    if (!isUnsentQuery(query)) {
-      throw new LensfleetError('QUERY_FAILED', `lens ${lens.name}: its rest form must return the supabase-js query unawaited (db.from(…)…), not a promise`, {
-        details: context,
-      });
-    }
-    query.setHeader('Range-Unit', 'items');
-    query.setHeader('Range', `0-${lens.maxRows}`);
-    query.abortSignal(controller.signal);
-    query.throwOnError();
     let data: unknown;
     try {
       ({ data } = await query);
@@ -84,6 +88,26 @@ export async function executeRestLens<P>(
     clearTimeout(timer);
     lease.release();
   }
+}
+
+function buildQuery<P>(form: RestForm<P>, db: RestClient, params: P, context: { tenant: string; lens: string }): RestQuery {
+  let query: unknown;
+  try {
+    query = form(db, params);
+  } catch (err) {
+    throw new LensfleetError('LENS_INVALID', `lens ${context.lens} could not build its REST query: ${err instanceof Error ? err.message : String(err)}`, {
+      cause: err,
+      details: context,
+    });
+  }
+  if (!isUnsentQuery(query)) {
+    throw new LensfleetError(
+      'LENS_INVALID',
+      `lens ${context.lens}: its rest form must return the supabase-js query unawaited (db.from(…)…), not a promise or anything else`,
+      { details: context },
+    );
+  }
+  return query;
 }
 
 function isUnsentQuery(q: unknown): q is RestQuery {

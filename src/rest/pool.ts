@@ -4,8 +4,9 @@
  * as a Postgres `TenantPool` so `/pools`, metrics and alerts read both alike.
  *
  * - At most `max` requests are in flight (one per socket, no pipelining); more wait here, in
- *   order, for at most `acquireTimeoutMs` (`POOL_TIMEOUT`), and at most `maxWaiting` of them
- *   (`POOL_BUSY`). undici's own queue stays empty, so waiting is bounded and counted here.
+ *   order, for at most `acquireTimeoutMs` or a job's shorter deadline (`POOL_TIMEOUT`), and at
+ *   most `maxWaiting` of them (`POOL_BUSY`). undici's own queue stays empty, so waiting is
+ *   bounded and counted here.
  * - One reused service client (`createClient`) for service jobs; per user job a client whose
  *   every request carries that job's token (`userClient`). Identity never lives on shared state.
  * - No retries anywhere below BullMQ: supabase-js 2.100 has none, undici's `fetch` has none.
@@ -22,10 +23,11 @@ import { buildConnector, type Dispatcher, Pool, Response, fetch as undiciFetch }
 import type { PoolSettings } from '../config.js';
 import { LensfleetError } from '../errors.js';
 import { DeadlineQueue } from '../pool/deadline-queue.js';
-import type { CloseReason, ConnectionErrorKind, PoolEvent, PoolObserver, PoolStats } from '../pool/types.js';
-import type { Secret } from '../secret.js';
+import type { CloseReason, ConnectionErrorKind, ManagedPool, PoolEvent, PoolFactory, PoolObserver, PoolStats, PoolTenant } from '../pool/types.js';
+import { fingerprintOf, type Secret } from '../secret.js';
+import type { SupabaseTenant } from '../tenants.js';
 import type { RestClient } from './client.js';
-import { findCode, restFailureError, restStatusError } from './errors.js';
+import { findCode, type RequestIdentity, restFailureError, restStatusError } from './errors.js';
 
 /** Largest response body read by default (8 MiB): a lens result is rows for a job, not a dump. */
 export const DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024;
@@ -59,12 +61,44 @@ type FetchFn = typeof globalThis.fetch;
 interface Waiter {
   readonly started: number;
   readonly deadline: number;
+  /** How long this request may wait (acquireTimeoutMs, or a job's shorter deadline). */
+  readonly timeoutMs: number;
   settled: boolean;
   resolve: ((lease: RestLease) => void) | undefined;
   reject: ((err: LensfleetError) => void) | undefined;
 }
 
-export class RestTenantPool {
+/**
+ * Supabase tenants' pools, for the registry: one `RestTenantPool` each. Its sockets do not count
+ * in the process connection budget (`budgetMember` is undefined): they end at the tenant's HTTP
+ * gateway, whose PostgREST keeps its own database pool, and undici cannot close one idle socket on
+ * demand to make room for another tenant. Each REST pool is still bounded by its effective max.
+ */
+export const restPools: PoolFactory<SupabaseTenant, RestTenantPool> = {
+  serves: (t: PoolTenant): t is SupabaseTenant => t.backend === 'supabase',
+  // A digest: the registry keeps it for the pool's life, and the service key is a secret.
+  fingerprint: (t) => fingerprintOf('supabase', t.supabaseUrl, t.serviceKey.reveal(), t.pooling, t.pool),
+  create: (t, ctx) =>
+    new RestTenantPool({
+      tenant: t.id,
+      key: ctx.key,
+      supabaseUrl: t.supabaseUrl,
+      serviceKey: t.serviceKey,
+      settings: t.pool,
+      max: ctx.max,
+      pooling: t.pooling,
+      ...(ctx.observer ? { observer: ctx.observer } : {}),
+      onEvent: ctx.onEvent,
+    }),
+};
+
+export class RestTenantPool implements ManagedPool {
+  /** Which backend's pool this is (the job processor dispatches on it). */
+  readonly backend = 'supabase' as const;
+  /** HTTP sockets are not opened ahead of demand: a first request opens one in a round trip. */
+  readonly min = 0;
+  /** Its sockets do not count in the process connection budget (see `restPools`). */
+  readonly budgetMember = undefined;
   readonly tenant: string;
   readonly key: string;
   readonly max: number;
@@ -89,6 +123,11 @@ export class RestTenantPool {
   #queue: (Waiter | undefined)[] = [];
   #head = 0;
   readonly #deadlines = new DeadlineQueue<Waiter>((w) => this.#expired(w));
+  /**
+   * Waits with a shorter deadline of their own (a lens timeout below acquireTimeoutMs): one queue
+   * per distinct timeout, so each stays in deadline order (lenses have few distinct ones).
+   */
+  readonly #shorterDeadlines = new Map<number, DeadlineQueue<Waiter>>();
   readonly #stats = {
     requests_total: 0,
     requests_wait_ms_total: 0,
@@ -166,21 +205,22 @@ export class RestTenantPool {
   userClient(token: Secret): RestClient {
     const bearer = `Bearer ${token.reveal()}`;
     const apikey = this.#serviceKey.reveal();
-    const poolFetch = this.#fetch;
+    const send = this.#send;
     const fetch = (input: Parameters<FetchFn>[0], init?: RequestInit): Promise<Response> => {
       const headers = new Headers(init?.headers);
       headers.set('apikey', apikey);
       headers.set('Authorization', bearer);
-      return poolFetch(input, { ...init, headers });
+      return send(input, { ...init, headers }, 'user');
     };
     return new PostgrestClient(this.#restUrl, { fetch: fetch as FetchFn }) as unknown as RestClient;
   }
 
   /**
    * A request slot, waiting at most `acquireTimeoutMs` (`POOL_TIMEOUT`) behind at most
-   * `maxWaiting` others (`POOL_BUSY`).
+   * `maxWaiting` others (`POOL_BUSY`). `timeoutMs` shortens the wait (a job's own deadline),
+   * never lengthens it.
    */
-  acquire(): Promise<RestLease> {
+  acquire(timeoutMs?: number): Promise<RestLease> {
     if (this.#closed) return Promise.reject(new LensfleetError('POOL_CLOSED', `pool ${this.key} is closed`, { details: { tenant: this.tenant } }));
     this.#stats.requests_total++;
     this.#lastUsedAt = Date.now();
@@ -197,13 +237,29 @@ export class RestTenantPool {
         }),
       );
     }
+    const limit = timeoutMs !== undefined && timeoutMs < this.settings.acquireTimeoutMs ? Math.max(0, timeoutMs) : this.settings.acquireTimeoutMs;
     return new Promise<RestLease>((resolve, reject) => {
       const now = performance.now();
-      const w: Waiter = { started: now, deadline: now + this.settings.acquireTimeoutMs, settled: false, resolve, reject };
+      const w: Waiter = { started: now, deadline: now + limit, timeoutMs: limit, settled: false, resolve, reject };
       this.#waiting++;
       this.#queue.push(w);
-      this.#deadlines.add(w);
+      this.#deadlinesFor(limit).add(w);
     });
+  }
+
+  #deadlinesFor(timeoutMs: number): DeadlineQueue<Waiter> {
+    if (timeoutMs === this.settings.acquireTimeoutMs) return this.#deadlines;
+    let q = this.#shorterDeadlines.get(timeoutMs);
+    if (q === undefined) {
+      q = new DeadlineQueue<Waiter>((w) => this.#expired(w));
+      this.#shorterDeadlines.set(timeoutMs, q);
+    }
+    return q;
+  }
+
+  /** Nothing to open ahead of demand (see `min`): ready at once. */
+  warm(): Promise<void> {
+    return Promise.resolve();
   }
 
   /** Close every socket once its request is done; waiting and later acquires fail with `POOL_CLOSED`. Idempotent. */
@@ -211,7 +267,7 @@ export class RestTenantPool {
     this.#closing ??= (async () => {
       this.#closed = true;
       const closed = new LensfleetError('POOL_CLOSED', `pool ${this.key} was closed while this request waited`, { details: { tenant: this.tenant } });
-      this.#deadlines.drain((w) => this.#settle(w).reject?.(closed));
+      for (const queue of [this.#deadlines, ...this.#shorterDeadlines.values()]) queue.drain((w) => this.#settle(w).reject?.(closed));
       this.#queue = [];
       this.#head = 0;
       await this.#agent.close();
@@ -225,6 +281,11 @@ export class RestTenantPool {
 
   /** Open sockets. */
   get size(): number {
+    return this.#agent.stats.connected;
+  }
+
+  /** Open sockets (`ManagedPool.open`). */
+  get open(): number {
     return this.#agent.stats.connected;
   }
 
@@ -248,8 +309,7 @@ export class RestTenantPool {
       key: this.key,
       pooling: this.pooling,
       max: this.max,
-      // HTTP sockets are not opened ahead of demand: a first request opens one in a round trip.
-      min: 0,
+      min: this.min,
       maxSize: this.settings.maxSize,
       size: n.total,
       opening: n.opening,
@@ -324,7 +384,7 @@ export class RestTenantPool {
     reject?.(
       new LensfleetError(
         'POOL_TIMEOUT',
-        `pool ${this.key} timed out after ${this.settings.acquireTimeoutMs} ms waiting for a request slot (sockets=${n.total}, active=${n.active}, idle=${n.idle}, waiting=${n.waiting}, max=${this.max})`,
+        `pool ${this.key} timed out after ${w.timeoutMs} ms waiting for a request slot (sockets=${n.total}, active=${n.active}, idle=${n.idle}, waiting=${n.waiting}, max=${this.max})`,
         { details: { tenant: this.tenant, ...n } },
       ),
     );
@@ -336,7 +396,7 @@ export class RestTenantPool {
    * thrown as `LensfleetError`s; the query runs with `throwOnError`, so they reach the job as
    * they are.
    */
-  readonly #fetch = async (input: Parameters<FetchFn>[0], init?: RequestInit): Promise<Response> => {
+  readonly #send = async (input: Parameters<FetchFn>[0], init: RequestInit | undefined, identity: RequestIdentity): Promise<Response> => {
     let res: Awaited<ReturnType<typeof undiciFetch>>;
     try {
       res = await undiciFetch(input as string, { ...(init as object), dispatcher: this.#dispatcher });
@@ -344,9 +404,12 @@ export class RestTenantPool {
       throw this.#failure(err);
     }
     const body = await this.#readBody(res);
-    if (!res.ok) throw restStatusError(res.status, body, { tenant: this.tenant }, this.#secrets(init));
+    if (!res.ok) throw restStatusError(res.status, body, { tenant: this.tenant }, this.#secrets(init), identity);
     return new Response(res.status === 204 ? null : body, { status: res.status, statusText: res.statusText, headers: res.headers });
   };
+
+  /** The service client's fetch: its requests carry the service key. */
+  readonly #fetch = (input: Parameters<FetchFn>[0], init?: RequestInit): Promise<Response> => this.#send(input, init, 'service');
 
   async #readBody(res: Awaited<ReturnType<typeof undiciFetch>>): Promise<string> {
     const cap = this.maxResponseBytes;

@@ -15,7 +15,7 @@ import pino, { type Logger } from 'pino';
 import { inject } from 'vitest';
 import { createLensQueue, type LensQueue } from '../../queues/producer.js';
 import { DEFAULT_POOL_SETTINGS, loadWorkerConfig, type PoolSettings, type WorkerConfig } from '../../src/config.js';
-import { LensCatalog } from '../../src/lens.js';
+import { type Lens, LensCatalog } from '../../src/lens.js';
 import { maritimeLenses } from '../../src/lenses/maritime.js';
 import { REDACT_PATHS } from '../../src/logger.js';
 import { createTenantDatabase, dropTenantDatabase, type TenantDatabase } from '../../dev/local/tenant-db.js';
@@ -65,6 +65,8 @@ export class LogCapture {
 }
 
 export interface TestWorkerOptions {
+  /** Lenses added to the demo and test lenses. */
+  lenses?: readonly Lens<unknown>[];
   env: Record<string, string>;
   concurrency?: number;
   pool?: Partial<PoolSettings>;
@@ -105,7 +107,7 @@ export async function startTestWorker(opts: TestWorkerOptions): Promise<TestWork
     ...opts.extra,
   });
   const tenants = loadTenantDirectory(config, opts.env);
-  const catalog = new LensCatalog([...maritimeLenses, ...testLenses]);
+  const catalog = new LensCatalog([...maritimeLenses, ...testLenses, ...(opts.lenses ?? [])]);
   const logs = new LogCapture();
   const service = await startWorkerService({ config, tenants, catalog, logger: logs.logger, http: opts.http ?? true });
   const connection = { url: redisUrl() };

@@ -61,6 +61,21 @@ export async function startRestTenants(ids: string[], rows = 40, standIn: Partia
   };
 }
 
+/**
+ * The environment that configures a worker for these Supabase tenants: `<ID>_SUPABASE_URL` (the
+ * stand-in), `<ID>_SUPABASE_SERVICE_KEY` and `<ID>_JWT_SECRET` (the project's, so the worker
+ * verifies user tokens with the key the stand-in checks them with).
+ */
+export function restTenantEnv(tenants: readonly RestTenant[]): Record<string, string> {
+  const env: Record<string, string> = { LENSFLEET_TENANTS: tenants.map((t) => t.id).join(',') };
+  for (const t of tenants) {
+    env[`${t.id}_SUPABASE_URL`] = t.standIn.url;
+    env[`${t.id}_SUPABASE_SERVICE_KEY`] = t.serviceKey;
+    env[`${t.id}_JWT_SECRET`] = t.jwtSecret;
+  }
+  return env;
+}
+
 /** A REST pool for a stand-in tenant; its events are collected. */
 export function makeRestPool(
   t: RestTenant,
