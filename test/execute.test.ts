@@ -59,6 +59,13 @@ const failing = defineLens({
   sql: ({ d }) => ({ text: 'SELECT 1 / $1::int AS x', values: [d] }),
 });
 
+/** pg_sleep under the pool's statement timeout (5 s): no lens deadline cuts the wait before it. */
+const sleeper = defineLens({
+  name: 'exec.sleeper',
+  params: z.object({ seconds: z.number() }),
+  sql: ({ seconds }) => ({ text: 'SELECT pg_sleep($1::float8) AS slept', values: [seconds] }),
+});
+
 const unsendable = defineLens({
   name: 'exec.unsendable',
   params: z.object({}),
@@ -170,7 +177,7 @@ describe('executeLens', () => {
     await pool.warm();
     const held = await pool.acquire();
     const started = performance.now();
-    const run = executeLens(pool, ownTimeout, { seconds: 0.2 });
+    const run = executeLens(pool, sleeper, { seconds: 0.2 });
     await waitFor('the run to wait for the connection', () => pool.stats().waiting === 1, 2000, 5);
     await sleep(300);
     pool.release(held);
