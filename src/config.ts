@@ -92,7 +92,7 @@ export const PROCESS_SETTINGS = {
     env: 'LENSFLEET_SHUTDOWN_TIMEOUT_MS',
     schema: int(0, 3_600_000),
     default: 30_000,
-    help: 'how long SIGTERM waits for active jobs',
+    help: 'how long SIGTERM waits for active jobs; then their connections are ended and they are retried',
   }),
   metricsMaxTenants: setting({
     env: 'LENSFLEET_METRICS_MAX_TENANTS',

@@ -41,7 +41,8 @@ describe('worker config', () => {
     expect(Object.isFrozen(c)).toBe(true);
   });
 
-  it('reads every pool variable and the process settings', () => {
+  // Every variable, each set alone and spelled independently of the tables: settings.test.ts.
+  it('reads pool and process variables set together; PORT wins over LENSFLEET_METRICS_PORT', () => {
     const c = loadWorkerConfig({
       LENSFLEET_POOL_MIN_SIZE: '2',
       LENSFLEET_POOL_MAX_SIZE: '10',

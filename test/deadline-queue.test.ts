@@ -14,6 +14,14 @@ interface Item {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Poll until `done` (a wide 10 s limit: timers run late on a loaded machine). */
+async function waitUntil(done: () => boolean): Promise<void> {
+  const limit = performance.now() + 10_000;
+  while (!done()) {
+    if (performance.now() > limit) throw new Error('timed out');
+    await sleep(5);
+  }
+}
 
 describe('DeadlineQueue', () => {
   it('expires pending items at their own deadlines, in order, and skips settled ones', async () => {
@@ -26,7 +34,8 @@ describe('DeadlineQueue', () => {
     const items = [40, 80, 120].map((ms, id) => ({ id, deadline: t0 + ms, settled: false }));
     for (const item of items) q.add(item);
     items[1]!.settled = true; // granted in time: never expires
-    await sleep(200);
+    // (in deadline order, so item 1 would have expired before item 2)
+    await waitUntil(() => expired.some((e) => e.id === 2));
     expect(expired.map((e) => e.id)).toEqual([0, 2]);
     for (const e of expired) expect(e.late).toBeGreaterThanOrEqual(0);
     expect(q.retained).toBe(0); // nothing pending: the timer stopped and the array emptied

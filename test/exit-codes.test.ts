@@ -13,6 +13,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { createLensQueue, enqueue } from '../queues/producer.js';
 import {
+  activeMutantEnv,
   createTenants,
   killWorker,
   pgAdminUrl,
@@ -39,7 +40,7 @@ interface Ran {
 /** Run a process to its end (killed after `timeoutMs`); stdout and stderr together. */
 function run(args: string[], env: Record<string, string>, timeoutMs = 30_000): Promise<Ran> {
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, args, { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, args, { env: { PATH: process.env.PATH ?? '', ...activeMutantEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     let stdout = '';
     proc.stdout.on('data', (d: Buffer) => {
@@ -197,6 +198,7 @@ describe('worker exit codes', () => {
       const proc = spawn(process.execPath, [WORKER_ENTRY], {
         env: {
           PATH: process.env.PATH ?? '',
+          ...activeMutantEnv(),
           REDIS_URL: gate.url,
           PORT: String(port),
           LENSFLEET_METRICS_HOST: '127.0.0.1',

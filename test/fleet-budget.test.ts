@@ -201,6 +201,41 @@ describe('process connection budget: exhaustion', () => {
     expect(took).toBeLessThan(2000);
   });
 
+  it('a full budget closes the least recently used idle connection of another tenant: quiet pools first (oldest use first), then busy ones', async () => {
+    const evicted: string[] = [];
+    const pool = (tenant: string, lastUsedAt: number, idle: number, busy: boolean) => {
+      const m = {
+        tenant,
+        size: Math.max(1, idle),
+        idleCount: idle,
+        busy,
+        lastUsedAt,
+        evictIdle: async () => {
+          evicted.push(tenant);
+          m.size--;
+          m.idleCount--;
+          return true;
+        },
+      };
+      return m;
+    };
+    const requester = pool('yWants', 4000, 0, true); // its new connection's slot already counts
+    const busyOldest = pool('yBusyOldest', 500, 1, true);
+    const quietNewer = pool('yQuietNewer', 3000, 1, false);
+    const quietOlder = pool('yQuietOlder', 1000, 1, false);
+    const budget = new ProcessBudget(3, new Set<BudgetMember>([requester, quietNewer, busyOldest, quietOlder]), new LogCapture().logger);
+    await budget.reserve(requester, 1000);
+    expect(evicted).toEqual(['yQuietOlder']);
+    requester.size++; // the next connection it opens
+    await budget.reserve(requester, 1000);
+    expect(evicted).toEqual(['yQuietOlder', 'yQuietNewer']);
+    requester.size++;
+    // no quiet pool has an idle connection left: a busy pool's idle one goes
+    await budget.reserve(requester, 1000);
+    expect(evicted).toEqual(['yQuietOlder', 'yQuietNewer', 'yBusyOldest']);
+    expect(budget.total()).toBe(3);
+  });
+
   it('room that appears before the timeout (a connection closed elsewhere) lets the reservation through', async () => {
     const requester = member('yWants', 1);
     const other = { ...member('yBusy', 2) };
@@ -328,6 +363,16 @@ describe('rollback switch: a fresh connection per job', () => {
       expect(metric(text, `lensfleet_pool_connections{tenant="${OFF}",state="in_use"}`)).toBe(0);
       expect(metric(text, `lensfleet_pool_saturation_ratio{tenant="${OFF}"}`)).toBe(0);
       expect(metric(text, 'lensfleet_process_connections')).toBe(0);
+
+      // While a job holds its fresh connection, the pool is in use like a pooled one: 1 of 4.
+      const holder = await enqueue(w.queue, { tenant: OFF, lens: 'test.sleep', params: { seconds: 5 } }, { attempts: 1 });
+      await waitFor('the job to hold its connection', () => w.service.registry.stats()[0]?.inUse === 1, 5000, 10);
+      const busy = await scrape(w);
+      expect(metric(busy, `lensfleet_pool_saturation_ratio{tenant="${OFF}"}`)).toBe(0.25);
+      expect(metric(busy, `lensfleet_pool_connections{tenant="${OFF}",state="in_use"}`)).toBe(1);
+      expect(metric(busy, 'lensfleet_process_connections')).toBe(1);
+      await terminateBackends(db(OFF), { idleOnly: false }); // end the sleep now rather than in 5 s
+      await holder.waitUntilFinished(w.events, 10_000).catch(() => {});
     } finally {
       await w.close();
     }

@@ -7,6 +7,7 @@
  * - the overflow trim closes overflow only after a whole linger window of low demand.
  * Their effect on real pools is in pool-semantics, pool-lifecycle and warm-up tests.
  */
+import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { LeakSweep, OverflowTrim, Refill } from '../src/pool/housekeeping.js';
 import type { ClientMeta } from '../src/pool/pooled-client.js';
@@ -121,6 +122,7 @@ describe('Refill', () => {
 
 describe('LeakSweep', () => {
   const held = (handedOutAt: number): ClientMeta => ({
+    client: new pg.Client(), // never connected: the sweep looks only at the metadata
     expiresAt: Infinity,
     releasedAt: 0,
     handedOutAt,

@@ -30,14 +30,18 @@ import { hasNumber, shortenForDurations, signalExprs, startPrometheus, vectorOf,
 
 const JOB = 'lensfleet-worker';
 const FOR_SHORT = '2s';
-/** How long HELD's two connections are held (the lens' maximum); cut short by pg_terminate_backend at the end. */
-const SLEEP_S = 20;
 /**
- * How long Prometheus scrapes under load after its first successful scrape before the panels are
- * read: a few samples in every rate window. (The first scrape itself comes ~5 s after start:
- * Prometheus' discovery manager batches target updates every 5 s.)
+ * How long HELD's two connections are held (the lens' maximum): longer than this whole file may
+ * take on a loaded machine, so HELD is saturated whenever an alert is looked for; cut short by
+ * pg_terminate_backend at the end.
  */
-const SCRAPE_MS = 3000;
+const SLEEP_S = 60;
+/**
+ * Successful scrapes under load, after the first, before the panels are read: a few samples in
+ * every rate window. (The first scrape comes ~5 s after start: Prometheus' discovery manager
+ * batches target updates every 5 s.)
+ */
+const SCRAPES = 4;
 /** Grafana's built-in interval variables, as a 1 s scrape would give them. */
 const GRAFANA_INTERVALS: Record<string, string> = {
   __rate_interval: '30s',
@@ -163,9 +167,18 @@ describe('live Prometheus: dashboard panels and alert rules against a worker und
     );
     // A leak while Prometheus watches: LEAKY holds one connection past its 300 ms threshold.
     await enqueue(worker.queue, { tenant: LEAKY, lens: 'test.sleep', params: { seconds: 1 } }, { attempts: 1 });
-    // rate() needs two samples in its window; give the [30s] panel windows several.
-    await sleep(SCRAPE_MS);
-  }, 60_000);
+    // rate() needs two samples in its window: wait until Prometheus holds several scrapes taken
+    // under load, the last of them after the leak was counted (not a fixed time: scrapes slow
+    // down on a loaded machine).
+    await waitFor(
+      `${SCRAPES} scrapes under load, one after the leak`,
+      async () =>
+        vectorOf(await p.query(`count_over_time(up{job="${JOB}"}[5m]) >= ${SCRAPES + 1}`)).length === 1 &&
+        vectorOf(await p.query(`lensfleet_pool_leaks_total{tenant="${LEAKY}"} >= 1`)).length === 1,
+      30_000,
+      200,
+    );
+  }, 90_000);
 
   afterAll(async () => {
     const steps: [string, () => Promise<unknown> | undefined][] = [
@@ -257,7 +270,7 @@ describe('live Prometheus: dashboard panels and alert rules against a worker und
         }
         return expected.every(([name, tenant]) => seen.has(key(name, tenant)));
       },
-      12_000,
+      30_000,
     );
     const missing = expected.filter(([name, tenant]) => !seen.has(key(name, tenant)));
     expect(missing, `never seen firing; active alerts now: ${describeAlerts(alerts)}`).toEqual([]);
@@ -270,10 +283,10 @@ describe('live Prometheus: dashboard panels and alert rules against a worker und
     await Promise.all(sleepers);
     await w!.close();
     const p = prom!;
-    await waitFor('up == 0', async () => vectorOf(await p.query(`up{job="${JOB}"} == 0`)).length === 1, 10_000, 200);
+    await waitFor('up == 0', async () => vectorOf(await p.query(`up{job="${JOB}"} == 0`)).length === 1, 30_000, 200);
     const names = ['LensfleetWorkerDown', 'LensfleetNoWorkers'];
     const missing = (alerts: ActiveAlert[]) => names.filter((name) => !alerts.some((a) => a.labels.alertname === name && a.state === 'firing'));
-    const alerts = await pollAlerts(p, (a) => missing(a).length === 0, 10_000);
+    const alerts = await pollAlerts(p, (a) => missing(a).length === 0, 30_000);
     expect(missing(alerts), `not firing; active alerts: ${describeAlerts(alerts)}`).toEqual([]);
   });
 });

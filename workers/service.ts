@@ -161,6 +161,10 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     maxPayloadBytes: config.maxPayloadBytes,
     retry: config.jobs,
   });
+  // The worker's own connection. BullMQ does not close a connection it was handed (it may be
+  // shared), so closing it is a cleanup step of ours, after the worker's.
+  const workerRedis = new Redis(config.redisUrl.reveal(), redisOptions);
+  cleanups.push({ name: 'worker redis', run: () => workerRedis.quit().catch(() => workerRedis.disconnect()) });
   const worker = new Worker<unknown, LensResult>(
     config.queueName,
     async (job) => {
@@ -173,7 +177,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
       }
     },
     {
-      connection: new Redis(config.redisUrl.reveal(), redisOptions),
+      connection: workerRedis,
       concurrency: config.concurrency,
       autorun: false,
       // BullMQ applies these only to jobs that bring no retention of their own; applyJobBounds
@@ -185,7 +189,10 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
   );
   // Without an 'error' listener an EventEmitter error (Redis loss) would crash the process.
   worker.on('error', (err) => logger.warn({ code: (err as { code?: string }).code, msg: err.message }, 'worker error'));
-  cleanups.push({ name: 'worker', run: () => closeWorker(worker, config.shutdownTimeoutMs, logger) });
+  // A drain that outlasts the shutdown timeout ends the connections its jobs still hold (and so
+  // those jobs, as retried failures), closing the pools early: waiting for their queries could
+  // take as long as they run.
+  cleanups.push({ name: 'worker', run: () => closeWorker(worker, config.shutdownTimeoutMs, logger, () => registry.close({ abandonCheckedOut: true })) });
 
   let http: HttpServer | undefined;
   try {
@@ -298,18 +305,33 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
   };
 }
 
-async function closeWorker(worker: Worker, timeoutMs: number, logger: Logger): Promise<void> {
+/**
+ * Stop taking jobs and wait for the active ones, at most `timeoutMs`; then `abandon` them (end
+ * their connections: they fail, as a lost connection, and BullMQ retries them) and wait for the
+ * worker to close, at most as long again. BullMQ's `close(true)` cannot cut the wait short: once
+ * a graceful close is under way it returns that same promise, which waits for the jobs.
+ */
+async function closeWorker(worker: Worker, timeoutMs: number, logger: Logger, abandon: () => Promise<void>): Promise<void> {
+  const graceful = worker.close().then(() => 'closed' as const);
+  if ((await within(graceful, timeoutMs)) === 'closed') return;
+  logger.warn({ timeoutMs }, 'shutdown timeout reached; ending the connections of jobs still active (they will be retried)');
+  void abandon().catch(() => {});
+  if ((await within(graceful, Math.max(1000, timeoutMs))) === 'closed') return;
+  // A job stuck outside the database (a lens module that never returns): leave it to BullMQ's
+  // stalled-job check, which hands it to another worker once this one is gone.
+  logger.warn('the worker did not close after its jobs were abandoned; closing the rest anyway');
+}
+
+/** `p`'s outcome, or 'timeout' after `ms`. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
   let timer: NodeJS.Timeout | undefined;
-  const graceful = worker.close();
   const timedOut = new Promise<'timeout'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+    timer = setTimeout(() => resolve('timeout'), ms);
   });
-  const outcome = await Promise.race([graceful.then(() => 'closed' as const), timedOut]);
-  clearTimeout(timer);
-  if (outcome === 'timeout') {
-    // Jobs still running go back to the queue through BullMQ's stalled-job check: nothing lost.
-    logger.warn({ timeoutMs }, 'shutdown timeout reached; closing with jobs still active (they will be retried)');
-    await worker.close(true);
+  try {
+    return await Promise.race([p, timedOut]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

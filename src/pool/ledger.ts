@@ -217,6 +217,7 @@ export class PoolLedger {
     // Lifetime jittered by up to −5 % so a pool's connections don't all reconnect together.
     const lifetimeMs = this.settings.recycleSeconds * 1000 * (1 - Math.random() * 0.05);
     const m: ClientMeta = {
+      client,
       expiresAt: this.settings.recycleSeconds > 0 ? Date.now() + lifetimeMs : Infinity,
       releasedAt: Date.now(),
       handedOutAt: 0,

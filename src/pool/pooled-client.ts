@@ -8,6 +8,8 @@ import type { CloseReason, ConnectionLease } from './types.js';
 
 /** Metadata of one open connection, keyed by its pg client. */
 export interface ClientMeta {
+  /** The connection itself (to end it when its pool closes without waiting for its job). */
+  readonly client: pg.Client;
   expiresAt: number;
   releasedAt: number;
   /** When a job got it (for leak detection); 0 while idle. */

@@ -217,8 +217,13 @@ export class PoolRegistry<T extends PoolTenant = PgTenant, P extends ManagedPool
     return false;
   }
 
-  /** Close every pool; later `get` calls fail with `POOL_CLOSED`. Idempotent. */
-  close(): Promise<void> {
+  /**
+   * Close every pool; later `get` calls fail with `POOL_CLOSED`. Checked-out connections close as
+   * their jobs release them, or at once with `abandonCheckedOut` (see TenantPool.close).
+   * Idempotent (a later call may still abandon what is checked out).
+   */
+  close(opts: { abandonCheckedOut?: boolean } = {}): Promise<void> {
+    if (opts.abandonCheckedOut && this.#closing !== undefined) for (const p of this.#all) void p.close(opts);
     this.#closing ??= (async () => {
       this.#closed = true;
       clearInterval(this.#maintenance);
@@ -226,7 +231,7 @@ export class PoolRegistry<T extends PoolTenant = PgTenant, P extends ManagedPool
       const entries = [...this.#entries.values()];
       this.#entries.clear();
       for (const e of entries) e.retired = true;
-      const results = await Promise.allSettled([...this.#all].map((p) => p.close()));
+      const results = await Promise.allSettled([...this.#all].map((p) => p.close(opts)));
       for (const r of results) if (r.status === 'rejected') this.#opts.logger.warn({ err: r.reason }, 'closing pool failed');
       for (const e of entries) this.#opts.onPoolClosed?.(e.tenant.id);
       this.#all.clear();

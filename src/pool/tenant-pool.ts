@@ -385,9 +385,21 @@ export class TenantPool implements BudgetMember, LeaseMember, ManagedPool {
 
   /**
    * Close every connection; waiting and later acquires fail with `POOL_CLOSED`. Checked-out
-   * connections are closed as they are released (a graceful drain). Idempotent.
+   * connections are closed as they are released (a graceful drain), or, with `abandonCheckedOut`,
+   * ended now: the worker gave up waiting for their jobs (its shutdown timeout), which then fail
+   * with a lost connection and are retried elsewhere; the statement timeout bounds what their
+   * queries still cost the server. Idempotent (a later call may still abandon what is checked out).
    */
-  close(): Promise<void> {
+  close(opts: { abandonCheckedOut?: boolean } = {}): Promise<void> {
+    if (opts.abandonCheckedOut) {
+      for (const m of this.#ledger.connections) {
+        if (!m.checkedOut) continue;
+        // The job's query fails at once (pg ends a connection with a query in flight by destroying
+        // its socket) with an error that, released with it, reports a lost connection: retried.
+        m.lost = true;
+        void m.client.end().catch(() => {});
+      }
+    }
     this.#closing ??= (async () => {
       this.#closed = true;
       this.#leases?.detach();

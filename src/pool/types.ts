@@ -247,8 +247,12 @@ export interface ManagedPool {
   /** Open minSize connections; resolves once the pool can serve (at once when it opens on demand). */
   warm(): Promise<void>;
   stats(): PoolStats;
-  /** Close every connection as it is released; idempotent. */
-  close(): Promise<void>;
+  /**
+   * Close every connection as it is released; with `abandonCheckedOut`, end those still in use
+   * now (the worker gave up waiting for their jobs; `TenantPool` does, a REST pool closes as
+   * always). Idempotent; a later call may still abandon.
+   */
+  close(opts?: { abandonCheckedOut?: boolean }): Promise<void>;
 }
 
 /** What the registry hands a factory for one new pool. */

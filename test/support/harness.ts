@@ -199,6 +199,16 @@ export interface ChildWorker {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/**
+ * Under mutation testing (`npm run test:mutation`), the mutant active in this test process, for a
+ * child process's instrumented code (StrykerJS's instrumented modules read this variable when
+ * they load): without it a worker process would always run the original code. Empty otherwise.
+ */
+export function activeMutantEnv(): Record<string, string> {
+  const id = (globalThis as { __stryker__?: { activeMutant?: unknown } }).__stryker__?.activeMutant;
+  return id === undefined || id === null ? {} : { __STRYKER_ACTIVE_MUTANT__: String(id) };
+}
+
 /** Spawn a real worker process (compiled entry point) with the given environment. */
 export async function spawnWorker(env: Record<string, string>): Promise<ChildWorker> {
   if (!existsSync(WORKER_ENTRY)) throw new Error(`${WORKER_ENTRY} is missing: run \`npm run build\` (npm test does) first`);
@@ -212,6 +222,7 @@ export async function spawnWorker(env: Record<string, string>): Promise<ChildWor
       LENSFLEET_METRICS_HOST: '127.0.0.1',
       LENSFLEET_LENS_MODULES: TEST_LENS_MODULE,
       LOG_LEVEL: 'info',
+      ...activeMutantEnv(),
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -7,9 +7,9 @@ import { defineLens } from '../../src/lens.js';
 /** Holds its connection for `seconds` (pg_sleep), then names the database it ran in. */
 export const sleepLens = defineLens({
   name: 'test.sleep',
-  params: z.object({ seconds: z.number().min(0).max(20) }).strict(),
+  params: z.object({ seconds: z.number().min(0).max(60) }).strict(),
   sql: ({ seconds }) => ({ text: 'SELECT pg_sleep($1::float8) AS slept, current_database() AS db', values: [seconds] }),
-  timeoutMs: 30_000,
+  timeoutMs: 90_000,
 });
 
 /** Who and where the query ran: database, role, and the tenant marker of the data. */
