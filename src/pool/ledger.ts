@@ -10,16 +10,17 @@ import type pg from 'pg';
 import type { PoolSettings } from '../config.js';
 import { type ErrorCode, LensfleetError, markConnectionLoss } from '../errors.js';
 import { type ClientMeta, ConnectTimeoutError, meta, OpenNotNeeded, type PooledClient } from './pooled-client.js';
-import type {
-  BudgetMember,
-  CloseReason,
-  ConnectionBudget,
-  ConnectionErrorKind,
-  ConnectionLease,
-  LeaseMember,
-  PoolEvent,
-  PoolLeases,
-  PoolObserver,
+import {
+  connectionCounters,
+  type BudgetMember,
+  type CloseReason,
+  type ConnectionBudget,
+  type ConnectionErrorKind,
+  type ConnectionLease,
+  type LeaseMember,
+  type PoolEvent,
+  type PoolLeases,
+  type PoolObserver,
 } from './types.js';
 
 /** The connection error kind (metrics label) of each error an open can fail with; anything else is `connect`. */
@@ -56,15 +57,7 @@ export class PoolLedger {
   leaseWaiting = 0;
   /** Fleet leases held: by connections open, and by opens that got one and are connecting. */
   leases = 0;
-  readonly counters = {
-    connections_opened_total: 0,
-    pings_failed_total: 0,
-    leaks_total: 0,
-    lease_waits_total: 0,
-    lease_timeouts_total: 0,
-    connections_closed_total: {} as Record<string, number>,
-    connection_errors_total: {} as Record<string, number>,
-  };
+  readonly counters = connectionCounters();
   readonly #member: BudgetMember & LeaseMember;
   readonly #observer: PoolObserver;
   readonly #budget: ConnectionBudget | undefined;

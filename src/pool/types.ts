@@ -349,3 +349,16 @@ export function poolStats(
     leases: n.leases ?? 0,
   };
 }
+
+/** A fresh set of a pool's connection counters (every backend's pool starts from it). */
+export function connectionCounters() {
+  return {
+    connections_opened_total: 0,
+    pings_failed_total: 0,
+    leaks_total: 0,
+    lease_waits_total: 0,
+    lease_timeouts_total: 0,
+    connections_closed_total: {} as Record<string, number>,
+    connection_errors_total: {} as Record<string, number>,
+  };
+}

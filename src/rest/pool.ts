@@ -24,6 +24,7 @@ import type { PoolSettings } from '../config.js';
 import { LensfleetError } from '../errors.js';
 import { DeadlineQueues } from '../pool/deadline-queue.js';
 import {
+  connectionCounters,
   poolStats,
   type CloseReason,
   type ConnectionErrorKind,
@@ -138,14 +139,8 @@ export class RestTenantPool implements ManagedPool {
     requests_wait_ms_total: 0,
     acquire_timeouts_total: 0,
     pool_busy_total: 0,
-    connections_opened_total: 0,
-    pings_failed_total: 0,
-    leaks_total: 0,
-    // The fleet connection cap is for direct Postgres connections (PostgREST pools its own).
-    lease_waits_total: 0,
-    lease_timeouts_total: 0,
-    connections_closed_total: {} as Record<string, number>,
-    connection_errors_total: {} as Record<string, number>,
+    // (lease counters stay 0: the fleet connection cap is for direct Postgres connections; PostgREST pools its own)
+    ...connectionCounters(),
   };
 
   constructor(opts: RestTenantPoolOptions) {
