@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { jobDataV1, parseJobData } from '../queues/contract.js';
-import { DEFAULT_POOL_SETTINGS, loadWorkerConfig } from '../src/config.js';
+import { DEFAULT_POOL_SETTINGS, loadWorkerConfig, unknownLensfleetVariables } from '../src/config.js';
 import { LensfleetError } from '../src/errors.js';
 import { loadTenantDirectory } from '../src/tenants.js';
 
@@ -80,7 +80,46 @@ describe('worker config', () => {
     expect(configError(() => loadWorkerConfig({ LOG_LEVEL: 'loud' })).code).toBe('INVALID_CONFIG');
     const minMax = configError(() => loadWorkerConfig({ LENSFLEET_POOL_MIN_SIZE: '30', LENSFLEET_POOL_MAX_SIZE: '10' }));
     expect(minMax.code).toBe('INVALID_CONFIG');
-    expect(minMax.message).toContain('minSize (30) is larger than maxSize + maxOverflow (10 + 5)');
+    expect(minMax.message).toBe('environment (LENSFLEET_POOL_*): minSize (30) is larger than maxSize + maxOverflow (10 + 5); lower minSize or raise maxSize');
+  });
+
+  it('contradictions are rejected exactly past their bounds, naming both settings', () => {
+    // minSize up to maxSize + maxOverflow
+    expect(loadWorkerConfig({ LENSFLEET_POOL_MIN_SIZE: '15', LENSFLEET_POOL_MAX_SIZE: '10' }).pool.minSize).toBe(15);
+    expect(configError(() => loadWorkerConfig({ LENSFLEET_POOL_MIN_SIZE: '16', LENSFLEET_POOL_MAX_SIZE: '10' })).code).toBe('INVALID_CONFIG');
+    // the process budget down to the concurrency
+    expect(loadWorkerConfig({ LENSFLEET_CONCURRENCY: '8', LENSFLEET_PROCESS_MAX_CONNECTIONS: '8' }).processMaxConnections).toBe(8);
+    expect(configError(() => loadWorkerConfig({ LENSFLEET_CONCURRENCY: '8', LENSFLEET_PROCESS_MAX_CONNECTIONS: '7' })).message).toBe(
+      'LENSFLEET_PROCESS_MAX_CONNECTIONS (7) is below LENSFLEET_CONCURRENCY (8): every running job needs a connection; raise the budget or lower the concurrency',
+    );
+    // the headers timeout up to the request timeout
+    expect(loadWorkerConfig({ LENSFLEET_HTTP_HEADERS_TIMEOUT_MS: '8000', LENSFLEET_HTTP_REQUEST_TIMEOUT_MS: '8000' }).http.headersTimeoutMs).toBe(8000);
+    expect(configError(() => loadWorkerConfig({ LENSFLEET_HTTP_HEADERS_TIMEOUT_MS: '8001', LENSFLEET_HTTP_REQUEST_TIMEOUT_MS: '8000' })).code).toBe(
+      'INVALID_CONFIG',
+    );
+  });
+
+  it('lens modules: ./ and ../ paths (and . and ..) resolve against the base directory; package names and absolute paths stay as they are', () => {
+    const c = loadWorkerConfig({
+      LENSFLEET_LENS_MODULES: './a.js, ../b.js, ., .., @scope/pkg, pkg/sub, /abs/c.js',
+      LENSFLEET_LENS_BASE_DIR: '/srv/app/lenses',
+    });
+    expect(c.lensModules).toEqual(['/srv/app/lenses/a.js', '/srv/app/b.js', '/srv/app/lenses', '/srv/app', '@scope/pkg', 'pkg/sub', '/abs/c.js']);
+    expect(Object.isFrozen(c.lensModules)).toBe(true);
+    expect(loadWorkerConfig({ LENSFLEET_LENS_MODULES: './a.js' }, '/work').lensModules).toEqual(['/work/a.js']);
+  });
+
+  it('unknown LENSFLEET_* variables are listed sorted; the demo’s and the bench’s own prefixes are not unknown', () => {
+    expect(
+      unknownLensfleetVariables({
+        LENSFLEET_ZZZ: '1',
+        LENSFLEET_AAA: '1',
+        LENSFLEET_DEMO_ADMIN_URL: 'x',
+        LENSFLEET_BENCH_RUNS: '3',
+        LENSFLEET_QUEUE: 'q',
+        NOT_LENSFLEET_X: '1',
+      }),
+    ).toEqual(['LENSFLEET_AAA', 'LENSFLEET_ZZZ']);
   });
 });
 
@@ -157,6 +196,11 @@ describe('tenant directory', () => {
     writeFileSync(file, JSON.stringify({ tenants: { yA: { databaseUrl: secretUrl, pool: { minSize: 9, maxSize: 2, maxOverflow: 0 } } } }));
     expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file })).message).toContain(
       'tenant "yA": minSize (9) is larger than maxSize + maxOverflow',
+    );
+    // a bad value: the message names the key, in the file and in the schema's own words
+    writeFileSync(file, JSON.stringify({ tenants: { yA: { databaseUrl: secretUrl, pool: { maxSize: 0 } } } }));
+    expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file })).message).toMatch(
+      /: tenants\.yA\.pool\.maxSize: maxSize must be at least 1$/,
     );
     writeFileSync(file, '{ not json');
     expect(configError(() => loadTenantDirectory(config, { LENSFLEET_TENANTS_FILE: file })).message).toContain('not valid JSON (syntax error at character 2)');

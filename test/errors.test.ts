@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { JOB_SETTINGS, knownVariables } from '../src/config.js';
-import { classifyQueryError, ERROR_CODES, LensfleetError, markConnectionLoss, type ErrorCode } from '../src/errors.js';
+import { classifyQueryError, clip, ERROR_CODES, formatIssues, LensfleetError, markConnectionLoss, type ErrorCode } from '../src/errors.js';
 import { ROOT } from './support/harness.js';
 
 /** The README's error-code table: code → its retried column. */
@@ -142,5 +142,22 @@ describe('LensfleetError', () => {
     expect(new LensfleetError('INTERNAL', 'outer', { cause }).cause).toBe(cause);
     expect('cause' in new LensfleetError('INTERNAL', 'no cause')).toBe(false);
     expect(new LensfleetError('INTERNAL', 'no details').details).toEqual({});
+  });
+});
+
+describe('echoed input in messages', () => {
+  it('clip keeps text up to its limit and cuts what is longer, saying how long it was', () => {
+    expect(clip('abcd', 4)).toBe('abcd');
+    expect(clip('abcde', 4)).toBe('abcd…(5 characters)');
+    expect(clip('', 0)).toBe('');
+  });
+
+  it('formatIssues: at most five issues, each with its dotted path (or (root)), path parts and messages clipped', () => {
+    const issues = Array.from({ length: 7 }, (_, i) => ({ path: ['params', `f${i}`], message: `bad ${i}` }));
+    expect(formatIssues({ issues })).toBe('params.f0: bad 0; params.f1: bad 1; params.f2: bad 2; params.f3: bad 3; params.f4: bad 4');
+    expect(formatIssues({ issues: [{ path: [], message: 'not an object' }] })).toBe('(root): not an object');
+    expect(formatIssues({ issues: [{ path: ['a', 0, Symbol.for('s')], message: 'x' }] })).toBe('a.0.Symbol(s): x');
+    const long = formatIssues({ issues: [{ path: ['k'.repeat(100)], message: 'm'.repeat(300) }] });
+    expect(long).toBe(`${'k'.repeat(64)}…(100 characters): ${'m'.repeat(200)}…(300 characters)`);
   });
 });

@@ -11,6 +11,7 @@ import { performance } from 'node:perf_hooks';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { startHttpServer, type HttpSources } from '../src/http.js';
 import type { PoolStats } from '../src/pool/tenant-pool.js';
+import { Secret } from '../src/secret.js';
 import { LogCapture } from './support/harness.js';
 
 interface State {
@@ -18,7 +19,7 @@ interface State {
   fail?: 'metrics' | 'ready';
 }
 
-async function serve(state: State) {
+async function serve(state: State, opts: { host?: string; token?: string } = {}) {
   const logs = new LogCapture();
   const sources: HttpSources = {
     metrics: async () => {
@@ -33,10 +34,15 @@ async function serve(state: State) {
     },
     info: () => ({ pid: 4242, queue: 'q', draining: false }),
   };
-  const server = await startHttpServer(sources, { port: 0, host: '127.0.0.1', logger: logs.logger });
+  const server = await startHttpServer(sources, {
+    port: 0,
+    host: opts.host ?? '127.0.0.1',
+    logger: logs.logger,
+    ...(opts.token ? { token: new Secret(opts.token) } : {}),
+  });
   onTestFinished(() => server.close());
-  const get = async (path: string) => {
-    const r = await fetch(`http://127.0.0.1:${server.port}${path}`);
+  const get = async (path: string, init: { host?: string; headers?: Record<string, string>; method?: string } = {}) => {
+    const r = await fetch(`http://${init.host ?? '127.0.0.1'}:${server.port}${path}`, { headers: init.headers ?? {}, method: init.method ?? 'GET' });
     const text = await r.text();
     return { status: r.status, type: r.headers.get('content-type'), cache: r.headers.get('cache-control'), text, json: () => JSON.parse(text) as unknown };
   };
@@ -106,6 +112,40 @@ describe('endpoint states', () => {
     expect(logs.find((e) => e.msg === 'http handler failed').map((e) => e.path)).toEqual(['/metrics', '/ready']);
     state.fail = undefined;
     expect((await get('/metrics')).status).toBe(200);
+  });
+});
+
+describe('who may see tenant detail', () => {
+  const TOKEN = 'a-token-of-sixteen-or-more';
+
+  it('a bearer token: the scheme in any case, spaces around the token ignored; anything else refused with 401', async () => {
+    const { get } = await serve({ ready: { ready: true, reasons: [] } }, { token: TOKEN });
+    const pools = (authorization?: string) => get('/pools', { headers: authorization === undefined ? {} : { authorization } }).then((r) => r.status);
+    expect(await pools(`Bearer ${TOKEN}`)).toBe(200);
+    expect(await pools(`bearer ${TOKEN}`)).toBe(200);
+    expect(await pools(`Bearer   ${TOKEN}  `)).toBe(200);
+    for (const refused of [undefined, '', 'Bearer', `Basic ${TOKEN}`, `xBearer ${TOKEN}`, `Bearer ${TOKEN}x`, `Bearer x${TOKEN}`, TOKEN]) {
+      expect(await pools(refused), String(refused)).toBe(401);
+    }
+    const r = await get('/pools');
+    expect(r.json()).toEqual({ error: 'tenant detail needs Authorization: Bearer <LENSFLEET_HTTP_TOKEN>' });
+    // /health still answers, without the pool keys
+    expect((await get('/health')).json()).toMatchObject({ connection_pools: { active_pools: 2 } });
+    expect((await get('/health')).text).not.toContain('yA:service');
+  });
+
+  it('without a token: loopback clients over IPv4, IPv6 and IPv4-mapped IPv6 see tenant detail', async () => {
+    const { get } = await serve({ ready: { ready: true, reasons: [] } }, { host: '::' });
+    expect((await get('/pools', { host: '127.0.0.1' })).status).toBe(200); // seen as ::ffff:127.0.0.1
+    expect((await get('/pools', { host: '[::1]' })).status).toBe(200);
+    expect((await get('/health', { host: '[::1]' })).json()).toMatchObject({ connection_pools: { pool_keys: ['yA:service', 'yB:service'] } });
+  });
+
+  it('methods other than GET and HEAD: 405 with a JSON reason', async () => {
+    const { get } = await serve({ ready: { ready: true, reasons: [] } });
+    const r = await get('/ready', { method: 'DELETE' });
+    expect(r.status).toBe(405);
+    expect(r.json()).toEqual({ error: 'method not allowed' });
   });
 });
 

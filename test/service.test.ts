@@ -24,9 +24,19 @@ describe('shutdown timeout', () => {
     onTestFinished(() => w.close());
     const job = await enqueue(w.queue, { tenant: T, lens: 'test.sleep', params: { seconds: 30 } }, { attempts: 2 });
     await waitFor('the job to be active', () => w.service.activeJobs() === 1, 10_000, 10);
+    const base = `http://127.0.0.1:${w.service.port}`;
+    expect(await (await fetch(`${base}/metrics`)).text()).toMatch(/^lensfleet_worker_active_jobs 1$/m);
     const started = performance.now();
-    await w.service.close();
+    const closing = w.service.close();
+    // Draining: not ready, and the HTTP endpoints (closed last) still answer.
+    expect(w.service.draining).toBe(true);
+    const ready = await fetch(`${base}/ready`);
+    expect(ready.status).toBe(503);
+    expect(((await ready.json()) as { reasons: string[] }).reasons).toContain('draining');
+    expect(((await (await fetch(`${base}/health`)).json()) as { draining: boolean }).draining).toBe(true);
+    await closing;
     const took = performance.now() - started;
+    expect(w.service.activeJobs()).toBe(0);
     // Waited for the job first …
     expect(took).toBeGreaterThanOrEqual(480);
     // … but not for its 30 s (20 s of margin for a loaded machine).
@@ -91,6 +101,7 @@ describe('job outcomes in lensfleet_jobs_total', () => {
     w = await startTestWorker({
       env: { ...tenants.env, LENSFLEET_TENANTS: `${T},${DOWN}`, [`${DOWN}_DATABASE_URL`]: 'postgres://u:p@127.0.0.1:1/x' },
       concurrency: 2,
+      settings: { LENSFLEET_METRICS_QUEUE_CACHE_MS: '0' },
     });
   });
   afterAll(async () => {
@@ -111,6 +122,12 @@ describe('job outcomes in lensfleet_jobs_total', () => {
     await expect(job.waitUntilFinished(w.events, 20_000)).rejects.toThrow(/^CONNECTION_FAILED: /);
     expect((await w.queue.getJob(job.id!))!.attemptsMade).toBe(2);
     expect(await outcomes(DOWN, 'receiving.recent')).toEqual({ retried: 1, failed: 1 });
+    // logged with its code: a warning while attempts remain, an error at the last
+    const lines = w.logs.find((e) => e.jobId === job.id && e.code === 'CONNECTION_FAILED');
+    expect(lines.map((e) => [e.level, e.attempt, e.final, e.retryable, e.tenant, e.lens])).toEqual([
+      [40, 1, false, true, DOWN, 'receiving.recent'],
+      [50, 2, true, true, DOWN, 'receiving.recent'],
+    ]);
   });
 
   it('a failure no retry fixes (RESULT_TOO_LARGE) is "failed" at once, with attempts left', async () => {
@@ -120,10 +137,25 @@ describe('job outcomes in lensfleet_jobs_total', () => {
     expect(await outcomes(T, 'test.series')).toEqual({ failed: 1 });
   });
 
-  it('a job that succeeds is "completed"', async () => {
+  it('a job that succeeds is "completed", its result timed in ms to the µs', async () => {
+    const started = performance.now();
     const job = await enqueue(w.queue, { tenant: T, lens: 'test.whoami' }, retry);
-    await job.waitUntilFinished(w.events, 20_000);
+    const r = await job.waitUntilFinished(w.events, 20_000);
+    const elapsedMs = performance.now() - started;
     expect(await outcomes(T, 'test.whoami')).toEqual({ completed: 1 });
+    expect(r).toMatchObject({ lens: 'test.whoami', tenant: T, rowCount: 1 });
+    expect(r.durationMs).toBeGreaterThan(0);
+    expect(r.durationMs).toBeLessThan(elapsedMs);
+    expect(Math.round(r.durationMs * 1000)).toBeCloseTo(r.durationMs * 1000, 6);
+  });
+
+  it('queue depth by state in /metrics (read at each scrape with LENSFLEET_METRICS_QUEUE_CACHE_MS 0); nothing left active', async () => {
+    const text = await (await fetch(`http://127.0.0.1:${w.service.port}/metrics`)).text();
+    const depth = Object.fromEntries(
+      [...text.matchAll(/^lensfleet_queue_jobs\{queue="([^"]+)",state="([^"]+)"\} (\d+)$/gm)].map((m) => [`${m[1]}/${m[2]}`, Number(m[3])]),
+    );
+    expect(depth).toEqual({ [`${w.queueName}/waiting`]: 0, [`${w.queueName}/active`]: 0, [`${w.queueName}/delayed`]: 0, [`${w.queueName}/failed`]: 2 });
+    expect(w.service.activeJobs()).toBe(0);
   });
 });
 
@@ -186,3 +218,30 @@ class RedisGate {
     await new Promise<void>((r) => this.#server.close(() => r()));
   }
 }
+
+describe('start-up options', () => {
+  it('http: false serves no endpoint (port undefined); the worker still runs jobs', async () => {
+    const w = await startTestWorker({ env: tenants.env, concurrency: 1, http: false });
+    onTestFinished(() => w.close());
+    expect(w.service.port).toBeUndefined();
+    expect((await (await enqueue(w.queue, { tenant: T, lens: 'test.whoami' })).waitUntilFinished(w.events, 20_000)).rowCount).toBe(1);
+  });
+
+  it('LENSFLEET_WARM_TENANTS=*: every tenant’s pool is created at start, before any job; /health reports the process', async () => {
+    const w = await startTestWorker({ env: tenants.env, concurrency: 2, pool: { minSize: 1 }, settings: { LENSFLEET_WARM_TENANTS: '*' } });
+    onTestFinished(() => w.close());
+    await waitFor('the warm pool', () => w.service.registry.keys().includes(`${T}:service`), 10_000, 10);
+    expect(w.service.tenants().ids()).toEqual([T]);
+    const health = (await (await fetch(`http://127.0.0.1:${w.service.port}/health`)).json()) as Record<string, unknown>;
+    expect(health).toMatchObject({
+      status: 'healthy',
+      pid: process.pid,
+      queue: w.queueName,
+      concurrency: 2,
+      pooling: true,
+      tenants: 1,
+      draining: false,
+      connection_pools: { active_pools: 1, pool_keys: [`${T}:service`] },
+    });
+  });
+});
