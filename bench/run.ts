@@ -31,6 +31,7 @@ import { runIdentity } from './workloads/identity.js';
 import { runMicro } from './workloads/micro.js';
 import { runPooling } from './workloads/pooling.js';
 import { runTenants } from './workloads/tenants.js';
+import { defaultConnectionBudget, processLimits } from '../src/process-limits.js';
 
 let interrupted = false;
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -120,7 +121,13 @@ async function main(): Promise<void> {
   const setup = progress.phase('setup');
   // Children run a private copy of dist/, immune to rebuilds by anyone else during the run.
   await snapshotCode();
-  const env: BenchEnv = await startBenchEnv((l) => setup.update(l), TENANT_CONNECTION_LIMIT + 100 + plan.tenants.concurrency * 4);
+  // The many-tenants workload runs a worker at its default process budget with all its tenant ids
+  // on this one server (in production each is its own database): room for all of them.
+  const tenantsBudget = defaultConnectionBudget(plan.tenants.concurrency, processLimits());
+  const env: BenchEnv = await startBenchEnv(
+    (l) => setup.update(l),
+    Math.max(TENANT_CONNECTION_LIMIT + 100 + plan.tenants.concurrency * 4, cli.only.has('tenants') ? tenantsBudget + 200 : 0),
+  );
   setup.line(
     `Redis ${env.versions.redis} pid ${env.redisPid}, Postgres ${env.versions.postgres} pid ${env.postmasterPid} (SCRAM, fsync on${env.tls ? ', ssl on' : ''})`,
   );
@@ -183,7 +190,8 @@ async function main(): Promise<void> {
   if (cli.only.has('tenants')) {
     await attempt('tenants', async () => {
       const ids = Array.from({ length: plan.tenants.databases }, (_, i) => `bench_many${i}`);
-      const dbs = await env.createTenants(ids, 40, (l) => progress.phase('tenants').update(l));
+      // No role connection limit: each database stands for hundreds of tenant databases.
+      const dbs = await env.createTenants(ids, 40, (l) => progress.phase('tenants').update(l), -1);
       return runTenants({ env, plan, progress, databaseUrls: dbs.map((d) => d.databaseUrl) });
     });
   }

@@ -157,9 +157,13 @@ async function main(): Promise<void> {
       // Read without depending on it at compile time: the budget is new in the registry.
       const budget = (registry as { processMaxConnections?: unknown } | undefined)?.processMaxConnections;
       let connectionsOpened = 0;
+      let maxTenantConnections = 0;
+      let minTenantCeiling = Number.POSITIVE_INFINITY;
       const connectionsClosed: Record<string, number> = {};
       for (const st of registry?.stats() ?? []) {
         connectionsOpened += st.connections_opened_total;
+        maxTenantConnections = Math.max(maxTenantConnections, st.size + st.opening);
+        minTenantCeiling = Math.min(minTenantCeiling, st.max);
         for (const [reason, n] of Object.entries(st.connections_closed_total)) connectionsClosed[reason] = (connectionsClosed[reason] ?? 0) + n;
       }
       send({
@@ -171,6 +175,8 @@ async function main(): Promise<void> {
         pools: registry?.size ?? 0,
         connections: registry?.connections() ?? 0,
         budget: typeof budget === 'number' && Number.isFinite(budget) ? budget : undefined,
+        maxTenantConnections,
+        tenantCeiling: Number.isFinite(minTenantCeiling) ? minTenantCeiling : undefined,
       });
     }
   });

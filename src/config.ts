@@ -12,6 +12,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_MS, DEFAULT_KEEP_COMPLETED, DEFAULT_KEEP_FAILED } from '../queues/contract.js';
 import { LensfleetError } from './errors.js';
+import { defaultConnectionBudget, processLimits, type ProcessLimits } from './process-limits.js';
 import { DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE_NAME } from './ids.js';
 import { Secret } from './secret.js';
 import { readSettings, renderSettingsTable, schemas, setting, variableNames, type Env, type SettingsTable, type SettingValues } from './settings.js';
@@ -54,7 +55,8 @@ export const PROCESS_SETTINGS = {
     env: 'LENSFLEET_PROCESS_MAX_CONNECTIONS',
     schema: (label) => int(1, 1_000_000)(label).optional(),
     default: undefined,
-    defaultDoc: '2 × concurrency',
+    defaultDoc:
+      'max(2 × concurrency, min((open-file limit − 256) ÷ 2, 5 % of the V8 heap limit ÷ 64 KiB)): e.g. 3,315 with Node’s 4,144 MiB heap limit and ≥ 6,886 descriptors',
     help: 'database connections one process may hold over all tenants; when full, the least recently used idle connection of another tenant is closed first (must be ≥ concurrency). A Supabase tenant’s HTTP sockets are not counted (each REST pool is bounded by its own effective max)',
   }),
   pooling: setting({
@@ -571,11 +573,12 @@ export interface WorkerConfig {
 
 /**
  * Parse the worker's settings from the environment. Throws `INVALID_CONFIG` naming the variable.
- * `cwd` is the base of relative lens module paths when `LENSFLEET_LENS_BASE_DIR` is unset.
+ * `cwd` is the base of relative lens module paths when `LENSFLEET_LENS_BASE_DIR` is unset;
+ * `limits` size the default process connection budget (src/process-limits.ts).
  */
-export function loadWorkerConfig(env: Env = process.env, cwd = process.cwd()): WorkerConfig {
+export function loadWorkerConfig(env: Env = process.env, cwd = process.cwd(), limits: ProcessLimits = processLimits()): WorkerConfig {
   const { redisUrl, processMaxConnections, lensBaseDir, lensModules, ...proc } = readSettings(PROCESS_SETTINGS, env);
-  const budget = processMaxConnections ?? 2 * proc.concurrency;
+  const budget = processMaxConnections ?? defaultConnectionBudget(proc.concurrency, limits);
   if (budget < proc.concurrency) {
     throw new LensfleetError(
       'INVALID_CONFIG',

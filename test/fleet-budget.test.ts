@@ -68,6 +68,11 @@ describe('process connection budget: 50 tenants round-robin at concurrency 8', (
   it('never holds more than the budget (pg_stat_activity and /metrics), evicts idle connections, completes every job', async () => {
     const w = await startTestWorker({ env, concurrency: 8, pool: { minSize: 2 } });
     try {
+      // 50 tenants × minSize 2 = 100 warm connections against a budget of 16: said at start, with the fix.
+      const warned = w.logs.find((e) => e.warmFootprint !== undefined);
+      expect(warned).toHaveLength(1);
+      expect(warned[0]).toMatchObject({ level: 40, warmFootprint: 100, processMaxConnections: 16, tenants: 50 });
+      expect(String(warned[0]!.msg)).toContain('LENSFLEET_POOL_MIN_SIZE=1');
       await runAndCheck(w);
     } finally {
       await w.close();
@@ -306,7 +311,10 @@ describe('process connection budget: configuration', () => {
     expect((err as LensfleetError).message).toContain('LENSFLEET_CONCURRENCY (8)');
     // the boundary and the default
     expect(loadWorkerConfig({ LENSFLEET_CONCURRENCY: '8', LENSFLEET_PROCESS_MAX_CONNECTIONS: '8' }).processMaxConnections).toBe(8);
-    expect(loadWorkerConfig({ LENSFLEET_CONCURRENCY: '8' }).processMaxConnections).toBe(16);
+    // Unset, the budget is what the process can afford (src/process-limits.ts), never below 2 × concurrency.
+    const limits = { openFiles: 1024, heapLimitBytes: 4 * 2 ** 30 };
+    expect(loadWorkerConfig({ LENSFLEET_CONCURRENCY: '8' }, process.cwd(), limits).processMaxConnections).toBe(384);
+    expect(loadWorkerConfig({ LENSFLEET_CONCURRENCY: '8' }, process.cwd(), { openFiles: 256, heapLimitBytes: 4 * 2 ** 30 }).processMaxConnections).toBe(16);
     // the default concurrency (8) counts too
     expect(() => loadWorkerConfig({ LENSFLEET_PROCESS_MAX_CONNECTIONS: '4' })).toThrow(/LENSFLEET_CONCURRENCY \(8\)/);
   });

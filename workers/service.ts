@@ -9,6 +9,7 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { LensResult } from '../queues/contract.js';
 import { createTenantPools, type TenantPools } from '../src/backends.js';
+import { warmFootprint } from '../src/pool/registry.js';
 import type { WorkerConfig } from '../src/config.js';
 import { Fleet } from '../src/fleet/fleet.js';
 import type { MemberPool } from '../src/fleet/membership.js';
@@ -131,6 +132,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     leases: (t) => (t.backend === 'pg' && t.pool.fleetMaxConnections > 0 ? fleet.leases.provider(t.id, t.pool.fleetMaxConnections) : undefined),
   });
   cleanups.push({ name: 'pools', run: () => registry.close() });
+  warnIfMinSizesExceedBudget(tenants);
 
   // One connection for readiness and queue depth; BullMQ's worker keeps its own. It fails fast
   // while Redis is down (no offline queue), so a scrape never hangs on it.
@@ -234,6 +236,21 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     throw err;
   }
   /**
+   * Many tenants at the guide's minSize (5) would keep more connections than the process budget
+   * holds: pools created later then evict each other's warm connections. Said once at start and
+   * on reload, with the numbers and the fix (docs/BENCHMARKS.md, many tenants).
+   */
+  function warnIfMinSizesExceedBudget(dir: TenantDirectory): void {
+    const footprint = warmFootprint(dir.list(), config.concurrency);
+    if (footprint <= config.processMaxConnections) return;
+    logger.warn(
+      { tenants: dir.ids().length, warmFootprint: footprint, processMaxConnections: config.processMaxConnections },
+      `the tenants' minSize connections add up to ${footprint}, more than the process budget LENSFLEET_PROCESS_MAX_CONNECTIONS=${config.processMaxConnections}: ` +
+        'new pools will close other tenants’ warm connections to open their own; with many tenants set LENSFLEET_POOL_MIN_SIZE=1 (or 0) and keep a larger minSize for the busy tenants in the tenants file',
+    );
+  }
+
+  /**
    * Create the warm tenants' pools, one after another. Never rejects: a tenant whose database is
    * down (or refuses every connection) is logged and counted, and nothing is cached — its first
    * job creates the pool. A pool that opened fewer than minSize connections is kept (one
@@ -286,6 +303,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
       keepWarm.clear();
       for (const id of warmIds(next)) keepWarm.add(id);
       const changes = registry.reconcile(next);
+      warnIfMinSizesExceedBudget(next);
       logger.info({ tenants: next.ids().length, ...changes }, 'tenants reloaded');
       await warmUp([...keepWarm]);
       return changes;

@@ -33,7 +33,8 @@ export interface BenchEnv {
   readonly versions: Versions;
   /** Run a query as the superuser. */
   admin<T extends pg.QueryResultRow>(sql: string, values?: unknown[]): Promise<pg.QueryResult<T>>;
-  createTenants(ids: readonly string[], rows: number, log?: (line: string) => void): Promise<TenantDatabase[]>;
+  /** `connectionLimit`: the tenant roles' CONNECTION LIMIT (default TENANT_CONNECTION_LIMIT; -1 = none). */
+  createTenants(ids: readonly string[], rows: number, log?: (line: string) => void, connectionLimit?: number): Promise<TenantDatabase[]>;
   /** A delay proxy in front of Postgres, in its own process; stopped with the environment. */
   startProxy(delayMs: number): Promise<number>;
   /**
@@ -108,15 +109,11 @@ export async function startBenchEnv(log: (line: string) => void, maxConnections:
     tls,
     versions: { node: process.version, pg: await pkg('pg'), bullmq: await pkg('bullmq'), redis: field('redis_version'), postgres: pgVersion },
     admin,
-    async createTenants(ids, rows, progress) {
+    async createTenants(ids, rows, progress, connectionLimit = TENANT_CONNECTION_LIMIT) {
       const dbs: TenantDatabase[] = [];
       // A few at a time: CREATE DATABASE with fsync on is slow, and each holds a connection.
       for (let i = 0; i < ids.length; i += 4) {
-        dbs.push(
-          ...(await Promise.all(
-            ids.slice(i, i + 4).map((id) => createTenantDatabase(postgres.adminUrl(), id, { rows, connectionLimit: TENANT_CONNECTION_LIMIT })),
-          )),
-        );
+        dbs.push(...(await Promise.all(ids.slice(i, i + 4).map((id) => createTenantDatabase(postgres.adminUrl(), id, { rows, connectionLimit })))));
         progress?.(`tenant databases ${dbs.length}/${ids.length}`);
       }
       return dbs;

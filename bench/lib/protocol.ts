@@ -47,6 +47,9 @@ export interface ChildInfo {
   readonly connectionsClosed: Readonly<Record<string, number>>;
   /** lensfleet only: the registry's process connection budget, when it has one. */
   readonly budget: number | undefined;
+  /** lensfleet only: the most connections (open or opening) one tenant pool holds now, and the lowest pool ceiling. */
+  readonly maxTenantConnections: number;
+  readonly tenantCeiling: number | undefined;
 }
 
 export type ChildMessage =

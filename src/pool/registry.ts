@@ -49,6 +49,19 @@ export function effectiveMax(tenant: PoolTenant, concurrency: number): number {
   return Math.max(1, Math.min(tenant.pool.maxSize + tenant.pool.maxOverflow, concurrency));
 }
 
+/**
+ * Connections the tenants' pools would keep open if every tenant were in use: each pooled
+ * Postgres tenant's minSize, clamped to its effective max (as `TenantPool` clamps it). Above the
+ * process budget, pools created later find it full: their warm connections evict other tenants'
+ * (each new connection closes the least recently used idle one) and every new pool opens more
+ * connections than its jobs need — with many tenants, use minSize 0–1 (docs/BENCHMARKS.md).
+ */
+export function warmFootprint(tenants: Iterable<PoolTenant & { readonly pooling?: boolean }>, concurrency: number): number {
+  let n = 0;
+  for (const t of tenants) if (t.backend === 'pg' && t.pooling !== false) n += Math.min(t.pool.minSize, effectiveMax(t, concurrency));
+  return n;
+}
+
 /** Postgres tenants' pools: one `TenantPool` each, its connections counted in the process budget. */
 export const pgPools: PoolFactory<PgTenant, TenantPool> = {
   serves: (t): t is PgTenant => t.backend === 'pg',
