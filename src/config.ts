@@ -214,6 +214,15 @@ export interface PoolSettings {
   /** Bytes of row data one result may have; over it → RESULT_TOO_LARGE. @defaultValue 16777216 */
   readonly maxResultBytes: number;
   /**
+   * The tenant's URL points at a pooler in transaction mode (PgBouncer `pool_mode = transaction`,
+   * Supavisor's transaction port): consecutive transactions of one connection may run on different
+   * server connections. Statements are then unnamed (parsed in every batch), nothing is set at
+   * connection start (read-only and the statement timeout are set in every transaction), and what a
+   * lens leaves in the session is reset on the server in the same batch. Detected when the server
+   * forgets a named statement (the pool switches and warns). @defaultValue false
+   */
+  readonly transactionPooler: boolean;
+  /**
    * Connections the whole fleet may hold to the tenant's database at once: each connection takes
    * a lease in Redis before it opens (src/fleet/leases.ts). 0 = no fleet cap. @defaultValue 0
    */
@@ -316,6 +325,12 @@ export const POOL_SETTINGS = {
     schema: int(1024, 1_073_741_824),
     default: 16 * 1024 * 1024,
     help: 'bytes of row data one result may have; more → `RESULT_TOO_LARGE` (never a silent truncation; rows stop being kept at the cap)',
+  }),
+  transactionPooler: setting({
+    env: 'LENSFLEET_POOL_TRANSACTION_POOLER',
+    schema: bool(),
+    default: false,
+    help: 'the tenant’s URL points at PgBouncer (`pool_mode = transaction`) or another transaction-mode pooler: unnamed statements parsed in every batch, read-only and the statement timeout set in every transaction instead of at connection start, session state the lens left reset on the server in the same batch; detected (with a warning) when the server forgets a named statement; usually per tenant in the tenants file',
   }),
   fleetMaxConnections: setting({
     env: 'LENSFLEET_FLEET_MAX_CONNECTIONS',

@@ -67,9 +67,12 @@ export function executeLens<P>(pool: TenantPool, lens: Lens<P>, params: P, opts:
       (acquireError, client) => {
         if (acquireError !== undefined || client === undefined) return reject(acquireError);
         const acquireMs = performance.now() - started;
+        // Behind a transaction-mode pooler no session default holds (none was set at connection
+        // start, and the server session is shared): every job sets its own, in its transaction.
+        const pooler = pool.transactionPooler;
         // The session default already is the tenant's; a user's transaction always sets one.
         let statementTimeoutMs =
-          opts.identity !== undefined || (timeoutMs !== undefined && timeoutMs !== pool.settings.statementTimeoutMs) ? budgetMs : undefined;
+          pooler || opts.identity !== undefined || (timeoutMs !== undefined && timeoutMs !== pool.settings.statementTimeoutMs) ? budgetMs : undefined;
         // A wait that ate into the budget (over 5 % of it: most jobs wait a little under load, and
         // each would otherwise pay a statement) shortens the statement's own timeout.
         if (acquireMs > budgetMs * 0.05) statementTimeoutMs = Math.max(1, Math.floor(budgetMs - acquireMs));
@@ -86,6 +89,19 @@ export function executeLens<P>(pool: TenantPool, lens: Lens<P>, params: P, opts:
                     'AUTH_ROLE_FORBIDDEN',
                     `tenant ${pool.tenant}: the database refused role "${opts.identity.role}" for this tenant's login role (it does not exist, is not granted to the login role, or is a superuser / bypasses row-level security); fix the role's grants or the tenant's jwtRoles`,
                     { details: { lens: lens.name, tenant: pool.tenant, reason: 'role_refused_by_database' } },
+                  ),
+                );
+              }
+              if (!pooler && err instanceof pg.DatabaseError && (err.code === '26000' || err.code === '42P05')) {
+                // A named statement this connection had prepared is gone (26000), or one it had not
+                // exists already (42P05): its batches met different server sessions, so a
+                // transaction-mode pooler stands between. The pool switches; the job is retried.
+                pool.transactionPoolerDetected();
+                return reject(
+                  new LensfleetError(
+                    'QUERY_FAILED_TRANSIENT',
+                    `tenant ${pool.tenant} is behind a transaction-mode pooler (the server ${err.code === '26000' ? 'forgot' : 'already had'} a named statement): its pool now uses unnamed statements; set transactionPooler for this tenant`,
+                    { cause: err, details: { lens: lens.name, tenant: pool.tenant, sqlstate: err.code } },
                   ),
                 );
               }
@@ -123,7 +139,9 @@ export function executeLens<P>(pool: TenantPool, lens: Lens<P>, params: P, opts:
             maxBytes,
             statementTimeoutMs,
             identity: opts.identity,
-            hygiene: opts.hygiene ?? pool.settings.hygiene ?? true,
+            // Behind a pooler, read-only and the reset need the transaction whatever the setting.
+            hygiene: pooler || (opts.hygiene ?? pool.settings.hygiene ?? true),
+            namedStatements: !pooler,
           },
           finish,
         );

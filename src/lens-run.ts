@@ -29,6 +29,11 @@
  * routes the server's messages to it until ReadyForQuery. Statements are named and parsed once per
  * connection; any error destroys the connection (the caller's rule), so the bookkeeping of what
  * was parsed never has to survive a failure.
+ *
+ * Behind a transaction-mode pooler (PgBouncer, Supavisor) one connection's batches may run on
+ * different server sessions, shared with other clients: statements are then unnamed, parsed in
+ * every batch, and the check becomes a reset of the server session (RESET below). The batch has
+ * one Sync, so the pooler keeps one server session for all of it.
  */
 import pg from 'pg';
 import utils from 'pg/lib/utils.js';
@@ -55,6 +60,13 @@ export interface LensRunPlan {
   readonly identity: RunIdentity | undefined;
   /** Wrap in a rolled-back transaction and check what outlives it (see above). */
   readonly hygiene: boolean;
+  /**
+   * Named statements, parsed once per connection (the default). false for a tenant behind a
+   * transaction-mode pooler, where consecutive batches may meet different server sessions: every
+   * statement is then parsed unnamed in each batch, and the check resets instead of counting.
+   * @defaultValue true
+   */
+  readonly namedStatements?: boolean;
 }
 
 export interface LensRunOutcome {
@@ -90,6 +102,16 @@ const SET_USER = {
   text: `SELECT set_config('role', coalesce((SELECT rolname::text FROM pg_roles WHERE rolname = $1 AND NOT rolsuper AND NOT rolbypassrls), '-lensfleet-refused-role-'), true),
                 set_config('request.jwt.claims', $2, true), set_config('statement_timeout', $3, true)`,
 } as const;
+/**
+ * Behind a transaction-mode pooler the server session is not this connection's alone, so
+ * destroying the connection would not clean it: the check resets instead — session advisory
+ * locks released, SQL-level prepared statements deallocated — on the server session the batch ran
+ * on (one Sync: the pooler keeps it until ReadyForQuery), whatever the lens did.
+ */
+const RESET = {
+  name: '',
+  text: "DO $lensfleet$DECLARE s record; BEGIN PERFORM pg_advisory_unlock_all(); FOR s IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP EXECUTE format('DEALLOCATE %I', s.name); END LOOP; END$lensfleet$",
+} as const;
 /** Releases session advisory locks; counts SQL-level and all prepared statements of the session. */
 const CHECK = {
   name: 'lf_check',
@@ -112,6 +134,18 @@ const SYNC = serialize.sync();
 const RUN_BEGIN = Buffer.concat([serialize.bind({ statement: BEGIN.name }), EXECUTE_ALL]);
 const RUN_ROLLBACK = Buffer.concat([serialize.bind({ statement: ROLLBACK.name }), EXECUTE_ALL]);
 const RUN_CHECK = Buffer.concat([serialize.bind({ statement: CHECK.name }), EXECUTE_ALL]);
+/** Bind and execute the unnamed statement just parsed (no parameters). */
+const RUN_UNNAMED = Buffer.concat([serialize.bind({ statement: '' }), EXECUTE_ALL]);
+const unnamedParseMessages = new Map<string, Buffer>();
+/** The Parse message of a statement as the unnamed one (lensfleet's own texts and lenses': a bounded set, cached). */
+function unnamedParseMessage(text: string): Buffer {
+  let m = unnamedParseMessages.get(text);
+  if (m === undefined) {
+    m = serialize.parse({ name: '', text, types: [] });
+    if (unnamedParseMessages.size < 10_000) unnamedParseMessages.set(text, m);
+  }
+  return m;
+}
 const parseMessages = new Map<string, Buffer>();
 /** The Parse message of a statement (lensfleet's own and lenses' texts: a bounded set, cached). */
 function parseMessage(s: { readonly name: string; readonly text: string }): Buffer {
@@ -180,6 +214,10 @@ export class LensRun {
     if (plan.hygiene) steps.push('check');
     this.#steps = steps;
 
+    if (plan.namedStatements === false) {
+      if (connection.stream.writable) connection.stream.write(this.#unnamedBatch(steps, context, contextValues, lensValues));
+      return null;
+    }
     let names = prepared.get(connection);
     if (names === undefined) {
       names = new Set();
@@ -230,6 +268,38 @@ export class LensRun {
     if (connection.stream.writable) connection.stream.write(Buffer.concat(parts));
     this.#expectedPrepared = names.size;
     return null;
+  }
+
+  /** The batch with every statement parsed unnamed in it, and the reset for a check. */
+  #unnamedBatch(steps: readonly Step[], context: { readonly text: string } | undefined, contextValues: unknown[] | undefined, lensValues: unknown[]): Buffer {
+    const plan = this.#plan;
+    const parts: Buffer[] = [];
+    for (const step of steps) {
+      switch (step) {
+        case 'begin':
+          parts.push(unnamedParseMessage(BEGIN.text), RUN_UNNAMED);
+          break;
+        case 'context':
+          parts.push(unnamedParseMessage(context!.text), serialize.bind({ statement: '', values: contextValues! as (string | null)[] }), EXECUTE_ALL);
+          break;
+        case 'lens':
+          parts.push(
+            unnamedParseMessage(plan.statement.text),
+            serialize.bind({ statement: '', values: lensValues as (string | Buffer | null)[] }),
+            DESCRIBE_PORTAL,
+            serialize.execute({ portal: '', rows: plan.maxRows + 1 }),
+          );
+          break;
+        case 'rollback':
+          parts.push(unnamedParseMessage(ROLLBACK.text), RUN_UNNAMED);
+          break;
+        case 'check':
+          parts.push(unnamedParseMessage(RESET.text), RUN_UNNAMED);
+          break;
+      }
+    }
+    parts.push(SYNC);
+    return Buffer.concat(parts);
   }
 
   get #current(): Step | undefined {
@@ -290,7 +360,8 @@ export class LensRun {
       tooManyRows,
       tooManyBytes: this.#tooManyBytes,
       bytes: this.#bytes,
-      clean: this.#plan.hygiene ? this.#isClean() : true,
+      // Unnamed (behind a pooler): the check was a reset, which either ran or failed the batch.
+      clean: this.#plan.hygiene && this.#plan.namedStatements !== false ? this.#isClean() : true,
     });
   }
 

@@ -48,7 +48,7 @@ export interface StartOptions {
 }
 
 const noop = (): void => {};
-const isRoot = (): boolean => process.getuid?.() === 0;
+export const isRoot = (): boolean => process.getuid?.() === 0;
 const TAIL_CHARS = 4000;
 
 // ---------------------------------------------------------------------------------------------
@@ -68,7 +68,7 @@ export function freePort(): Promise<number> {
   });
 }
 
-function onPath(command: string): string | undefined {
+export function onPath(command: string): string | undefined {
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
     if (!dir) continue;
     const candidate = path.join(dir, command);
@@ -165,7 +165,7 @@ interface Wanted {
  * engine); otherwise throw an Error naming the packages to install.
  */
 export async function ensureSystemPackages(
-  opts: StartOptions & { redis?: boolean; postgres?: boolean; prometheus?: boolean; dockerCompose?: boolean },
+  opts: StartOptions & { redis?: boolean; postgres?: boolean; prometheus?: boolean; dockerCompose?: boolean; pgbouncer?: boolean },
 ): Promise<void> {
   const log = opts.log ?? noop;
   const wanted: Wanted[] = [];
@@ -191,6 +191,9 @@ export async function ensureSystemPackages(
   if (opts.dockerCompose) {
     wanted.push({ name: 'docker-compose', present: () => onPath('docker-compose') !== undefined, pkg: 'docker-compose', missing: 'docker-compose not found' });
   }
+  if (opts.pgbouncer) {
+    wanted.push({ name: 'pgbouncer', present: () => pgbouncerBinary() !== undefined, pkg: 'pgbouncer', missing: 'pgbouncer not found' });
+  }
   const missing = wanted.filter((w) => !w.present());
   if (missing.length === 0) return;
 
@@ -214,6 +217,11 @@ export async function ensureSystemPackages(
   await step(['install', '-y', '--no-install-recommends', ...pkgs]);
   const still = missing.filter((w) => !w.present());
   if (still.length > 0) throw new Error(`installed ${pkgs.join(' ')} but still missing: ${still.map((w) => w.name).join(', ')}`);
+}
+
+/** Debian installs pgbouncer in /usr/sbin, which is not on every user's PATH. */
+export function pgbouncerBinary(): string | undefined {
+  return onPath('pgbouncer') ?? (isExecutable('/usr/sbin/pgbouncer') ? '/usr/sbin/pgbouncer' : undefined);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -466,7 +474,7 @@ export async function startPostgres(
 }
 
 /** chown the temp dir to the postgres OS user and check that user can actually reach it. */
-async function handToPostgresUser(dir: string): Promise<void> {
+export async function handToPostgresUser(dir: string): Promise<void> {
   const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
   const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
   chownSync(dir, uid, gid);

@@ -356,5 +356,11 @@ function logPoolEvent(log: Logger, e: PoolEvent): void {
     case 'task_failed':
       log.error({ task: e.task }, `pool housekeeping task failed (it runs again): ${e.message}`);
       return;
+    case 'transaction_pooler_detected':
+      log.warn(
+        { transactionPooler: true },
+        'the server forgot a named statement between two jobs: this tenant is behind a transaction-mode pooler (PgBouncer, Supavisor); its pool now parses unnamed statements in every batch — set transactionPooler for this tenant (LENSFLEET_POOL_TRANSACTION_POOLER or the tenants file) so connections start without session settings too',
+      );
+      return;
   }
 }

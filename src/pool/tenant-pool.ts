@@ -25,6 +25,7 @@ import {
   type ManagedPool,
   type PoolClient,
   type PoolLeases,
+  type PoolEvent,
   type PoolObserver,
   type PoolStats,
   type TenantPoolOptions,
@@ -68,6 +69,8 @@ export class TenantPool implements BudgetMember, LeaseMember, ManagedPool {
   readonly #observer: PoolObserver;
   /** The tenant's fleet connection cap, when it has one. */
   readonly #leases: PoolLeases | undefined;
+  #transactionPooler: boolean;
+  readonly #onEvent: ((event: PoolEvent) => void) | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
   #waiting = 0;
@@ -109,13 +112,15 @@ export class TenantPool implements BudgetMember, LeaseMember, ManagedPool {
       onEvent: opts.onEvent,
     });
     this.#ledger = ledger;
+    this.#transactionPooler = opts.settings.transactionPooler;
+    this.#onEvent = opts.onEvent;
     const clientConfig: pg.ClientConfig = {
       connectionString: opts.databaseUrl.reveal(),
       application_name: opts.applicationName ?? 'lensfleet',
       // Session defaults make a plain lens query one round trip: read-only and time-bounded
-      // without a BEGIN/SET/COMMIT around it.
-      statement_timeout: opts.settings.statementTimeoutMs,
-      options: '-c default_transaction_read_only=on',
+      // without a BEGIN/SET/COMMIT around it. A transaction-mode pooler would refuse them as
+      // startup parameters (or drop them): its jobs set both in every transaction instead.
+      ...(opts.settings.transactionPooler ? {} : { statement_timeout: opts.settings.statementTimeoutMs, options: '-c default_transaction_read_only=on' }),
     };
     const pool = this;
     const host: SourceHost = {
@@ -411,6 +416,22 @@ export class TenantPool implements BudgetMember, LeaseMember, ManagedPool {
       }
     })();
     return this.#closing;
+  }
+
+  /**
+   * Whether this tenant's connections go through a transaction-mode pooler (the setting, or
+   * detected): consecutive jobs on one connection may meet different server sessions, so nothing
+   * may be kept in the session between them (src/lens-run.ts).
+   */
+  get transactionPooler(): boolean {
+    return this.#transactionPooler;
+  }
+
+  /** The server forgot a named statement this pool's connection had prepared: from now on, as if `transactionPooler` were set. */
+  transactionPoolerDetected(): void {
+    if (this.#transactionPooler) return;
+    this.#transactionPooler = true;
+    this.#onEvent?.({ type: 'transaction_pooler_detected' });
   }
 
   get closed(): boolean {

@@ -66,7 +66,9 @@ export type PoolEvent =
   | { type: 'leak'; heldMs: number; holder: Readonly<Record<string, unknown>> | undefined }
   | { type: 'closed_connection'; reason: CloseReason }
   /** A housekeeping task failed unexpectedly (a bug, not a connection error: those are counted as such); it runs again. */
-  | { type: 'task_failed'; task: string; message: string };
+  | { type: 'task_failed'; task: string; message: string }
+  /** The server forgot a named statement: the tenant is behind a transaction-mode pooler, and the pool now says so. */
+  | { type: 'transaction_pooler_detected' };
 
 /** What the process budget needs to know of a pool (TenantPool implements it; tests use fakes). */
 export interface BudgetMember {
