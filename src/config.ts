@@ -430,6 +430,18 @@ export const JOB_SETTINGS = {
     default: 10_000,
     help: 'first delay before a timed-out query runs again (the larger of this and the job’s own backoff); it doubles at each attempt so a slow query does not hammer the database',
   }),
+  lockMs: setting({
+    env: 'LENSFLEET_JOB_LOCK_MS',
+    schema: int(1000, 600_000),
+    default: 15_000,
+    help: 'a running job’s lock in Redis (BullMQ `lockDuration`, renewed every half of it): when a worker dies (`kill -9`, a lost machine) its jobs run again elsewhere once their lock has expired and a stalled check found them (BullMQ marks at one check, moves at the next), so a crash delays them by up to this + 2 × `LENSFLEET_STALLED_CHECK_MS`. Shorter = faster recovery; too short and a worker whose event loop stalls longer than half of it loses its jobs’ locks, and they run twice (lenses are read-only: the cost is load). BullMQ’s default is 30000',
+  }),
+  stalledCheckMs: setting({
+    env: 'LENSFLEET_STALLED_CHECK_MS',
+    schema: int(500, 600_000),
+    default: 5000,
+    help: 'how often a worker looks for jobs whose lock expired (BullMQ `stalledInterval`) and puts them back to run; with `LENSFLEET_JOB_LOCK_MS`, the bound on a crashed worker’s jobs’ delay (lock + 2 × this: 25 s by default, 90 s with BullMQ’s defaults). BullMQ’s default is 30000',
+  }),
 } as const satisfies SettingsTable;
 
 export type JobSettings = SettingValues<typeof JOB_SETTINGS>;

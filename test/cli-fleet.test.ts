@@ -194,8 +194,9 @@ describe('lensfleet status and plan', () => {
     });
 
     it('a database that cannot be reached: exit 3 naming the tenant and where (never the password); with an overrun elsewhere, exit 1', async () => {
-      const { freePort } = await import('../dev/local/servers.js');
-      const down = `postgres://reader:Pa55word@127.0.0.1:${await freePort()}/nowhere`;
+      // Port 1 (tcpmux): nothing listens there. A "free" port could be taken by another test's
+      // server between the probe and the plan (seen: a PgBouncer answering with an auth error).
+      const down = 'postgres://reader:Pa55word@127.0.0.1:1/nowhere';
       const only = await lensfleet(['plan', '--workers', '1', '--concurrency', '2'], {
         REDIS_URL: redisUrl(),
         LENSFLEET_TENANTS: 'yDOWN',

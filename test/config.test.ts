@@ -37,6 +37,9 @@ describe('worker config', () => {
       backoffMs: 500,
       queryTimeoutRetry: 'once',
       queryTimeoutDelayMs: 10_000,
+      // Not the guide's (it has none): a crashed worker's jobs run again within 15 + 2 × 5 s.
+      lockMs: 15_000,
+      stalledCheckMs: 5000,
     });
     expect(Object.isFrozen(c)).toBe(true);
   });

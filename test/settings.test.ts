@@ -59,6 +59,8 @@ const SAMPLES: Record<string, { raw: string; expected: unknown }> = {
   LENSFLEET_POOL_RECYCLE_SECONDS: { raw: '60', expected: 60 },
   LENSFLEET_POOL_PRE_PING: { raw: 'no', expected: false },
   LENSFLEET_POOL_TRANSACTION_POOLER: { raw: 'on', expected: true },
+  LENSFLEET_JOB_LOCK_MS: { raw: '20000', expected: 20000 },
+  LENSFLEET_STALLED_CHECK_MS: { raw: '2500', expected: 2500 },
   LENSFLEET_POOL_PRE_PING_IDLE_MS: { raw: '5', expected: 5 },
   LENSFLEET_POOL_IDLE_TIMEOUT_MS: { raw: '6', expected: 6 },
   LENSFLEET_POOL_MAX_WAITING: { raw: '8', expected: 8 },

@@ -187,6 +187,9 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
       removeOnComplete: { age: config.jobs.keepCompletedSeconds, count: config.jobs.keepCompletedCount },
       removeOnFail: { age: config.jobs.keepFailedSeconds, count: config.jobs.keepFailedCount },
       settings: { backoffStrategy: createBackoffStrategy(config.jobs) },
+      // How soon a crashed worker's jobs run elsewhere: at most lock + 2 stalled checks (src/config.ts).
+      lockDuration: config.jobs.lockMs,
+      stalledInterval: config.jobs.stalledCheckMs,
     },
   );
   // Without an 'error' listener an EventEmitter error (Redis loss) would crash the process.

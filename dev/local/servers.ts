@@ -23,6 +23,8 @@ export interface LocalRedis {
   readonly port: number;
   /** SIGTERM (SIGKILL after 5 s), then remove the temp dir. Idempotent. */
   stop(): Promise<void>;
+  /** Stop it (SIGTERM: with `appendOnly`, the AOF is flushed) and start it again on the same port and dir (fault tests). */
+  restart(): Promise<void>;
 }
 
 /** A running throwaway Postgres cluster. */
@@ -39,6 +41,8 @@ export interface LocalPostgres {
   readonly dataDir: string;
   /** Fast shutdown, then remove the temp dir. Idempotent. */
   stop(): Promise<void>;
+  /** `pg_ctl restart -m fast` (every connection ends; same port and data), for fault tests. */
+  restart(): Promise<void>;
 }
 
 /** Options shared by every starter. */
@@ -288,8 +292,11 @@ function pingRedis(port: number): Promise<boolean> {
   });
 }
 
-/** Start a throwaway `redis-server` (no persistence) on a free 127.0.0.1 port. */
-export async function startRedis(opts: StartOptions = {}): Promise<LocalRedis> {
+/**
+ * Start a throwaway `redis-server` on a free 127.0.0.1 port: no persistence, or with
+ * `appendOnly` an AOF fsynced on every write (what a queue that must survive a restart runs with).
+ */
+export async function startRedis(opts: StartOptions & { appendOnly?: boolean } = {}): Promise<LocalRedis> {
   const log = opts.log ?? noop;
   const bin = onPath('redis-server');
   if (!bin) throw new Error("redis-server not found: install Debian's redis-server package (apt-get install redis-server)");
@@ -298,7 +305,7 @@ export async function startRedis(opts: StartOptions = {}): Promise<LocalRedis> {
     // Another process can grab the free port before redis binds it; a fresh port fixes that.
     for (let attempt = 1; ; attempt++) {
       const port = await freePort();
-      const started = await spawnRedis(bin, dir, port);
+      const started = await spawnRedis(bin, dir, port, opts.appendOnly ?? false);
       if ('redis' in started) {
         log(`redis listening on 127.0.0.1:${port}`);
         return started.redis;
@@ -340,10 +347,46 @@ export function watchChild(child: ChildProcess, tailChars = TAIL_CHARS): Watched
   return { output: () => output, hasExited: () => hasExited, exited };
 }
 
-async function spawnRedis(bin: string, dir: string, port: number): Promise<{ redis: LocalRedis } | { error: Error }> {
+async function spawnRedis(bin: string, dir: string, port: number, appendOnly: boolean): Promise<{ redis: LocalRedis } | { error: Error }> {
+  const first = await launchRedis(bin, dir, port, appendOnly);
+  if ('error' in first) return first;
+  let { child, exited } = first;
+  const unregister = registerEmergencyKill(() => {
+    child.kill('SIGKILL');
+    removeDirSync(dir);
+  });
+  let stopping: Promise<void> | undefined;
+  return {
+    redis: {
+      url: `redis://127.0.0.1:${port}`,
+      port,
+      stop: () =>
+        (stopping ??= (async () => {
+          await killAndWait(child, exited);
+          unregister();
+          await rm(dir, { recursive: true, force: true });
+        })()),
+      async restart() {
+        await killAndWait(child, exited);
+        const again = await launchRedis(bin, dir, port, appendOnly);
+        if ('error' in again) throw again.error;
+        ({ child, exited } = again);
+      },
+    },
+  };
+}
+
+/** One redis-server process, answering PING. */
+async function launchRedis(
+  bin: string,
+  dir: string,
+  port: number,
+  appendOnly: boolean,
+): Promise<{ child: ChildProcess; exited: Promise<void> } | { error: Error }> {
+  const persistence = appendOnly ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
   const child = spawn(
     bin,
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--protected-mode', 'yes', '--daemonize', 'no'],
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', ...persistence, '--dir', dir, '--protected-mode', 'yes', '--daemonize', 'no'],
     { cwd: dir, detached: false, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const watched = watchChild(child);
@@ -360,24 +403,7 @@ async function spawnRedis(bin: string, dir: string, port: number): Promise<{ red
     }
     await sleep(50);
   }
-
-  const unregister = registerEmergencyKill(() => {
-    child.kill('SIGKILL');
-    removeDirSync(dir);
-  });
-  let stopping: Promise<void> | undefined;
-  return {
-    redis: {
-      url: `redis://127.0.0.1:${port}`,
-      port,
-      stop: () =>
-        (stopping ??= (async () => {
-          await killAndWait(child, exited);
-          unregister();
-          await rm(dir, { recursive: true, force: true });
-        })()),
-    },
-  };
+  return { child, exited };
 }
 
 async function killAndWait(child: ChildProcess, exited: Promise<void>): Promise<void> {
@@ -504,6 +530,7 @@ function runningPostgres(s: {
   pid: number;
   pg: (name: string, args: string[]) => Promise<RunResult>;
 }): LocalPostgres {
+  const postmasterPid = async (): Promise<number> => Number((await readFile(path.join(s.dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]);
   // SIGQUIT is Postgres' immediate shutdown: the postmaster takes its backends down with it.
   const unregister = registerEmergencyKill(() => {
     try {
@@ -537,5 +564,12 @@ function runningPostgres(s: {
         unregister();
         await rm(s.dir, { recursive: true, force: true });
       })()),
+    async restart() {
+      // pg_ctl restart starts the postmaster with the options it last ran with (the same port).
+      // -l: without a log file the new postmaster would keep pg_ctl's output pipe open.
+      const result = await s.pg('pg_ctl', ['-D', s.dataDir, '-l', path.join(s.dir, 'log'), '-m', 'fast', '-w', '-t', '30', 'restart']);
+      if (result.code !== 0) throw new Error(`pg_ctl restart failed (exit ${result.code}):\n${result.output.trim()}`);
+      s.pid = await postmasterPid();
+    },
   };
 }
