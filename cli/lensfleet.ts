@@ -6,6 +6,7 @@
  *   lensfleet lenses
  *   lensfleet status [--fleet F] [--json]                    (cli/status.ts: its own exit codes)
  *   lensfleet plan (--workers N [--concurrency C] | --live) [--json]   (cli/plan.ts: its own exit codes)
+ *   lensfleet procfile [--scale worker=3]                  (cli/procfile.ts: its own exit codes)
  *
  * Reads REDIS_URL (or REDIS_URL_FILE) and LENSFLEET_QUEUE like the worker (the same settings
  * table). Exit codes: 0 ok, 1 the job failed or timed out (or Redis failed), 2 bad usage, an
@@ -19,6 +20,7 @@ import { LensfleetError } from '../src/errors.js';
 import { maritimeLenses } from '../src/lenses/maritime.js';
 import { readSettings } from '../src/settings.js';
 import { planCommand } from './plan.js';
+import { procfileCommand } from './procfile.js';
 import { statusCommand } from './status.js';
 
 export const EXIT_OK = 0;
@@ -36,6 +38,8 @@ const USAGE = `usage:
   lensfleet status [--fleet <name>] [--json]       the live fleet: workers, queues, connections per tenant
   lensfleet plan (--workers <n> [--concurrency <c>] | --live) [--json]
                                                    could the fleet overrun a tenant's database?
+  lensfleet procfile [--procfile <path>] [--scale worker=<n>]
+                                                   run the Procfile's processes here (as foreman does)
   lensfleet <command> --help                       a command's options and exit codes
 environment:
 ${Object.values(CLI_SETTINGS)
@@ -60,6 +64,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command === 'status') return statusCommand(rest, process.env);
   if (command === 'plan') return planCommand(rest, process.env);
+  if (command === 'procfile') return procfileCommand(rest, process.env);
   if (command !== 'enqueue') {
     console.error(command ? `unknown command "${command}"\n${USAGE}` : USAGE);
     return EXIT_USAGE;

@@ -10,19 +10,24 @@
  * its own queue and its own workers. Sizes are small for CI; `npm run test:faults` runs this file
  * alone with LENSFLEET_FAULT_SCALE (e.g. 10) multiplying the jobs and outages.
  */
+import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgres, startRedis, type LocalPostgres, type LocalRedis } from '../dev/local/servers.js';
 import { createTenantDatabase, type TenantDatabase } from '../dev/local/tenant-db.js';
-import { killWorker, sleep, spawnWorker, uniqueId, waitFor, type ChildWorker } from './support/harness.js';
-import { idleInTransaction, JobLedger, ledgerTable, record, sampleDatabases } from './support/ledger.js';
+import { FleetKeys } from '../src/fleet/keys.js';
+import { readMembers } from '../src/fleet/membership.js';
+import { Redis } from 'ioredis';
+import { killWorker, ROOT, sleep, spawnWorker, uniqueId, waitFor, type ChildWorker } from './support/harness.js';
+import { idleInTransaction, JobLedger, KEEP_WORKER_ENV, ledgerTable, record, sampleDatabases } from './support/ledger.js';
 
 const SCALE = Math.max(1, Number(process.env.LENSFLEET_FAULT_SCALE ?? 1));
 const WORKERS = 2;
 const CONCURRENCY = 8;
 const JOBS = 600 * SCALE;
 const JOB_SECONDS = 0.02;
+const PROCFILE_JOBS = 2000 * SCALE;
 
 let redis: LocalRedis;
 let postgres: LocalPostgres;
@@ -59,6 +64,7 @@ async function start(name: string, extraEnv: Record<string, string> = {}): Promi
     LENSFLEET_JOB_LOCK_MS: '4000',
     LENSFLEET_STALLED_CHECK_MS: '1000',
     LOG_LEVEL: 'warn',
+    ...KEEP_WORKER_ENV,
     ...extraEnv,
   };
   const workers = await Promise.all(Array.from({ length: WORKERS }, () => spawnWorker(env)));
@@ -222,4 +228,111 @@ describe('fault ledger', () => {
       note: 'lock 4 s, stalled check 1 s',
     });
   }, 180_000);
+  it(
+    `three workers from the Procfile (lensfleet procfile --scale worker=3), ${PROCFILE_JOBS} jobs over 20 tenants: one worker killed and Postgres restarted along the way`,
+    async () => {
+      const many = await Promise.all(Array.from({ length: 20 }, (_, i) => createTenantDatabase(postgres.adminUrl(), uniqueId(`yProc${i}`), { rows: 5 })));
+      const queue = uniqueId('q_procfile');
+      const env: Record<string, string> = {
+        PATH: process.env.PATH ?? '',
+        REDIS_URL: redis.url,
+        LENSFLEET_QUEUE: queue,
+        LENSFLEET_TENANTS: many.map((d) => d.tenant).join(','),
+        ...Object.fromEntries(many.map((d) => [`${d.tenant}_DATABASE_URL`, d.databaseUrl])),
+        LENSFLEET_CONCURRENCY: String(CONCURRENCY),
+        LENSFLEET_POOL_MIN_SIZE: '1',
+        LENSFLEET_RETRY_BACKOFF_MS: '250',
+        LENSFLEET_JOB_LOCK_MS: '4000',
+        LENSFLEET_STALLED_CHECK_MS: '1000',
+        LENSFLEET_METRICS_HOST: '127.0.0.1',
+        PORT: '0',
+        LOG_LEVEL: 'warn',
+        ...KEEP_WORKER_ENV,
+      };
+      const launcher = spawn(process.execPath, ['dist/cli/lensfleet.js', 'procfile', '--scale', 'worker=3'], {
+        cwd: ROOT,
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      launcher.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      launcher.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      const launcherExit = new Promise<number | null>((resolve) => launcher.on('exit', (code) => resolve(code)));
+      const keys = new FleetKeys(queue);
+      const r = new Redis(redis.url);
+      const sampler = sampleDatabases(
+        postgres.adminUrl(),
+        many.map((d) => d.database),
+      );
+      const ledger = await JobLedger.open(redis.url, queue);
+      try {
+        const members = await waitFor(
+          'three workers in the fleet',
+          async () => {
+            const m = (await readMembers(r, keys)).members;
+            return m.length === 3 ? m : undefined;
+          },
+          60_000,
+          100,
+        );
+        await ledger.add(
+          Array.from({ length: PROCFILE_JOBS }, (_, i) => ({
+            v: 1 as const,
+            tenant: many[i % many.length]!.tenant,
+            lens: 'receiving.recent',
+            params: { limit: 3 },
+          })),
+        );
+        const enqueuedAt = performance.now();
+        await waitFor('a quarter done', () => ledger.completedAt.length >= PROCFILE_JOBS / 4, 120_000 * SCALE, 20);
+        const activeAtFault = await ledger.queue.getActiveCount();
+        process.kill(members[0]!.pid, 'SIGKILL');
+        await waitFor('half done', () => ledger.completedAt.length >= PROCFILE_JOBS / 2, 120_000 * SCALE, 20);
+        const restartAt = performance.now();
+        await postgres.restart();
+        const restartedAt = performance.now();
+        await ledger.settle(180_000 * SCALE);
+        const maxConnections = await sampler.stop();
+        const account = await ledger.account();
+        const idle = await idleInTransaction(
+          postgres.adminUrl(),
+          many.map((d) => d.database),
+        );
+        const survivors = members.slice(1).map((m) => m.pid);
+        const alive = survivors.filter((pid) => {
+          try {
+            process.kill(pid, 0);
+            return true;
+          } catch {
+            return false;
+          }
+        });
+        record({
+          fault: 'Procfile, 3 workers, 20 tenants: kill -9 of one, then Postgres restart',
+          ...account,
+          activeAtFault,
+          maxConnections,
+          bound: 3 * CONCURRENCY,
+          recoveryMs: ledger.recoveryAfter(restartedAt),
+          idleInTransaction: idle,
+          note: `Postgres down ${Math.round(restartedAt - restartAt)} ms; ${Math.round((PROCFILE_JOBS * 1000) / (performance.now() - enqueuedAt))} jobs/s overall`,
+        });
+        expect(account.lost).toBe(0);
+        expect(account.failed).toEqual({});
+        expect(maxConnections).toBeLessThanOrEqual(3 * CONCURRENCY);
+        expect(idle).toBe(0);
+        expect(alive).toEqual(survivors);
+      } finally {
+        await sampler.stop();
+        r.disconnect();
+        await ledger.close();
+        launcher.kill('SIGTERM');
+      }
+      // The survivors drain and exit 0; the killed one makes the launcher's exit 1, and it says which.
+      expect(await launcherExit).toBe(1);
+      expect(out).toMatch(/worker\.\d exited on SIGKILL/);
+      expect(out.match(/worker\.\d exited with code 0/g)).toHaveLength(2);
+    },
+    300_000 * SCALE,
+  );
 });

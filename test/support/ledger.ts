@@ -35,6 +35,12 @@ export interface LedgerRow {
   readonly note?: string;
 }
 
+/**
+ * Worker settings a ledger run needs: every finished job kept until it is accounted for (by default
+ * a worker keeps 10,000 completed jobs, and one removed by retention would count as lost).
+ */
+export const KEEP_WORKER_ENV = { LENSFLEET_KEEP_COMPLETED_COUNT: '1000000', LENSFLEET_KEEP_FAILED_COUNT: '1000000' } as const;
+
 /** Jobs on a fresh queue, completion times recorded as they come (QueueEvents). */
 export class JobLedger {
   readonly queue: LensQueue;
@@ -67,7 +73,8 @@ export class JobLedger {
 
   async add(data: readonly LensJobData[]): Promise<void> {
     for (let i = 0; i < data.length; i += 500) {
-      const jobs = await enqueueMany(this.queue, data.slice(i, i + 500));
+      // Kept until the ledger is read (the workers' retention must allow it too: KEEP_WORKER_ENV).
+      const jobs = await enqueueMany(this.queue, data.slice(i, i + 500), { removeOnComplete: false, removeOnFail: false });
       for (const [k, j] of jobs.entries()) {
         this.#ids.push(j.id!);
         this.#byTenant.set(j.id!, data[i + k]!.tenant);
@@ -92,9 +99,15 @@ export class JobLedger {
   /** Until every id has ended (completed or failed) or the time is up. */
   async settle(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
+    let said = Date.now();
     while (Date.now() < deadline) {
-      const c = await this.queue.getJobCounts('completed', 'failed');
+      const c = await this.queue.getJobCounts('completed', 'failed', 'active', 'wait', 'delayed', 'prioritized', 'paused');
       if ((c.completed ?? 0) + (c.failed ?? 0) >= this.#ids.length) return;
+      // Progress on long runs (and what is left, if it never settles).
+      if (Date.now() - said > 15_000) {
+        said = Date.now();
+        console.log(`[ledger] ${this.queue.name}: ${JSON.stringify(c)} of ${this.#ids.length}`);
+      }
       await sleep(100);
     }
   }
