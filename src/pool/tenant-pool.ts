@@ -362,6 +362,20 @@ export class TenantPool implements BudgetMember, LeaseMember, ManagedPool {
   }
 
   /**
+   * Whether an acquire now would be served without queueing (see `ManagedPool.canStartNow`).
+   * The process budget is not asked: it is at least the worker's concurrency, so while a job
+   * runs at least one connection of the process is idle (it is evicted for this one) or opening.
+   */
+  canStartNow(): boolean {
+    if (this.#closed) return true;
+    if (this.#waiting > 0) return false;
+    if (this.#source.idleCount > 0) return true;
+    // Opens of a capped tenant already wait for a fleet lease: another would queue behind them.
+    if (this.#leases !== undefined && this.#ledger.leaseWaiting > 0) return false;
+    return this.#source.size < this.max;
+  }
+
+  /**
    * Close one idle connection for another tenant that needs room in the process budget.
    * Resolves true once it is closed, false when this pool has none to spare.
    */

@@ -244,6 +244,14 @@ export interface ManagedPool {
    * database, and undici cannot close one idle socket on demand for another tenant).
    */
   readonly budgetMember: BudgetMember | undefined;
+  /**
+   * Whether a job asking now would get a connection without waiting behind others: no acquire is
+   * queued, and an idle connection is there or one more may open within the effective max (for a
+   * tenant with a fleet cap: and no open of this pool already waits for a lease). Local and cheap
+   * (the job processor asks it before every acquire); a closed pool answers true, so the acquire
+   * fails at once as it would have.
+   */
+  canStartNow(): boolean;
   /** Open minSize connections; resolves once the pool can serve (at once when it opens on demand). */
   warm(): Promise<void>;
   stats(): PoolStats;

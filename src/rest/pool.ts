@@ -250,6 +250,11 @@ export class RestTenantPool implements ManagedPool {
     });
   }
 
+  /** A request slot is free and no request waits for one (`ManagedPool.canStartNow`). */
+  canStartNow(): boolean {
+    return this.#closed || (this.#inUse < this.max && this.#waiting === 0);
+  }
+
   /** Nothing to open ahead of demand (see `min`): ready at once. */
   warm(): Promise<void> {
     return Promise.resolve();
