@@ -236,6 +236,8 @@ export interface ManagedPool {
   readonly open: number;
   /** Connections in use or acquires waiting: a busy pool is never closed for idleness. */
   readonly busy: boolean;
+  /** Acquires waiting now. */
+  readonly waiting: number;
   /** Date.now() of the last acquire. */
   readonly lastUsedAt: number;
   /**

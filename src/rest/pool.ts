@@ -295,6 +295,11 @@ export class RestTenantPool implements ManagedPool {
     return this.#lastUsedAt;
   }
 
+  /** Requests waiting for a slot now. */
+  get waiting(): number {
+    return this.#waiting;
+  }
+
   get busy(): boolean {
     return this.#inUse > 0 || this.#waiting > 0;
   }
