@@ -69,6 +69,22 @@ describe('TenantPool.canStartNow', () => {
     pool.release(f);
   });
 
+  it('maxQueued: true while fewer than that many acquires wait for the pool’s own connections', async () => {
+    const pool = pgPool(1);
+    const a = await pool.acquire();
+    expect(pool.canStartNow(), 'in use, nothing may open').toBe(false);
+    expect(pool.canStartNow(2), 'it would wait first in line').toBe(true);
+    const w1 = pool.acquire();
+    expect(pool.canStartNow(2), 'second in line').toBe(true);
+    const w2 = pool.acquire();
+    expect(pool.waiting).toBe(2);
+    expect(pool.canStartNow(2), 'two wait already').toBe(false);
+    pool.release(a);
+    const b = await w1;
+    pool.release(b);
+    pool.release(await w2);
+  });
+
   it('without pooling: false once max connections are open (each job opens its own)', async () => {
     const pool = pgPool(1, false);
     expect(pool.canStartNow()).toBe(true);
@@ -126,6 +142,7 @@ describe('TenantPool.canStartNow', () => {
     const b = (await waiting) as PoolClient;
     expect(pool.waiting).toBe(0);
     expect(pool.canStartNow(), 'an open still waits for a lease: a new one would queue behind it').toBe(false);
+    expect(pool.canStartNow(8), 'whatever may queue: no telling when another process gives a lease back').toBe(false);
     for (const wake of pending.splice(0)) wake();
     await waitFor('the lease wait ended', async () => pool.stats().opening === 0);
     expect(pool.canStartNow()).toBe(true);
@@ -142,7 +159,10 @@ describe('RestTenantPool.canStartNow', () => {
     expect(pool.canStartNow()).toBe(true);
     const b = await pool.acquire();
     expect(pool.canStartNow()).toBe(false);
+    expect(pool.canStartNow(1), 'it would wait first in line').toBe(true);
     const waiter = pool.acquire();
+    expect(pool.canStartNow(1), 'one waits already').toBe(false);
+    expect(pool.canStartNow(2)).toBe(true);
     a.release();
     const c = await waiter;
     expect(pool.canStartNow()).toBe(false);

@@ -120,18 +120,17 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
       runStarted = performance.now();
       const pool = registry.current(tenant) ?? (await registry.get(tenant));
       // Not while it waits for a connection in this slot: one tenant's flood would take every slot.
-      // A few acquires may wait (half the pool's max): with none, a connection released between
-      // two returning jobs sits idle — a pool that only takes jobs as they come back is a loss
-      // system (fairness test, max 4, 50 ms jobs: A's drain took 8.4 s with 1 waiter allowed,
-      // 6.7 s with 2 or 4, 5.6 s without deferral, on a loaded machine). A probe runs at
-      // once (the pool of an unreachable tenant is empty anyway); a job deferred maxPerJob times
-      // waits, so the busy tenant always progresses.
+      // A few acquires may wait for the pool's own connections (half its max): with none, a
+      // connection released between two returning jobs sits idle — a pool that only takes jobs as
+      // they come back is a loss system (fairness test, max 4, 50 ms jobs, loaded machine: A's
+      // drain took 10.6 s with no waiter, 8.4 s with one, 6.7 s with 2 or 4, 5.6 s without deferral).
+      // A probe runs at once (the pool of an unreachable tenant is empty anyway); a job deferred
+      // maxPerJob times waits, so the busy tenant always progresses.
       if (
         deferral !== undefined &&
         token !== undefined &&
         !probe &&
-        !pool.canStartNow() &&
-        pool.waiting >= Math.ceil(pool.max / 2) &&
+        !pool.canStartNow(Math.ceil(pool.max / 2)) &&
         deferralsOf(job) < deferral.settings.maxPerJob
       ) {
         // (an admitted job that is deferred reports no outcome)

@@ -366,13 +366,14 @@ export class TenantPool implements BudgetMember, LeaseMember, ManagedPool {
    * The process budget is not asked: it is at least the worker's concurrency, so while a job
    * runs at least one connection of the process is idle (it is evicted for this one) or opening.
    */
-  canStartNow(): boolean {
+  canStartNow(maxQueued = 0): boolean {
     if (this.#closed) return true;
-    if (this.#waiting > 0) return false;
-    if (this.#source.idleCount > 0) return true;
     // Opens of a capped tenant already wait for a fleet lease: another would queue behind them.
     if (this.#leases !== undefined && this.#ledger.leaseWaiting > 0) return false;
-    return this.#source.size < this.max;
+    // What serves acquires without a release: idle connections, connections opening (a warm-up's
+    // serve whoever waits), room to open more. Acquires waiting beyond those wait for releases.
+    const ahead = this.#waiting - (this.#source.idleCount + this.#ledger.opening + Math.max(0, this.max - this.#source.size));
+    return ahead < Math.max(0, maxQueued);
   }
 
   /**

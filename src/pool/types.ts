@@ -247,13 +247,14 @@ export interface ManagedPool {
    */
   readonly budgetMember: BudgetMember | undefined;
   /**
-   * Whether a job asking now would get a connection without waiting behind others: no acquire is
-   * queued, and an idle connection is there or one more may open within the effective max (for a
-   * tenant with a fleet cap: and no open of this pool already waits for a lease). Local and cheap
-   * (the job processor asks it before every acquire); a closed pool answers true, so the acquire
-   * fails at once as it would have.
+   * Whether a job asking now would be served without waiting for a connection to be released: an
+   * idle connection, one opening that no earlier acquire will take, or room to open one within the
+   * effective max — or, with `maxQueued` > 0, it would wait for one of the pool's own connections
+   * to come back behind fewer than `maxQueued` acquires. Never while an open of a fleet-capped pool waits for a lease (another process holds
+   * the cap: no telling when). Local and cheap (the job processor asks before every acquire); a
+   * closed pool answers true, so the acquire fails at once as it would have. @defaultValue maxQueued 0
    */
-  canStartNow(): boolean;
+  canStartNow(maxQueued?: number): boolean;
   /** Open minSize connections; resolves once the pool can serve (at once when it opens on demand). */
   warm(): Promise<void>;
   stats(): PoolStats;

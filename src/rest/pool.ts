@@ -250,9 +250,9 @@ export class RestTenantPool implements ManagedPool {
     });
   }
 
-  /** A request slot is free and no request waits for one (`ManagedPool.canStartNow`). */
-  canStartNow(): boolean {
-    return this.#closed || (this.#inUse < this.max && this.#waiting === 0);
+  /** A request slot is free and no request waits for one, or fewer than `maxQueued` do (`ManagedPool.canStartNow`). */
+  canStartNow(maxQueued = 0): boolean {
+    return this.#closed || (this.#inUse < this.max && this.#waiting === 0) || this.#waiting < maxQueued;
   }
 
   /** Nothing to open ahead of demand (see `min`): ready at once. */
