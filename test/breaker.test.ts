@@ -10,7 +10,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueueMany } from '../queues/producer.js';
-import { createTenants, pgAdminUrl, sleep, startTestWorker, uniqueId, waitFor, type TestWorker } from './support/harness.js';
+import { createTenants, pgAdminUrl, startTestWorker, uniqueId, waitFor, type TestWorker } from './support/harness.js';
 
 const DOWN = uniqueId('yBrkDown');
 const UP = uniqueId('yBrkUp');
