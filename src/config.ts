@@ -425,7 +425,7 @@ export const ADMISSION_SETTINGS = {
     env: 'LENSFLEET_DEFER_WHEN_BUSY',
     schema: bool(),
     default: true,
-    help: 'a job whose tenant’s pool cannot serve it now (every connection in use and none may open, or a capped tenant’s opens waiting for a fleet lease), with half the pool’s max already waiting, is put back in the queue, delayed, without using up an attempt, instead of waiting in a worker slot: one tenant’s flood cannot take every slot. Its delay spaces the tenant’s deferred jobs by its recent job time ÷ its pool size (±20 %). `off` = every job waits for its connection in its slot',
+    help: 'a job whose tenant’s pool cannot serve it now (no idle connection, none opening for it, none may open — for a capped tenant, none while its opens wait for a fleet lease), with half the pool’s max already waiting for a release, is put back in the queue, delayed, without using up an attempt, instead of waiting in a worker slot: one tenant’s flood cannot take every slot. Its delay spaces the tenant’s deferred jobs by its recent job time ÷ its pool size (±20 %). `off` = every job waits for its connection in its slot',
   }),
   deferMaxPerJob: setting({
     env: 'LENSFLEET_DEFER_MAX_PER_JOB',

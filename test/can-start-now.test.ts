@@ -104,7 +104,7 @@ describe('TenantPool.canStartNow', () => {
     expect(pool.canStartNow()).toBe(true);
   });
 
-  it('a fleet-capped tenant: false while an open of this pool waits for a lease, though below max', async () => {
+  it('a fleet-capped tenant: while an open waits for a lease, no room to open (though below max) and the open serves no one soon', async () => {
     // The fleet hands out one lease, then none (another process holds the rest of the cap).
     let granted = 0;
     const pending: (() => void)[] = [];
@@ -142,11 +142,18 @@ describe('TenantPool.canStartNow', () => {
     const b = (await waiting) as PoolClient;
     expect(pool.waiting).toBe(0);
     expect(pool.canStartNow(), 'an open still waits for a lease: a new one would queue behind it').toBe(false);
-    expect(pool.canStartNow(8), 'whatever may queue: no telling when another process gives a lease back').toBe(false);
+    // It would wait for the one connection in use (the lease wait serves no one soon, and no more may open).
+    expect(pool.canStartNow(1), 'first in line for a release').toBe(true);
+    const queued = pool.acquire();
+    expect(pool.waiting).toBe(1);
+    expect(pool.canStartNow(1), 'one waits for a release already').toBe(false);
+    expect(pool.canStartNow(2)).toBe(true);
+    pool.release(b);
+    const b2 = await queued;
     for (const wake of pending.splice(0)) wake();
     await waitFor('the lease wait ended', async () => pool.stats().opening === 0);
-    expect(pool.canStartNow()).toBe(true);
-    pool.release(b);
+    expect(pool.canStartNow(), 'no lease wait: room to open one').toBe(true);
+    pool.release(b2);
   });
 });
 

@@ -368,11 +368,13 @@ export class TenantPool implements BudgetMember, LeaseMember, ManagedPool {
    */
   canStartNow(maxQueued = 0): boolean {
     if (this.#closed) return true;
-    // Opens of a capped tenant already wait for a fleet lease: another would queue behind them.
-    if (this.#leases !== undefined && this.#ledger.leaseWaiting > 0) return false;
     // What serves acquires without a release: idle connections, connections opening (a warm-up's
     // serve whoever waits), room to open more. Acquires waiting beyond those wait for releases.
-    const ahead = this.#waiting - (this.#source.idleCount + this.#ledger.opening + Math.max(0, this.max - this.#source.size));
+    // A capped tenant whose opens already wait for a fleet lease has no room (another open would
+    // queue behind them) and those opens serve no one soon.
+    const leaseWaiting = this.#leases === undefined ? 0 : this.#ledger.leaseWaiting;
+    const room = leaseWaiting > 0 ? 0 : Math.max(0, this.max - this.#source.size);
+    const ahead = this.#waiting - (this.#source.idleCount + this.#ledger.opening - leaseWaiting + room);
     return ahead < Math.max(0, maxQueued);
   }
 

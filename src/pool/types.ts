@@ -250,8 +250,8 @@ export interface ManagedPool {
    * Whether a job asking now would be served without waiting for a connection to be released: an
    * idle connection, one opening that no earlier acquire will take, or room to open one within the
    * effective max — or, with `maxQueued` > 0, it would wait for one of the pool's own connections
-   * to come back behind fewer than `maxQueued` acquires. Never while an open of a fleet-capped pool waits for a lease (another process holds
-   * the cap: no telling when). Local and cheap (the job processor asks before every acquire); a
+   * to come back behind fewer than `maxQueued` acquires. An open of a fleet-capped pool waiting
+   * for a lease serves no one soon, and while one waits the pool has no room to open more. Local and cheap (the job processor asks before every acquire); a
    * closed pool answers true, so the acquire fails at once as it would have. @defaultValue maxQueued 0
    */
   canStartNow(maxQueued?: number): boolean;
