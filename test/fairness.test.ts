@@ -100,6 +100,39 @@ async function flood(deferWhenBusy: boolean): Promise<Outcome> {
 
 const median = (xs: number[]) => xs[Math.floor(xs.length / 2)]!;
 
+describe('deferral is bounded per job', () => {
+  it('a job deferred LENSFLEET_DEFER_MAX_PER_JOB times then waits for its connection in its slot, and completes in one attempt', async () => {
+    const w = await startTestWorker({
+      env: { ...tenants.env, LENSFLEET_TENANTS: `${A},${B}` },
+      concurrency: 8,
+      pool: { maxSize: 1, maxOverflow: 0, acquireTimeoutMs: 60_000 },
+      settings: { LENSFLEET_DEFER_MAX_PER_JOB: '2', LOG_LEVEL: 'info' },
+      http: false,
+    });
+    try {
+      const once = { attempts: 1 };
+      // A's one connection is held for 2 s: every job behind it finds the pool busy each time it comes back.
+      const holder = await enqueue(w.queue, { tenant: A, lens: 'test.sleep', params: { seconds: 2 } }, once);
+      await waitFor('the holder runs', async () => (await holder.getState()) === 'active', 10_000, 20);
+      await sleep(100);
+      const behind = await enqueueMany(
+        w.queue,
+        Array.from({ length: 4 }, () => ({ tenant: A, lens: 'test.whoami' })),
+        once,
+      );
+      await Promise.all([holder, ...behind].map((j) => j.waitUntilFinished(w.events, 60_000)));
+      const jobs = await Promise.all(behind.map((j) => w.queue.getJob(j.id!)));
+      const deferrals = jobs.map((j) => j!.attemptsStarted - 1);
+      // One may wait at once (half the pool's max, rounded up); the others are put back twice, then wait.
+      expect(Math.max(...deferrals)).toBe(2);
+      expect(deferrals.filter((n) => n === 2).length).toBeGreaterThanOrEqual(2);
+      expect(jobs.every((j) => j!.attemptsMade === 1 && j!.finishedOn !== undefined)).toBe(true);
+    } finally {
+      await w.close();
+    }
+  }, 120_000);
+});
+
 describe('a flooding tenant does not hold every worker slot (deferral)', () => {
   it('with deferral: every job completes in one attempt, deferrals are bounded, and B’s jobs finish long before A’s backlog is done', async () => {
     const r = await flood(true);
