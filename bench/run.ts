@@ -5,7 +5,7 @@
  *
  *   npm run bench                        full run (≈ 10 min on 2 cores)
  *   npm run bench -- --quick             ≈ 2 min, 1 repetition, smaller counts
- *   npm run bench -- --only local,micro  some workloads (local, pooling, remote, tenants, micro, identity)
+ *   npm run bench -- --only local,micro  some workloads (local, pooling, remote, tenants, micro, identity, fairness)
  *   npm run bench -- --only local --variants baseline-16,lensfleet-16   some local variants
  *   npm run bench -- --cpu-prof          also write V8 CPU profiles of the local worker children
  *   npm run bench -- --only local --open-rates 1000,2000,2500 --reps 1   find the open-loop knee
@@ -27,6 +27,7 @@ import { killAllWorkers } from './lib/worker-handle.js';
 import { loadAverage } from './lib/procstat.js';
 import { summarize } from './lib/stats.js';
 import { runLocal, type LocalVariant } from './workloads/local.js';
+import { runFairness } from './workloads/fairness.js';
 import { runIdentity } from './workloads/identity.js';
 import { runMicro } from './workloads/micro.js';
 import { runPooling } from './workloads/pooling.js';
@@ -36,10 +37,16 @@ import { defaultConnectionBudget, processLimits } from '../src/process-limits.js
 let interrupted = false;
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const LOCAL_VARIANTS: readonly LocalVariant[] = ['noop-16', 'baseline-16', 'lensfleet-16', 'graphile-16', 'baseline-64', 'lensfleet-64'];
-const WORKLOADS = ['local', 'pooling', 'remote', 'tenants', 'micro', 'identity'] as const;
+const WORKLOADS = ['local', 'pooling', 'remote', 'tenants', 'micro', 'identity', 'fairness'] as const;
 type Workload = (typeof WORKLOADS)[number];
 /** Accepted aliases: the issue's names for the parts of `local` and `pooling`. */
-const ALIASES: Record<string, Workload> = { ceiling: 'local', pooled: 'local', 'pooling-off': 'pooling', 'many-tenants': 'tenants' };
+const ALIASES: Record<string, Workload> = {
+  ceiling: 'local',
+  pooled: 'local',
+  'pooling-off': 'pooling',
+  'many-tenants': 'tenants',
+  'noisy-neighbour': 'fairness',
+};
 
 function parseCli() {
   const { values } = parseArgs({
@@ -193,6 +200,12 @@ async function main(): Promise<void> {
       // No role connection limit: each database stands for hundreds of tenant databases.
       const dbs = await env.createTenants(ids, 40, (l) => progress.phase('tenants').update(l), -1);
       return runTenants({ env, plan, progress, databaseUrls: dbs.map((d) => d.databaseUrl) });
+    });
+  }
+  if (cli.only.has('fairness')) {
+    await attempt('fairness', async () => {
+      const [a, b] = await env.createTenants(['bench_fair_a', 'bench_fair_b'], 40, (l) => progress.phase('fairness').update(l));
+      return runFairness({ env, plan, progress, a: { id: a!.tenant, url: a!.databaseUrl }, b: { id: b!.tenant, url: b!.databaseUrl } });
     });
   }
   if (cli.only.has('identity')) {

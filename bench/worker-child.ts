@@ -9,7 +9,7 @@
 import { Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { loadWorkerConfig } from '../src/config.js';
-import { LensCatalog } from '../src/lens.js';
+import { LensCatalog, loadLensModules } from '../src/lens.js';
 import { maritimeLenses } from '../src/lenses/maritime.js';
 import { createLogger } from '../src/logger.js';
 import { loadTenantDirectory } from '../src/tenants.js';
@@ -101,6 +101,8 @@ async function startLensfleet(): Promise<Running> {
   const config = loadWorkerConfig(process.env);
   const tenants = loadTenantDirectory(config, process.env);
   const catalog = new LensCatalog(maritimeLenses);
+  // A workload's own lenses (the fairness workload's slow one), as an operator's module is loaded.
+  await loadLensModules(catalog, config.lensModules);
   const logger = createLogger({ level: config.logLevel });
   const service = await startWorkerService({ config, tenants, catalog, logger, http: false });
   return { worker: service.worker, service, close: () => service.close() };

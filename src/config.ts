@@ -447,6 +447,50 @@ export const JOB_SETTINGS = {
 export type JobSettings = SettingValues<typeof JOB_SETTINGS>;
 
 // ---------------------------------------------------------------------------------------------
+// Admission: whether a job runs now or is put back in the queue (deferral, circuit breaker)
+
+export const ADMISSION_SETTINGS = {
+  deferWhenBusy: setting({
+    env: 'LENSFLEET_DEFER_WHEN_BUSY',
+    schema: bool(),
+    default: true,
+    help: 'a job whose tenant’s pool cannot serve it now (no idle connection, none opening for it, none may open — for a capped tenant, none while its opens wait for a fleet lease), with half the pool’s max already waiting for a release, is put back in the queue, delayed, without using up an attempt, instead of waiting in a worker slot: one tenant’s flood cannot take every slot. Its delay spaces the tenant’s deferred jobs by its recent job time ÷ its pool size (±20 %). `off` = every job waits for its connection in its slot',
+  }),
+  deferMaxPerJob: setting({
+    env: 'LENSFLEET_DEFER_MAX_PER_JOB',
+    schema: int(0, 10_000),
+    default: 20,
+    help: 'deferrals of one job (per attempt, counted by BullMQ’s own `attemptsStarted`, so they survive the job moving between workers) after which it waits for its connection in its slot: the busy tenant always progresses. `0` = no deferral',
+  }),
+  deferMaxDelayMs: setting({
+    env: 'LENSFLEET_DEFER_MAX_DELAY_MS',
+    schema: int(10, 600_000),
+    default: 5000,
+    help: 'longest delay of one deferral',
+  }),
+  breakerFailures: setting({
+    env: 'LENSFLEET_BREAKER_FAILURES',
+    schema: int(0, 10_000),
+    default: 5,
+    help: 'consecutive jobs of one tenant failing to connect (`CONNECTION_FAILED`: refused, reset, authentication of the connection; `CONNECT_TIMEOUT`) that open its circuit breaker in this worker: its jobs are then put back in the queue, delayed until the next probe, without running or using up an attempt; other tenants are not affected. `0` = no breaker',
+  }),
+  breakerCoolDownMs: setting({
+    env: 'LENSFLEET_BREAKER_COOLDOWN_MS',
+    schema: int(100, 3_600_000),
+    default: 5000,
+    help: 'how long an open breaker waits before one job probes the database (half-open): success closes it; a failed probe opens it again for twice as long',
+  }),
+  breakerMaxCoolDownMs: setting({
+    env: 'LENSFLEET_BREAKER_MAX_COOLDOWN_MS',
+    schema: int(100, 3_600_000),
+    default: 60_000,
+    help: 'longest cool-down of a breaker whose probes keep failing (≥ `LENSFLEET_BREAKER_COOLDOWN_MS`)',
+  }),
+} as const satisfies SettingsTable;
+
+export type AdmissionSettings = SettingValues<typeof ADMISSION_SETTINGS>;
+
+// ---------------------------------------------------------------------------------------------
 // HTTP: /metrics /health /ready /pools
 
 export const HTTP_SETTINGS = {
@@ -534,6 +578,7 @@ export const SETTINGS_TABLES = [
   { title: 'Tenants', table: { ...TENANT_SOURCE_SETTINGS, ...TENANT_SETTINGS } },
   { title: 'Pools (defaults of every tenant; a tenants-file entry overrides them)', table: POOL_SETTINGS },
   { title: 'Jobs: retention and retries (whatever the producer sent)', table: JOB_SETTINGS },
+  { title: 'Admission: deferral and circuit breaker', table: ADMISSION_SETTINGS },
   { title: 'HTTP', table: HTTP_SETTINGS },
   { title: 'Fleet (membership and connection leases in Redis)', table: FLEET_SETTINGS },
 ] as const;
@@ -545,7 +590,9 @@ export function renderSettingsDoc(): string {
 
 /** Variables the worker reads, except per-tenant ones. */
 export function knownVariables(): Set<string> {
-  return new Set([PROCESS_SETTINGS, TENANT_SOURCE_SETTINGS, POOL_SETTINGS, JOB_SETTINGS, HTTP_SETTINGS, FLEET_SETTINGS].flatMap(variableNames));
+  return new Set(
+    [PROCESS_SETTINGS, TENANT_SOURCE_SETTINGS, POOL_SETTINGS, JOB_SETTINGS, ADMISSION_SETTINGS, HTTP_SETTINGS, FLEET_SETTINGS].flatMap(variableNames),
+  );
 }
 
 /** `LENSFLEET_*` variables set in `env` that no table knows (a misspelled name would otherwise be ignored silently). */
@@ -592,6 +639,8 @@ export interface WorkerConfig {
   readonly pool: PoolSettings;
   /** Retention, attempts ceiling and retry policy applied to every job. */
   readonly jobs: JobSettings;
+  /** Deferral of jobs that cannot start now, and per-tenant circuit breakers. */
+  readonly admission: AdmissionSettings;
   /** The HTTP endpoints. */
   readonly http: HttpSettings;
   /** Fleet membership and connection leases. */
@@ -619,6 +668,13 @@ export function loadWorkerConfig(env: Env = process.env, cwd = process.cwd(), li
       `LENSFLEET_HTTP_HEADERS_TIMEOUT_MS (${http.headersTimeoutMs}) is above LENSFLEET_HTTP_REQUEST_TIMEOUT_MS (${http.requestTimeoutMs}): headers are part of the request`,
     );
   }
+  const admission = readSettings(ADMISSION_SETTINGS, env);
+  if (admission.breakerMaxCoolDownMs < admission.breakerCoolDownMs) {
+    throw new LensfleetError(
+      'INVALID_CONFIG',
+      `LENSFLEET_BREAKER_MAX_COOLDOWN_MS (${admission.breakerMaxCoolDownMs}) is below LENSFLEET_BREAKER_COOLDOWN_MS (${admission.breakerCoolDownMs}): the longest cool-down cannot be shorter than the first`,
+    );
+  }
   const base = lensBaseDir ?? cwd;
   const fleet = readSettings(FLEET_SETTINGS, env);
   const config: WorkerConfig = {
@@ -631,6 +687,7 @@ export function loadWorkerConfig(env: Env = process.env, cwd = process.cwd(), li
     warmTenants: Object.freeze(proc.warmTenants),
     pool: checkPoolSettings(readSettings(POOL_SETTINGS, env), 'environment (LENSFLEET_POOL_*)'),
     jobs: Object.freeze(readSettings(JOB_SETTINGS, env)),
+    admission: Object.freeze(admission),
     http: Object.freeze(http),
     fleet: Object.freeze({ name: fleet.name ?? proc.queueName, ttlMs: fleet.ttlMs }),
   };

@@ -90,6 +90,34 @@ export const ERROR_CODES = {
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
+/**
+ * What a job's outcome says about its tenant's database, for the tenant's circuit breaker
+ * (src/breaker.ts), by code and nowhere else:
+ * - `unreachable`: no connection could be opened — refused, reset, the server's auth failure of
+ *   the connection (all CONNECTION_FAILED, with the driver's or server's own code as its cause),
+ *   or no answer within the connect timeout;
+ * - `reached`: a connection was open and the database answered (a query error is the lens's or
+ *   the data's business, not the database's reachability);
+ * - anything else says nothing either way: this process's or the fleet's own limits (the pool's
+ *   queue, the process budget, the fleet cap), a closing pool, an internal fault.
+ * (A job that completed reached its database.)
+ */
+export type Reachability = 'unreachable' | 'reached' | 'unknown';
+
+const REACHABILITY: Partial<Record<ErrorCode, Reachability>> = {
+  CONNECTION_FAILED: 'unreachable',
+  CONNECT_TIMEOUT: 'unreachable',
+  QUERY_TIMEOUT: 'reached',
+  QUERY_FAILED_TRANSIENT: 'reached',
+  QUERY_FAILED: 'reached',
+  RESULT_TOO_LARGE: 'reached',
+};
+
+/** What a failure with `code` says about the tenant's database (see `Reachability`). */
+export function reachabilityOf(code: ErrorCode): Reachability {
+  return REACHABILITY[code] ?? 'unknown';
+}
+
 export interface LensfleetErrorOptions {
   cause?: unknown;
   /** Structured, secret-free facts for logs (tenant, lens, pool numbers…). */

@@ -13,12 +13,15 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import type { BreakerSnapshot } from './breaker.js';
 import type { PoolStats } from './pool/tenant-pool.js';
 import type { Secret } from './secret.js';
 
 export interface HttpSources {
   metrics(): Promise<{ contentType: string; body: string }>;
   poolStats(): PoolStats[];
+  /** Tenants' circuit breakers that are not closed or have failures counted (a tenant missing here: closed). */
+  breakers?(): readonly BreakerSnapshot[];
   poolKeys(): string[];
   ready(): Promise<{ ready: boolean; reasons: string[] }>;
   info(): Record<string, unknown>;
@@ -76,7 +79,7 @@ export async function startHttpServer(sources: HttpSources, opts: HttpServerOpti
       }
       case '/pools':
         if (!mayDetail(req)) return refuseDetail(res, opts.token !== undefined, json);
-        return json(res, 200, { pools: sources.poolStats() });
+        return json(res, 200, poolsBody(sources));
       default:
         return json(res, 404, { error: 'not found', endpoints: ENDPOINTS });
     }
@@ -155,4 +158,18 @@ function refuseDetail(
 ) {
   if (tokenConfigured) return json(res, 401, { error: 'tenant detail needs Authorization: Bearer <LENSFLEET_HTTP_TOKEN>' }, { 'www-authenticate': 'Bearer' });
   return json(res, 403, { error: 'tenant detail is served to loopback clients only; set LENSFLEET_HTTP_TOKEN to serve it to others with a token' });
+}
+
+/**
+ * `/pools`: every pool with its tenant's circuit breaker, and every breaker that is not closed or
+ * has failures counted, pool or not (a tenant whose database refuses connections may have none).
+ */
+function poolsBody(sources: HttpSources): { pools: unknown[]; breakers: readonly BreakerSnapshot[] } {
+  const breakers = sources.breakers?.() ?? [];
+  const byTenant = new Map(breakers.map((b) => [b.tenant, b]));
+  const pools = sources.poolStats().map((p) => {
+    const b = byTenant.get(p.tenant);
+    return { ...p, breaker: b === undefined ? { state: 'closed', failures: 0 } : { state: b.state, since: b.since, failures: b.failures } };
+  });
+  return { pools, breakers };
 }

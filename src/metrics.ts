@@ -7,6 +7,8 @@
 import client, { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { labelOf, POOL_COUNTER_KEYS, POOL_COUNTER_METRICS } from './metrics-counters.js';
 import { TenantLabels, type TenantSeries } from './metrics-tenants.js';
+import type { BreakerSnapshot, BreakerState } from './breaker.js';
+import { DEFER_REASONS, type DeferReason } from './deferral.js';
 import { FLEET_OPERATIONS, type FleetOperation } from './fleet/leases.js';
 import type { PoolObserver, PoolStats } from './pool/tenant-pool.js';
 import { withTimeout } from './timeout.js';
@@ -27,7 +29,12 @@ export interface MetricsSources {
   /** Queue depth by state, read at scrape time (one Redis round trip). */
   queueCounts?(): Promise<Record<string, number>>;
   readonly queueName?: string;
+  /** Tenants' circuit breakers that are not closed or have failures counted, read at scrape time. */
+  breakers?(): readonly BreakerSnapshot[];
 }
+
+/** `lensfleet_breaker_state`'s values: the worse state wins when tenants share a label. */
+const BREAKER_STATE_VALUES: Readonly<Record<BreakerState, number>> = { closed: 0, half_open: 1, open: 2 };
 
 export type JobOutcome = 'completed' | 'failed' | 'retried';
 
@@ -53,6 +60,8 @@ export class LensfleetMetrics {
   readonly #queueWait: Histogram<'lens'>;
   readonly #warmUpFailures: Counter;
   readonly #fleetErrors: Counter<'operation'>;
+  readonly #deferrals: Counter<'tenant' | 'reason'>;
+  readonly #breakerTransitions: Counter<'tenant' | 'to'>;
 
   readonly #labels: TenantLabels;
   /** The per-scrape tenant aggregation (shared by all pool metrics) must be recomputed. */
@@ -223,6 +232,42 @@ export class LensfleetMetrics {
       });
     }
 
+    // A tenant's series from its first scrape, at 0 (rate() and increase() need a first sample).
+    this.#deferrals = new Counter({
+      name: 'lensfleet_job_deferrals_total',
+      help: 'Jobs put back in the queue, delayed, without using up an attempt, by tenant and reason: busy = its pool could not serve it now (LENSFLEET_DEFER_WHEN_BUSY), breaker_open = its circuit breaker is open.',
+      labelNames: ['tenant', 'reason'],
+      registers,
+      collect() {
+        for (const tenant of series().keys()) for (const reason of DEFER_REASONS) this.inc({ tenant, reason }, 0);
+      },
+    });
+    new Gauge({
+      name: 'lensfleet_breaker_state',
+      help: 'A tenant\'s circuit breaker in this worker: 0 closed, 1 half-open (one probe job runs), 2 open (its jobs are delayed); for tenant="other" the worst of its tenants.',
+      labelNames: ['tenant'],
+      registers,
+      collect() {
+        this.reset();
+        const values = new Map<string, number>();
+        for (const tenant of series().keys()) values.set(tenant, 0);
+        for (const b of sources.breakers?.() ?? []) {
+          const label = labels.label(b.tenant);
+          values.set(label, Math.max(values.get(label) ?? 0, BREAKER_STATE_VALUES[b.state]));
+        }
+        for (const [tenant, v] of values) this.set({ tenant }, v);
+      },
+    });
+    this.#breakerTransitions = new Counter({
+      name: 'lensfleet_breaker_transitions_total',
+      help: "Changes of a tenant's circuit breaker in this worker, by the state entered (open, half_open, closed).",
+      labelNames: ['tenant', 'to'],
+      registers,
+      collect() {
+        for (const tenant of series().keys()) this.inc({ tenant, to: 'open' }, 0);
+      },
+    });
+
     this.#jobs = new Counter({
       name: 'lensfleet_jobs_total',
       help: 'Lens jobs by lens, tenant and outcome (completed, failed = final failure, retried).',
@@ -259,6 +304,16 @@ export class LensfleetMetrics {
     this.#fleetErrors.inc({ operation });
   }
 
+  /** A job was put back in the queue (deferred). */
+  jobDeferred(tenant: string, reason: DeferReason): void {
+    this.#deferrals.inc({ tenant: this.#labels.label(tenant), reason });
+  }
+
+  /** A tenant's circuit breaker changed state. */
+  breakerTransition(tenant: string, to: BreakerState): void {
+    this.#breakerTransitions.inc({ tenant: this.#labels.label(tenant), to });
+  }
+
   warmUpFailed(): void {
     this.#warmUpFailures.inc();
   }
@@ -276,6 +331,8 @@ export class LensfleetMetrics {
   #dropLabel(label: string): void {
     this.#acquire.remove({ tenant: label });
     this.#connect.remove({ tenant: label });
+    for (const reason of DEFER_REASONS) this.#deferrals.remove({ tenant: label, reason });
+    for (const to of Object.keys(BREAKER_STATE_VALUES)) this.#breakerTransitions.remove({ tenant: label, to });
     for (const key of this.#jobKeys) {
       const [lens, outcome] = key.split('\u0000') as [string, string];
       this.#jobs.remove({ lens, tenant: label, outcome });

@@ -162,6 +162,7 @@ describe('alert rules', () => {
         'LensfleetPoolSaturationCritical',
         'LensfleetPoolSaturationWarning',
         'LensfleetQueueBacklogGrowing',
+        'LensfleetTenantBreakerOpen',
         'LensfleetWorkerDown',
         'LensfleetWorkerNotReady',
       ].sort(),
@@ -356,6 +357,8 @@ describe('Grafana dashboard', () => {
       /process connections vs budget/i,
       /pools/i,
       /pooling enabled/i,
+      /deferred jobs/i,
+      /circuit breaker state per tenant/i,
     ]) {
       expect(
         titles.some((t) => wanted.test(t)),

@@ -26,7 +26,14 @@ async function serve(state: State, opts: { host?: string; token?: string } = {})
       if (state.fail === 'metrics') throw new Error('registry broke');
       return { contentType: 'text/plain; version=0.0.4; charset=utf-8', body: '# HELP lensfleet_up x\nlensfleet_up 1\n' };
     },
-    poolStats: () => [{ tenant: 'yA', key: 'yA:service', size: 2 } as unknown as PoolStats],
+    poolStats: () => [
+      { tenant: 'yA', key: 'yA:service', size: 2 } as unknown as PoolStats,
+      { tenant: 'yB', key: 'yB:service', size: 0 } as unknown as PoolStats,
+    ],
+    breakers: () => [
+      { tenant: 'yB', state: 'open', since: '2026-01-01T00:00:00.000Z', failures: 5, coolDownMs: 5000, probeInMs: 1200 },
+      { tenant: 'yGone', state: 'half_open', since: '2026-01-01T00:00:01.000Z', failures: 7, coolDownMs: 10000 },
+    ],
     poolKeys: () => ['yA:service', 'yB:service'],
     ready: async () => {
       if (state.fail === 'ready') throw new Error('probe broke');
@@ -84,11 +91,20 @@ describe('endpoint states', () => {
     expect((await get('/ready?probe=k8s')).status).toBe(503);
   });
 
-  it('/pools: 200 with the stats of every pool', async () => {
+  it('/pools: 200 with the stats of every pool and its tenant’s circuit breaker, and every breaker not closed (pool or not)', async () => {
     const { get } = await serve({ ready: { ready: true, reasons: [] } });
     const r = await get('/pools');
     expect(r.status).toBe(200);
-    expect(r.json()).toEqual({ pools: [{ tenant: 'yA', key: 'yA:service', size: 2 }] });
+    expect(r.json()).toEqual({
+      pools: [
+        { tenant: 'yA', key: 'yA:service', size: 2, breaker: { state: 'closed', failures: 0 } },
+        { tenant: 'yB', key: 'yB:service', size: 0, breaker: { state: 'open', since: '2026-01-01T00:00:00.000Z', failures: 5 } },
+      ],
+      breakers: [
+        { tenant: 'yB', state: 'open', since: '2026-01-01T00:00:00.000Z', failures: 5, coolDownMs: 5000, probeInMs: 1200 },
+        { tenant: 'yGone', state: 'half_open', since: '2026-01-01T00:00:01.000Z', failures: 7, coolDownMs: 10000 },
+      ],
+    });
   });
 
   it('anything else: 404 listing the endpoints', async () => {

@@ -255,6 +255,8 @@ describe('live Prometheus: dashboard panels and alert rules against a worker und
       ['LensfleetPoolAcquireTimeoutsCritical', HELD],
       ['LensfleetPoolConnectionLeak', LEAKY],
       ['LensfleetPoolConnectionErrorsCritical', BAD],
+      // BAD's connections all fail: its breaker opens and its jobs are delayed.
+      ['LensfleetTenantBreakerOpen', BAD],
     ];
     // Each expected alert must be seen firing while the load runs (they need not all fire at
     // the same instant); no alert may ever be active for the healthy tenant.

@@ -7,10 +7,12 @@
  */
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { UnrecoverableError, type Job } from 'bullmq';
+import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { parseJobData, type LensResult } from '../queues/contract.js';
-import { LensfleetError } from '../src/errors.js';
+import type { TenantBreakers } from '../src/breaker.js';
+import type { DeferralPlanner, DeferReason } from '../src/deferral.js';
+import { LensfleetError, reachabilityOf } from '../src/errors.js';
 import type { TenantPools } from '../src/backends.js';
 import { executeLens } from '../src/execute.js';
 import { createJwtVerifier, type JwtVerifier, type VerifiedIdentity } from '../src/identity/jwt.js';
@@ -31,9 +33,20 @@ export interface ProcessorDeps {
   readonly maxPayloadBytes: number;
   /** Which transient failures are retried (a statement timeout is costly: see src/retry-policy.ts). */
   readonly retry?: RetrySettings;
+  /**
+   * Whether a job runs now or is put back in the queue (issue 13 §4, §5); none = every job runs.
+   * Deferring needs the job's lock token (BullMQ's second processor argument).
+   */
+  readonly admission?: Admission;
 }
 
-export type LensProcessor = (job: Job) => Promise<LensResult>;
+/** Deferral of jobs whose tenant's pool cannot serve them now, and the tenants' circuit breakers. */
+export interface Admission {
+  readonly breakers: TenantBreakers;
+  readonly deferral: DeferralPlanner;
+}
+
+export type LensProcessor = (job: Job, token?: string) => Promise<LensResult>;
 
 export function createProcessor(deps: ProcessorDeps): LensProcessor {
   const { catalog, tenants, registry, logger, metrics, maxPayloadBytes } = deps;
@@ -57,10 +70,28 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
     }
     return v.verify(token);
   };
-  return async function processLensJob(job: Job): Promise<LensResult> {
+  const admission = deps.admission;
+  const breakers = admission?.breakers.enabled ? admission.breakers : undefined;
+  const deferral = admission?.deferral.settings.enabled && admission.deferral.settings.maxPerJob > 0 ? admission.deferral : undefined;
+  /**
+   * Put the job back in the queue for `delayMs` without using up an attempt (BullMQ's manual
+   * delay: `moveToDelayed` with the job's lock token, then `DelayedError`, which the worker takes
+   * as "moved already").
+   */
+  const defer = async (job: Job, token: string, delayMs: number, tenant: string, reason: DeferReason): Promise<never> => {
+    await job.moveToDelayed(Date.now() + delayMs, token);
+    metrics?.jobDeferred(tenant, reason);
+    if (logger.isLevelEnabled('debug')) logger.debug({ jobId: job.id, tenant, reason, delayMs, deferrals: deferralsOf(job) + 1 }, 'job deferred');
+    throw new DelayedError();
+  };
+  return async function processLensJob(job: Job, token?: string): Promise<LensResult> {
     const started = performance.now();
     let lensName = 'unknown';
     let tenantId = 'unknown';
+    /** The breaker let this job run (its outcome is reported); `probe`: as its half-open probe. */
+    let admitted = false;
+    let probe = false;
+    let runStarted = 0;
     // A child logger only when there is something to log: no per-job allocation on the hot path.
     const log = () => logger.child({ jobId: job.id, tenant: tenantId, lens: lensName, attempt: job.attemptsMade + 1 });
     try {
@@ -69,7 +100,8 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
       tenantId = tenant.id;
       const lens = catalog.get(data.lens);
       lensName = lens.name;
-      metrics?.jobStarted(lensName, ((job.processedOn ?? Date.now()) - job.timestamp) / 1000);
+      // Once per attempt: a deferred job's later starts are not new waits.
+      if (job.attemptsStarted <= job.attemptsMade + 1) metrics?.jobStarted(lensName, ((job.processedOn ?? Date.now()) - job.timestamp) / 1000);
       const params = lens.parse(data.params);
       // The token is verified against this tenant's key before any connection is taken or any
       // request sent, whatever the tenant's backend.
@@ -79,20 +111,50 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
           details: { lens: lens.name, tenant: tenant.id },
         });
       }
+      if (breakers !== undefined && token !== undefined) {
+        const a = breakers.admit(tenantId);
+        if (!a.run) return await defer(job, token, a.delayMs, tenantId, 'breaker_open');
+        probe = a.probe;
+        admitted = true;
+      }
+      runStarted = performance.now();
       const pool = registry.current(tenant) ?? (await registry.get(tenant));
+      // Not while it waits for a connection in this slot: one tenant's flood would take every slot.
+      // A few acquires may wait for the pool's own connections (half its max): with none, a
+      // connection released between two returning jobs sits idle — a pool that only takes jobs as
+      // they come back is a loss system (fairness test, max 4, 50 ms jobs, loaded machine: A's
+      // drain took 10.6 s with no waiter, 8.4 s with one, 6.7 s with 2 or 4, 5.6 s without deferral).
+      // A probe runs at once (the pool of an unreachable tenant is empty anyway); a job deferred
+      // maxPerJob times waits, so the busy tenant always progresses.
+      if (
+        deferral !== undefined &&
+        token !== undefined &&
+        !probe &&
+        !pool.canStartNow(Math.ceil(pool.max / 2)) &&
+        deferralsOf(job) < deferral.settings.maxPerJob
+      ) {
+        // (an admitted job that is deferred reports no outcome)
+        admitted = false;
+        return await defer(job, token, deferral.delayFor(tenantId, pool.max), tenantId, 'busy');
+      }
       // A REST request carries the job's own token, as verified (never one signed here): the
       // tenant's API checks it again and takes the role and claims from it.
       const r =
         pool.backend === 'pg'
           ? await executeLens(pool, lens, params, { holder: { jobId: job.id, tenant: tenantId, lens: lensName }, identity })
           : await executeRestLens(pool, lens, params, identity === undefined ? undefined : verifiedToken(data.auth));
+      if (admitted) breakers!.record(tenantId, probe, 'reached');
+      // The time a connection is held per job (not the wait for it): what paces the tenant's pool.
+      deferral?.observe(tenantId, performance.now() - runStarted - r.acquireMs);
       if (identity !== undefined) await forgetToken(job, log);
       const durationMs = performance.now() - started;
       metrics?.jobFinished(lensName, tenantId, 'completed', durationMs / 1000);
       if (logger.isLevelEnabled('debug')) log().debug({ rowCount: r.rowCount, durationMs, acquireMs: r.acquireMs }, 'job completed');
       return { rows: r.rows, rowCount: r.rowCount, lens: lensName, tenant: tenantId, durationMs: Math.round(durationMs * 1000) / 1000 };
     } catch (err) {
+      if (err instanceof DelayedError) throw err;
       const e = err instanceof LensfleetError ? err : new LensfleetError('INTERNAL', (err as Error)?.message ?? String(err), { cause: err });
+      if (admitted) breakers!.record(tenantId, probe, reachabilityOf(e.code));
       const attempts = job.opts.attempts ?? 1;
       const retry = deps.retry === undefined ? e.retryable : decideRetry(e.code, job.attemptsMade, deps.retry).retry;
       const final = !retry || job.attemptsMade + 1 >= attempts;
@@ -107,6 +169,16 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
       throw new Error(e.toString(), { cause: e });
     }
   };
+}
+
+/**
+ * How many times this attempt of the job was deferred: BullMQ counts every start
+ * (`attemptsStarted`, in the job's hash, so it survives the job moving between workers) and every
+ * ended attempt (`attemptsMade`); a deferral starts the job without ending an attempt. (A stalled
+ * start counts too: it also held a slot without finishing.)
+ */
+export function deferralsOf(job: Job): number {
+  return Math.max(0, job.attemptsStarted - job.attemptsMade - 1);
 }
 
 /** The job's token, once verified, as a `Secret` (so a dump of the request's client shows none). */

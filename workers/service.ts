@@ -9,6 +9,8 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { LensResult } from '../queues/contract.js';
 import { createTenantPools, type TenantPools } from '../src/backends.js';
+import { TenantBreakers } from '../src/breaker.js';
+import { DeferralPlanner } from '../src/deferral.js';
 import { warmFootprint } from '../src/pool/registry.js';
 import type { WorkerConfig } from '../src/config.js';
 import { Fleet } from '../src/fleet/fleet.js';
@@ -83,6 +85,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
       // a Redis round trip, and each worker of the fleet reports the same numbers anyway.
       queueCounts: cachedFor(config.http.queueCountsCacheMs, () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed')),
       queueName: config.queueName,
+      breakers: () => breakers.snapshot(),
     },
     { maxTenantLabels: config.metricsMaxTenants },
   );
@@ -154,6 +157,20 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     return { ready: reasons.length === 0, reasons };
   };
 
+  // Whether a job runs now or goes back to the queue: local to this process, no Redis round trip.
+  const { admission: adm } = config;
+  const breakers = new TenantBreakers(
+    { failureThreshold: adm.breakerFailures, coolDownMs: adm.breakerCoolDownMs, maxCoolDownMs: adm.breakerMaxCoolDownMs },
+    {
+      onTransition: (tenant, from, to, b) => {
+        metrics.breakerTransition(tenant, to);
+        const fields = { tenant, from, to, failures: b.failures, coolDownMs: b.coolDownMs };
+        if (to === 'open') logger.warn(fields, 'circuit breaker open: the tenant’s jobs are delayed until a probe connects');
+        else logger.info(fields, `circuit breaker ${to === 'closed' ? 'closed' : 'half-open: one job probes the database'}`);
+      },
+    },
+  );
+  const deferral = new DeferralPlanner({ enabled: adm.deferWhenBusy, maxPerJob: adm.deferMaxPerJob, maxDelayMs: adm.deferMaxDelayMs });
   const processor = createProcessor({
     catalog,
     tenants: { get: (id) => tenants.get(id) },
@@ -162,6 +179,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     metrics,
     maxPayloadBytes: config.maxPayloadBytes,
     retry: config.jobs,
+    admission: { breakers, deferral },
   });
   // The worker's own connection. BullMQ does not close a connection it was handed (it may be
   // shared), so closing it is a cleanup step of ours, after the worker's.
@@ -169,11 +187,11 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
   cleanups.push({ name: 'worker redis', run: () => workerRedis.quit().catch(() => workerRedis.disconnect()) });
   const worker = new Worker<unknown, LensResult>(
     config.queueName,
-    async (job) => {
+    async (job, token) => {
       applyJobBounds(job, config.jobs);
       active++;
       try {
-        return await processor(job);
+        return await processor(job, token);
       } finally {
         active--;
       }
@@ -206,6 +224,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
         {
           metrics: async () => ({ contentType: metrics.contentType(), body: await metrics.metrics() }),
           poolStats: () => registry.stats(),
+          breakers: () => breakers.snapshot(),
           poolKeys: () => registry.keys(),
           ready,
           info: () => ({
@@ -307,6 +326,11 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
       for (const id of warmIds(next)) keepWarm.add(id);
       const changes = registry.reconcile(next);
       warnIfMinSizesExceedBudget(next);
+      // A changed or removed tenant starts afresh (a new URL may well connect).
+      for (const id of [...changes.replaced, ...changes.removed]) {
+        breakers.forget(id);
+        deferral.forget(id);
+      }
       logger.info({ tenants: next.ids().length, ...changes }, 'tenants reloaded');
       await warmUp([...keepWarm]);
       return changes;

@@ -28,6 +28,8 @@ export interface Plan {
   readonly remote: { readonly delayMs: number; readonly lowRate: number; readonly lowRateSeconds: number; readonly drainCapSeconds: number };
   readonly tenants: { readonly count: number; readonly databases: number; readonly jobs: number; readonly capSeconds: number; readonly concurrency: number };
   readonly micro: { readonly pairs: number; readonly secondsEach: number };
+  /** Noisy neighbour: A's slow flood, B's quick jobs spread over it; each run capped. */
+  readonly fairness: { readonly aJobs: number; readonly bJobs: number; readonly capSeconds: number };
   /**
    * Identity and hygiene: per variant (pg: service, service without hygiene, user; Supabase REST
    * through the stand-in: service, user) a warm-up, an open loop at a low rate (e2e latency
@@ -53,6 +55,7 @@ export const FULL: Plan = {
   remote: { delayMs: 10, lowRate: 10, lowRateSeconds: 3, drainCapSeconds: 6 },
   tenants: { count: 1000, databases: 4, jobs: 20_000, capSeconds: 60, concurrency: 16 },
   micro: { pairs: 7, secondsEach: 2 },
+  fairness: { aJobs: 5000, bJobs: 200, capSeconds: 180 },
   identity: { warmUpJobs: 500, drainJobs: 10_000, restDrainJobs: 2000, drainCapSeconds: 30, lowRate: 50, lowRateSeconds: 2 },
 };
 
@@ -64,5 +67,6 @@ export const QUICK: Plan = {
   remote: { delayMs: 10, lowRate: 10, lowRateSeconds: 1, drainCapSeconds: 2 },
   tenants: { count: 100, databases: 1, jobs: 300, capSeconds: 8, concurrency: 16 },
   micro: { pairs: 2, secondsEach: 0.5 },
+  fairness: { aJobs: 1000, bJobs: 50, capSeconds: 60 },
   identity: { warmUpJobs: 200, drainJobs: 2000, restDrainJobs: 600, drainCapSeconds: 5, lowRate: 50, lowRateSeconds: 1 },
 };

@@ -367,6 +367,23 @@ export class TenantPool implements BudgetMember, LeaseMember, ManagedPool {
   }
 
   /**
+   * Whether an acquire now would be served without queueing (see `ManagedPool.canStartNow`).
+   * The process budget is not asked: it is at least the worker's concurrency, so while a job
+   * runs at least one connection of the process is idle (it is evicted for this one) or opening.
+   */
+  canStartNow(maxQueued = 0): boolean {
+    if (this.#closed) return true;
+    // What serves acquires without a release: idle connections, connections opening (a warm-up's
+    // serve whoever waits), room to open more. Acquires waiting beyond those wait for releases.
+    // A capped tenant whose opens already wait for a fleet lease has no room (another open would
+    // queue behind them) and those opens serve no one soon.
+    const leaseWaiting = this.#leases === undefined ? 0 : this.#ledger.leaseWaiting;
+    const room = leaseWaiting > 0 ? 0 : Math.max(0, this.max - this.#source.size);
+    const ahead = this.#waiting - (this.#source.idleCount + this.#ledger.opening - leaseWaiting + room);
+    return ahead < Math.max(0, maxQueued);
+  }
+
+  /**
    * Close one idle connection for another tenant that needs room in the process budget.
    * Resolves true once it is closed, false when this pool has none to spare.
    */

@@ -238,6 +238,8 @@ export interface ManagedPool {
   readonly open: number;
   /** Connections in use or acquires waiting: a busy pool is never closed for idleness. */
   readonly busy: boolean;
+  /** Acquires waiting now. */
+  readonly waiting: number;
   /** Date.now() of the last acquire. */
   readonly lastUsedAt: number;
   /**
@@ -246,6 +248,15 @@ export interface ManagedPool {
    * database, and undici cannot close one idle socket on demand for another tenant).
    */
   readonly budgetMember: BudgetMember | undefined;
+  /**
+   * Whether a job asking now would be served without waiting for a connection to be released: an
+   * idle connection, one opening that no earlier acquire will take, or room to open one within the
+   * effective max — or, with `maxQueued` > 0, it would wait for one of the pool's own connections
+   * to come back behind fewer than `maxQueued` acquires. An open of a fleet-capped pool waiting
+   * for a lease serves no one soon, and while one waits the pool has no room to open more. Local and cheap (the job processor asks before every acquire); a
+   * closed pool answers true, so the acquire fails at once as it would have. @defaultValue maxQueued 0
+   */
+  canStartNow(maxQueued?: number): boolean;
   /** Open minSize connections; resolves once the pool can serve (at once when it opens on demand). */
   warm(): Promise<void>;
   stats(): PoolStats;

@@ -250,6 +250,11 @@ export class RestTenantPool implements ManagedPool {
     });
   }
 
+  /** A request slot is free and no request waits for one, or fewer than `maxQueued` do (`ManagedPool.canStartNow`). */
+  canStartNow(maxQueued = 0): boolean {
+    return this.#closed || (this.#inUse < this.max && this.#waiting === 0) || this.#waiting < maxQueued;
+  }
+
   /** Nothing to open ahead of demand (see `min`): ready at once. */
   warm(): Promise<void> {
     return Promise.resolve();
@@ -288,6 +293,11 @@ export class RestTenantPool implements ManagedPool {
 
   get lastUsedAt(): number {
     return this.#lastUsedAt;
+  }
+
+  /** Requests waiting for a slot now. */
+  get waiting(): number {
+    return this.#waiting;
   }
 
   get busy(): boolean {

@@ -37,6 +37,10 @@ export const METRIC_CONTRACT: readonly MetricSpec[] = Object.freeze([
   { name: 'lensfleet_fleet_leases', type: 'gauge', labels: ['tenant'] },
   { name: 'lensfleet_fleet_lease_waits_total', type: 'counter', labels: ['tenant'] },
   { name: 'lensfleet_fleet_lease_timeouts_total', type: 'counter', labels: ['tenant'] },
+  // Per tenant: admission (jobs put back in the queue; the tenant's circuit breaker in this worker).
+  { name: 'lensfleet_job_deferrals_total', type: 'counter', labels: ['tenant', 'reason'] },
+  { name: 'lensfleet_breaker_state', type: 'gauge', labels: ['tenant'] },
+  { name: 'lensfleet_breaker_transitions_total', type: 'counter', labels: ['tenant', 'to'] },
   // Per process.
   { name: 'lensfleet_pools', type: 'gauge', labels: [] },
   { name: 'lensfleet_process_connections', type: 'gauge', labels: [] },
