@@ -229,3 +229,42 @@ export function ledgerTable(): string {
     ),
   ].join('\n');
 }
+
+/**
+ * A TCP proxy in front of a database that can be switched to a black hole: connections are then
+ * accepted and never answered (a server gone silent, a network partition), and the ones it was
+ * forwarding are cut. A fake where the fake is the point: Postgres cannot be made to hang.
+ */
+export async function switchProxy(targetPort: number): Promise<{ port: number; blackhole(on: boolean): void; close(): Promise<void> }> {
+  const { default: net } = await import('node:net');
+  let dark = false;
+  const live = new Set<import('node:net').Socket>();
+  const server = net.createServer((client) => {
+    live.add(client);
+    client.on('close', () => live.delete(client));
+    client.on('error', () => {});
+    if (dark) return; // accepted, never answered
+    const upstream = net.connect({ host: '127.0.0.1', port: targetPort });
+    live.add(upstream);
+    upstream.on('close', () => {
+      live.delete(upstream);
+      client.destroy();
+    });
+    upstream.on('error', () => client.destroy());
+    client.on('close', () => upstream.destroy());
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as import('node:net').AddressInfo).port,
+    blackhole(on) {
+      dark = on;
+      if (on) for (const s of live) s.destroy();
+    },
+    async close() {
+      for (const s of live) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
