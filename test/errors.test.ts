@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { JOB_SETTINGS, knownVariables } from '../src/config.js';
-import { classifyQueryError, clip, ERROR_CODES, formatIssues, LensfleetError, markConnectionLoss, type ErrorCode } from '../src/errors.js';
+import { classifyQueryError, clip, ERROR_CODES, formatIssues, isConnectionLoss, LensfleetError, markConnectionLoss, type ErrorCode } from '../src/errors.js';
 import { ROOT } from './support/harness.js';
 
 /** The README's error-code table: code → its retried column. */
@@ -159,5 +159,20 @@ describe('echoed input in messages', () => {
     expect(formatIssues({ issues: [{ path: ['a', 0, Symbol.for('s')], message: 'x' }] })).toBe('a.0.Symbol(s): x');
     const long = formatIssues({ issues: [{ path: ['k'.repeat(100)], message: 'm'.repeat(300) }] });
     expect(long).toBe(`${'k'.repeat(64)}…(100 characters): ${'m'.repeat(200)}…(300 characters)`);
+  });
+});
+
+describe('connection-loss marks', () => {
+  it('accept anything without throwing (only objects can be marked) and recognise exactly what was marked', () => {
+    // pg may reject with a non-Error (a string, undefined): marking it must not throw on the release path.
+    for (const v of [null, undefined, 'lost', 42]) {
+      expect(() => markConnectionLoss(v)).not.toThrow();
+      expect(isConnectionLoss(v)).toBe(false);
+    }
+    const marked = new Error('socket gone');
+    const other = new Error('socket gone');
+    markConnectionLoss(marked);
+    expect(isConnectionLoss(marked)).toBe(true);
+    expect(isConnectionLoss(other)).toBe(false);
   });
 });

@@ -64,6 +64,9 @@ describe('metrics, health and secrets', () => {
       Array.from({ length: 12 }, (_, i) => ({ tenant: GOOD, lens: i % 2 ? 'receiving.recent' : 'work_orders.open' })),
     );
     await Promise.all(ok.map((j) => j.waitUntilFinished(w.events, 30_000)));
+    // One job that waits in the queue 1.5 s on purpose: its queue wait is known.
+    const delayed = await enqueue(w.queue, { tenant: GOOD, lens: 'equipment.search', params: { q: 'pump' } }, { delay: 1500 });
+    await delayed.waitUntilFinished(w.events, 30_000);
     const once = { attempts: 1 };
     const failing = [
       await enqueue(w.queue, { tenant: WRONG_PW, lens: 'receiving.recent' }, once),
@@ -93,6 +96,10 @@ describe('metrics, health and secrets', () => {
     expect(text).toMatch(new RegExp(`^lensfleet_jobs_total\\{lens="unknown",tenant="${GOOD}",outcome="failed"\\} 1$`, 'm'));
     expect(text).toMatch(/^lensfleet_job_duration_seconds_bucket\{le="[^"]+",lens="work_orders.open"\}/m);
     expect(text).toMatch(/^lensfleet_job_queue_wait_seconds_count\{lens="work_orders.open"\} 6$/m);
+    // The delayed job (1.5 s) waited 1.5 s and more, in seconds (not ms, not a sum of timestamps).
+    const waited = Number(/^lensfleet_job_queue_wait_seconds_sum\{lens="equipment.search"\} (\S+)$/m.exec(text)?.[1]);
+    expect(waited).toBeGreaterThanOrEqual(1.5);
+    expect(waited).toBeLessThan(30);
     expect(text).toMatch(/^lensfleet_worker_concurrency 4$/m);
     expect(text).toMatch(/^lensfleet_pooling_enabled 1$/m);
     expect(text).toMatch(/^lensfleet_worker_ready 1$/m);
