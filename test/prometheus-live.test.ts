@@ -131,6 +131,9 @@ describe('live Prometheus: dashboard panels and alert rules against a worker und
     w = await startTestWorker({
       env: { ...tenants.env, LENSFLEET_TENANTS: [HELD, HEALTHY, LEAKY, BAD].join(','), LENSFLEET_TENANTS_FILE: tenantsFile },
       concurrency: 16,
+      // BAD's breaker probes every second or two: its connection errors keep a rate in every
+      // 30 s window (the panels and alerts on them need one), and its breaker still shows open.
+      settings: { LENSFLEET_BREAKER_COOLDOWN_MS: '1000', LENSFLEET_BREAKER_MAX_COOLDOWN_MS: '2000' },
     });
     const worker = w;
     const base = `http://127.0.0.1:${worker.service.port}`;
