@@ -48,9 +48,11 @@ export interface LocalRedisSentinel {
   master(): Promise<NodeAddress>;
   /**
    * `SENTINEL FAILOVER`: the replica becomes master. Resolves once every sentinel names the new
-   * master, it answers as master and the old one replicates from it (ready for another failover).
+   * master and it answers as master (`ms`: how long that took).
    */
   failover(): Promise<{ from: NodeAddress; to: NodeAddress; ms: number }>;
+  /** Resolves once the old master replicates from the new one and every sentinel counts it as the replica (ready for another failover). */
+  settled(): Promise<void>;
   /** Kill every process and remove the temp dir. Idempotent. */
   stop(): Promise<void>;
 }
@@ -287,20 +289,24 @@ export async function startRedisSentinel(opts: StartOptions & { masterName?: str
         await until('SENTINEL FAILOVER to be accepted', async () => (await cli(sentinels[0]!.port, 'SENTINEL', 'FAILOVER', masterName)) === 'OK', 30_000);
         for (const s of sentinels) await until(`sentinel ${s.port} to name ${to.port} master`, async () => (await addressOfMaster(s)).port === to.port, 30_000);
         await until(`${to.port} to answer as master`, async () => (await cli(to.port, 'ROLE')).startsWith('master'), 30_000);
-        const ms = Math.round(performance.now() - started);
-        await until(
-          `${from.port} to replicate from ${to.port}`,
-          async () => (await cli(from.port, 'INFO', 'replication')).includes('master_link_status:up'),
-          60_000,
-        );
+        return { from, to, ms: Math.round(performance.now() - started) };
+      },
+      async settled() {
+        const current = await addressOfMaster(sentinels[0]!);
+        for (const replica of servers.filter((s) => s.port !== current.port)) {
+          await until(
+            `${replica.port} to replicate from ${current.port}`,
+            async () => (await cli(replica.port, 'INFO', 'replication')).includes('master_link_status:up'),
+            60_000,
+          );
+        }
         for (const s of sentinels) {
           await until(
-            `sentinel ${s.port} to see ${from.port} as a replica`,
+            `sentinel ${s.port} to count the replica`,
             async () => fields(await cli(s.port, 'SENTINEL', 'MASTER', masterName)).get('num-slaves') === '1',
             60_000,
           );
         }
-        return { from, to, ms };
       },
       stop: () => group.stop(),
     };
