@@ -8,10 +8,10 @@
  */
 import { Queue } from 'bullmq';
 import { Cluster } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type LensJobData, queuePrefix } from '../queues/contract.js';
 import { enqueueMany, run } from '../queues/producer.js';
-import { readStatus } from '../cli/status.js';
+import { readStatus, STATUS_EXIT, statusCommand } from '../cli/status.js';
 import { startRedisCluster, type LocalRedisCluster } from '../dev/local/redis-topologies.js';
 import { ensureSystemPackages } from '../dev/local/servers.js';
 import { FleetKeys } from '../src/fleet/keys.js';
@@ -138,6 +138,18 @@ describe('Redis Cluster: queues and the fleet on a 3-master cluster', () => {
     // The idle connections keep their leases; status finds the lease set on whichever master holds the fleet's slot.
     expect(c?.leases).toBeGreaterThan(0);
     expect(c?.leases).toBeLessThanOrEqual(CAP);
+    // The command line, from the workers' settings: it names the cluster, never a password.
+    const out = vi.spyOn(console, 'log').mockImplementation(() => {});
+    try {
+      const code = await statusCommand(['--json'], { ...cluster.env, LENSFLEET_QUEUE: queueName, LENSFLEET_REDIS_PASSWORD: 'S3CRET-unused' });
+      expect(code).toBe(STATUS_EXIT.OK);
+      const printed = JSON.parse(String(out.mock.calls[0]?.[0])) as { redis: string; workers: unknown[] };
+      expect(printed.redis).toBe(`cluster ${cluster.env.LENSFLEET_REDIS_NODES}`);
+      expect(printed.workers).toHaveLength(2);
+      expect(JSON.stringify(out.mock.calls)).not.toContain('S3CRET');
+    } finally {
+      out.mockRestore();
+    }
     console.log(
       `[figure] Redis Cluster fleet: 60 jobs by 2 workers × 4 on a tenant capped at ${CAP}: max ${maxSeen} connections seen; ${notices.length} lease notices received; status shows ${status.workers.length} workers, ${c?.leases} leases`,
     );
