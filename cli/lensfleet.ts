@@ -8,16 +8,17 @@
  *   lensfleet plan (--workers N [--concurrency C] | --live) [--json]   (cli/plan.ts: its own exit codes)
  *   lensfleet procfile [--scale worker=3]                  (cli/procfile.ts: its own exit codes)
  *
- * Reads REDIS_URL (or REDIS_URL_FILE) and LENSFLEET_QUEUE like the worker (the same settings
- * table). Exit codes: 0 ok, 1 the job failed or timed out (or Redis failed), 2 bad usage, an
+ * Reads REDIS_URL (or REDIS_URL_FILE) or LENSFLEET_REDIS_* (a Cluster, Sentinel) and
+ * LENSFLEET_QUEUE like the worker (the same settings tables). Exit codes: 0 ok, 1 the job failed or timed out (or Redis failed), 2 bad usage, an
  * invalid request or an invalid setting.
  */
 import { parseArgs } from 'node:util';
 import type { QueueEvents } from 'bullmq';
 import { createLensQueue, createLensQueueEvents, enqueue } from '../queues/producer.js';
-import { PROCESS_SETTINGS } from '../src/config.js';
+import { loadRedisSettings, PROCESS_SETTINGS, REDIS_SETTINGS } from '../src/config.js';
 import { LensfleetError } from '../src/errors.js';
 import { maritimeLenses } from '../src/lenses/maritime.js';
+import { hangUp, type RedisClient, type RedisSettings, redisConnection } from '../src/redis.js';
 import { readSettings } from '../src/settings.js';
 import { planCommand } from './plan.js';
 import { procfileCommand } from './procfile.js';
@@ -30,7 +31,7 @@ export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
 
 /** The settings the CLI reads: the worker's own rows, so names and defaults cannot drift. */
-const CLI_SETTINGS = { redisUrl: PROCESS_SETTINGS.redisUrl, queueName: PROCESS_SETTINGS.queueName };
+const CLI_SETTINGS = { queueName: PROCESS_SETTINGS.queueName };
 
 const USAGE = `usage:
   lensfleet enqueue --tenant <id> --lens <name> [--params '<json object>'] [--wait] [--timeout-ms <ms>]
@@ -42,9 +43,8 @@ const USAGE = `usage:
                                                    run the Procfile's processes here (as foreman does)
   lensfleet <command> --help                       a command's options and exit codes
 environment:
-${Object.values(CLI_SETTINGS)
-  .map((s) => `  ${s.env} (default ${s.default}${s.secret ? `; or ${s.env}_FILE` : ''})`)
-  .join('\n')}
+${[REDIS_SETTINGS.url, ...Object.values(CLI_SETTINGS)].map((s) => `  ${s.env} (default ${s.default}${s.secret ? `; or ${s.env}_FILE` : ''})`).join('\n')}
+  LENSFLEET_REDIS_MODE=cluster|sentinel with LENSFLEET_REDIS_NODES, … (as the worker; see the README)
 exit codes (enqueue): 0 done, 1 the job failed or timed out, 2 bad usage or invalid request`;
 
 async function main(argv: string[]): Promise<number> {
@@ -107,19 +107,27 @@ async function main(argv: string[]): Promise<number> {
     return EXIT_USAGE;
   }
   let settings: ReturnType<typeof readSettings<typeof CLI_SETTINGS>>;
+  let redis: RedisSettings;
   try {
+    redis = loadRedisSettings(process.env);
     settings = readSettings(CLI_SETTINGS, process.env);
   } catch (err) {
     console.error((err as Error).message);
     return EXIT_USAGE;
   }
-  const connection = { url: settings.redisUrl, maxRetriesPerRequest: 2, connectTimeout: 5000 };
+  const connection = redisConnection(redis, 'commands');
+  connection.on('error', () => {}); // a failure is reported once, below
+  const clients: RedisClient[] = [connection];
   const queue = createLensQueue({ connection, name: settings.queueName });
   let events: QueueEvents | undefined;
   try {
     if (values.wait) {
-      // A blocking reader: BullMQ wants it to retry forever (and warns otherwise); --timeout-ms bounds the wait.
-      events = await createLensQueueEvents(queue, { ...connection, maxRetriesPerRequest: null });
+      // A blocking reader: BullMQ wants it to retry forever (and refuses otherwise); --timeout-ms
+      // bounds the wait. QueueEvents reads through its own copy of this (unconnected) client.
+      const blocking = redisConnection(redis, 'blocking', { lazyConnect: true });
+      blocking.on('error', () => {});
+      clients.push(blocking);
+      events = await createLensQueueEvents(queue, blocking);
       await events.waitUntilReady();
     }
     const job = await enqueue(queue, { tenant: values.tenant, lens: values.lens, params: params as Record<string, unknown> });
@@ -145,6 +153,8 @@ async function main(argv: string[]): Promise<number> {
   } finally {
     await events?.close();
     await queue.close();
+    // BullMQ does not close a connection it was handed.
+    await Promise.all(clients.map(hangUp));
   }
 }
 

@@ -10,11 +10,11 @@
  * host:port/database).
  */
 import { parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
 import pg from 'pg';
 import { loadWorkerConfig, type WorkerConfig } from '../src/config.js';
 import { FleetKeys } from '../src/fleet/keys.js';
 import { readMembers } from '../src/fleet/membership.js';
+import { describeRedis, redisConnection, safeRedisMessage } from '../src/redis.js';
 import { effectiveMax } from '../src/pool/registry.js';
 import type { Env } from '../src/settings.js';
 import { loadTenantDirectory, type PgTenant, type TenantDirectory } from '../src/tenants.js';
@@ -154,20 +154,13 @@ export async function planCommand(argv: readonly string[], env: Env): Promise<nu
   }
   let concurrency: number[];
   if (values.live) {
-    const redisUrl = config.redisUrl.reveal();
-    const redis = new Redis(redisUrl, {
-      lazyConnect: true,
-      maxRetriesPerRequest: 1,
-      connectTimeout: 5000,
-      enableOfflineQueue: false,
-      retryStrategy: () => null,
-    });
+    const redis = redisConnection(config.redis, 'cli', { lazyConnect: true });
     redis.on('error', () => {});
     try {
       await redis.connect();
       concurrency = (await readMembers(redis, new FleetKeys(config.fleet.name))).members.map((m) => m.concurrency);
     } catch (err) {
-      console.error(`lensfleet plan: cannot read the live fleet from Redis at ${location(redisUrl)}: ${safeMessage(err, [redisUrl])}`);
+      console.error(`lensfleet plan: cannot read the live fleet from Redis at ${describeRedis(config.redis)}: ${safeRedisMessage(err, config.redis)}`);
       return PLAN_EXIT.UNCHECKED;
     } finally {
       redis.disconnect();

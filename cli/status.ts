@@ -5,12 +5,13 @@
  */
 import { parseArgs } from 'node:util';
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
-import { FLEET_SETTINGS, PROCESS_SETTINGS } from '../src/config.js';
+import { FLEET_SETTINGS, loadRedisSettings, PROCESS_SETTINGS } from '../src/config.js';
 import { FleetKeys } from '../src/fleet/keys.js';
 import { type LiveMember, readMembers } from '../src/fleet/membership.js';
+import { queuePrefix } from '../queues/contract.js';
+import { describeRedis, isCluster, type RedisClient, type RedisSettings, redisConnection, safeRedisMessage, scanTargets } from '../src/redis.js';
 import { type Env, readSettings } from '../src/settings.js';
-import { duration, location, safeMessage, table } from './format.js';
+import { duration, table } from './format.js';
 
 export const STATUS_EXIT = {
   /** The fleet was read (also when no worker is live). */
@@ -21,7 +22,7 @@ export const STATUS_EXIT = {
   USAGE: 2,
 } as const;
 
-const SETTINGS = { redisUrl: PROCESS_SETTINGS.redisUrl, queueName: PROCESS_SETTINGS.queueName, fleet: FLEET_SETTINGS.name };
+const SETTINGS = { queueName: PROCESS_SETTINGS.queueName, fleet: FLEET_SETTINGS.name };
 
 export const STATUS_USAGE = `usage: lensfleet status [--fleet <name>] [--json]
 
@@ -33,7 +34,7 @@ options:
   --fleet <name>  the fleet to show (default: LENSFLEET_FLEET, else LENSFLEET_QUEUE)
   --json          one JSON object instead of tables
   --help          this text
-environment: REDIS_URL (or REDIS_URL_FILE), LENSFLEET_QUEUE, LENSFLEET_FLEET
+environment: REDIS_URL (or REDIS_URL_FILE) or LENSFLEET_REDIS_* (as the worker), LENSFLEET_QUEUE, LENSFLEET_FLEET
 exit codes: 0 shown (also with no live worker), 1 Redis could not be read, 2 bad usage or an invalid setting`;
 
 const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed', 'completed'] as const;
@@ -79,23 +80,24 @@ export async function statusCommand(argv: readonly string[], env: Env): Promise<
     return STATUS_EXIT.OK;
   }
   let settings: ReturnType<typeof readSettings<typeof SETTINGS>>;
+  let redisSettings: RedisSettings;
   try {
+    redisSettings = loadRedisSettings(env);
     settings = readSettings(SETTINGS, env);
     if (values.fleet !== undefined) settings = { ...settings, fleet: readSettings({ fleet: FLEET_SETTINGS.name }, { LENSFLEET_FLEET: values.fleet }).fleet };
   } catch (err) {
     console.error((err as Error).message);
     return STATUS_EXIT.USAGE;
   }
-  const url = settings.redisUrl;
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, connectTimeout: 5000, enableOfflineQueue: false, retryStrategy: () => null });
+  const redis = redisConnection(redisSettings, 'cli', { lazyConnect: true });
   redis.on('error', () => {}); // reported below, once
   try {
     await redis.connect();
-    const status = await readStatus(redis, settings.fleet ?? settings.queueName, settings.queueName, location(url));
+    const status = await readStatus(redis, settings.fleet ?? settings.queueName, settings.queueName, describeRedis(redisSettings));
     console.log(values.json ? JSON.stringify(status, null, 2) : render(status));
     return STATUS_EXIT.OK;
   } catch (err) {
-    console.error(`lensfleet status: cannot read the fleet from Redis at ${location(url)}: ${safeMessage(err, [url])}`);
+    console.error(`lensfleet status: cannot read the fleet from Redis at ${describeRedis(redisSettings)}: ${safeRedisMessage(err, redisSettings)}`);
     return STATUS_EXIT.FAILED;
   } finally {
     redis.disconnect();
@@ -103,13 +105,13 @@ export async function statusCommand(argv: readonly string[], env: Env): Promise<
 }
 
 /** Everything `status` shows, read from Redis. */
-export async function readStatus(redis: Redis, fleet: string, queueName: string, redisLocation: string): Promise<FleetStatus> {
+export async function readStatus(redis: RedisClient, fleet: string, queueName: string, redisLocation: string): Promise<FleetStatus> {
   const keys = new FleetKeys(fleet);
   const view = await readMembers(redis, keys);
   const queues: Record<string, Record<string, number>> = {};
   for (const name of new Set([queueName, ...view.members.map((m) => m.queue)])) {
     // The connection is shared, so closing the queue leaves it open.
-    const q = new Queue(name, { connection: redis });
+    const q = new Queue(name, { connection: redis, prefix: queuePrefix(name, isCluster(redis)) });
     try {
       queues[name] = await q.getJobCounts(...QUEUE_STATES);
     } finally {
@@ -142,19 +144,23 @@ export async function readStatus(redis: Redis, fleet: string, queueName: string,
 }
 
 /** Live leases per tenant (SCAN: the CLI may take its time; a worker never scans). */
-async function liveLeases(redis: Redis, keys: FleetKeys, now: number): Promise<Map<string, number>> {
+async function liveLeases(redis: RedisClient, keys: FleetKeys, now: number): Promise<Map<string, number>> {
   const out = new Map<string, number>();
-  let cursor = '0';
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', keys.leasesPattern, 'COUNT', 1000);
-    cursor = next;
-    for (const key of found) {
-      const tenant = keys.tenantOfLeases(key);
-      if (tenant === undefined) continue;
-      const n = await redis.zcount(key, `(${now}`, '+inf');
-      if (n > 0) out.set(tenant, n);
-    }
-  } while (cursor !== '0');
+  // A Cluster's SCAN sees one node's keys: scan every master (the fleet's keys share one slot, so
+  // one of them has them all).
+  for (const node of scanTargets(redis)) {
+    let cursor = '0';
+    do {
+      const [next, found] = await node.scan(cursor, 'MATCH', keys.leasesPattern, 'COUNT', 1000);
+      cursor = next;
+      for (const key of found) {
+        const tenant = keys.tenantOfLeases(key);
+        if (tenant === undefined) continue;
+        const n = await redis.zcount(key, `(${now}`, '+inf');
+        if (n > 0) out.set(tenant, n);
+      }
+    } while (cursor !== '0');
+  }
   return out;
 }
 

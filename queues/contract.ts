@@ -36,6 +36,26 @@ export const jobDataV1 = z
 
 export type LensJobData = z.infer<typeof jobDataV1>;
 
+/**
+ * BullMQ's key prefix of the queue on one Redis server or behind Sentinel: BullMQ's own default,
+ * so queues made before lensfleet knew about Redis Cluster, and plain BullMQ producers that set no
+ * prefix, are the same queue.
+ */
+export const QUEUE_PREFIX = 'bull';
+
+/**
+ * The key prefix of queue `name`: `bull` on one server or behind Sentinel; `{<name>}` on a Redis
+ * Cluster, where BullMQ's scripts touch several keys of a queue at once and so every key must
+ * hash to one slot (the braces are the hash tag; one tag per queue spreads several queues over
+ * the nodes). A producer and the workers must use the same prefix, or they use two different
+ * queues: `createLensQueue` takes it from here (a Cluster connection gets the tagged one), and a
+ * plain BullMQ producer on a Cluster passes `prefix: queuePrefix(name, true)`. A producer on a
+ * Cluster without the tag cannot add at all (Redis answers CROSSSLOT).
+ */
+export function queuePrefix(name: string, cluster: boolean): string {
+  return cluster ? `{${name}}` : QUEUE_PREFIX;
+}
+
 /** What a producer passes: the job data without the version. */
 export interface LensRequest {
   readonly tenant: string;

@@ -3,6 +3,10 @@
  *
  * ```ts
  * const queue = createLensQueue({ connection: { url: redisUrl }, name: 'lens-queries' });
+ * // Redis Cluster: pass an ioredis Cluster (the queue's keys get the hash-tagged prefix, see queuePrefix)
+ * const queue = createLensQueue({ connection: new Cluster([{ host: 'redis-1', port: 6379 }]), name: 'lens-queries' });
+ * // Sentinel: ioredis's sentinel options
+ * const queue = createLensQueue({ connection: { sentinels: [{ host: 'sentinel-1', port: 26379 }], name: 'mymaster' }, name: 'lens-queries' });
  * const job = await enqueue(queue, { tenant: 'yTEST_YACHT_001', lens: 'work_orders.open', params: { limit: 5 } });
  * const result = await run(queue, events, { tenant: 'yTEST_YACHT_001', lens: 'receiving.recent' });
  * ```
@@ -15,6 +19,7 @@ import {
   DEFAULT_MAX_PAYLOAD_BYTES,
   DEFAULT_QUEUE_NAME,
   parseJobData,
+  queuePrefix,
   type LensJobData,
   type LensRequest,
   type LensResult,
@@ -24,6 +29,10 @@ export type LensQueue = Queue<LensJobData, LensResult, string>;
 export type LensJob = Job<LensJobData, LensResult, string>;
 
 export interface LensQueueOptions {
+  /**
+   * Connection options or an ioredis client. For a Redis Cluster pass an ioredis `Cluster`: the
+   * queue then uses the Cluster's hash-tagged key prefix (`queuePrefix`), as the workers do.
+   */
   readonly connection: ConnectionOptions;
   /**
    * Queue name; the worker's `LENSFLEET_QUEUE`. The SDK reads no environment variable: the
@@ -35,8 +44,12 @@ export interface LensQueueOptions {
 }
 
 export function createLensQueue(opts: LensQueueOptions): LensQueue {
-  const queue = new Queue<LensJobData, LensResult, string>(opts.name ?? DEFAULT_QUEUE_NAME, {
+  const name = opts.name ?? DEFAULT_QUEUE_NAME;
+  // The prefix is not an option: the contract decides it, so a producer and the workers on the
+  // same Redis cannot end up on two different queues.
+  const queue = new Queue<LensJobData, LensResult, string>(name, {
     connection: opts.connection,
+    prefix: queuePrefix(name, isClusterConnection(opts.connection)),
     defaultJobOptions: { ...DEFAULT_JOB_OPTIONS, ...opts.defaultJobOptions },
   });
   // Every `run()` waiting for its result adds one 'closing' listener to the queue (BullMQ's
@@ -44,6 +57,14 @@ export function createLensQueue(opts: LensQueueOptions): LensQueue {
   // normal use, not a leak, and must not print MaxListenersExceededWarning.
   queue.setMaxListeners(0);
   return queue;
+}
+
+/**
+ * Whether a connection is an ioredis Cluster. Read from the client's own `isCluster` flag rather
+ * than `instanceof`, which fails when the application has its own copy of ioredis.
+ */
+export function isClusterConnection(connection: ConnectionOptions): boolean {
+  return (connection as { isCluster?: unknown }).isCluster === true;
 }
 
 /** Validate a request and turn it into versioned job data (`INVALID_JOB` / `PAYLOAD_TOO_LARGE`). */
@@ -97,7 +118,7 @@ export async function createLensQueueEvents(queue: LensQueue, connection: Connec
   // The queue's client is ioredis here (createLensQueue passes connection options, not a client).
   const client = (await queue.client) as unknown as Redis;
   const last = await client.xrevrange(queue.keys.events!, '+', '-', 'COUNT', 1);
-  return new QueueEvents(queue.name, { connection, lastEventId: last[0]?.[0] ?? '0-0', autorun: opts.autorun ?? true });
+  return new QueueEvents(queue.name, { connection, prefix: queue.opts.prefix, lastEventId: last[0]?.[0] ?? '0-0', autorun: opts.autorun ?? true });
 }
 
 export { QueueEvents };

@@ -14,8 +14,19 @@ import { DEFAULT_ATTEMPTS, DEFAULT_BACKOFF_MS, DEFAULT_KEEP_COMPLETED, DEFAULT_K
 import { LensfleetError } from './errors.js';
 import { defaultConnectionBudget, processLimits, type ProcessLimits } from './process-limits.js';
 import { DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE_NAME } from './ids.js';
+import { type HostPort, REDIS_MODES, type RedisMode, type RedisSettings } from './redis.js';
 import { Secret } from './secret.js';
-import { readSettings, renderSettingsTable, schemas, setting, variableNames, type Env, type SettingsTable, type SettingValues } from './settings.js';
+import {
+  rawSetting,
+  readSettings,
+  renderSettingsTable,
+  schemas,
+  setting,
+  variableNames,
+  type Env,
+  type SettingsTable,
+  type SettingValues,
+} from './settings.js';
 
 export type { Env };
 
@@ -28,17 +39,6 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 
 /** Settings of the worker process. */
 export const PROCESS_SETTINGS = {
-  redisUrl: setting({
-    env: 'REDIS_URL',
-    schema: (label) =>
-      z
-        .string()
-        .trim()
-        .pipe(z.url({ protocol: /^rediss?$/, error: `${label} must be a redis:// or rediss:// URL` })),
-    default: 'redis://127.0.0.1:6379',
-    help: 'Redis of the fleet (`redis://:password@host:6379/0`; URL-encode special characters of the password)',
-    secret: true,
-  }),
   queueName: setting({
     env: 'LENSFLEET_QUEUE',
     schema: (label) => text()(label).regex(/^[A-Za-z0-9_.-]{1,128}$/, `${label} must be 1–128 characters of A-Z a-z 0-9 _ . - (BullMQ forbids :)`),
@@ -109,6 +109,136 @@ export const PROCESS_SETTINGS = {
     help: '`fatal error warn info debug trace silent` (pino JSON on stdout; one line per job at `debug`, failures at `warn`/`error` with their code, pool lifecycle at `info`; for humans: `… \\| npx pino-pretty`)',
   }),
 } as const satisfies SettingsTable;
+
+// ---------------------------------------------------------------------------------------------
+// Redis: where the queue and the fleet live (src/redis.ts makes the connections)
+
+/** `host:port` or `[ipv6]:port`. */
+const HOST_PORT = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9_.-]+)):(\d{1,5})$/;
+
+/** A comma-separated list of `host:port` (at least one). */
+const hostPortList = (label: string) =>
+  z.string().transform((value, ctx): HostPort[] => {
+    const out: HostPort[] = [];
+    for (const entry of schemas.list()(label).parse(value)) {
+      const m = HOST_PORT.exec(entry);
+      const port = Number(m?.[3]);
+      if (!m || port < 1 || port > 65_535) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `${label}: ${JSON.stringify(entry.slice(0, 100))} is not host:port (an IPv6 address in brackets: [::1]:6379)`,
+        });
+        return z.NEVER;
+      }
+      out.push({ host: m[1] ?? m[2] ?? '', port });
+    }
+    if (out.length === 0) ctx.addIssue({ code: 'custom', message: `${label} lists no host:port` });
+    return out;
+  });
+
+export const REDIS_SETTINGS = {
+  mode: setting({
+    env: 'LENSFLEET_REDIS_MODE',
+    schema: oneOf(REDIS_MODES),
+    default: 'standalone' as RedisMode,
+    help: '`standalone`: one server at `REDIS_URL`; `cluster`: a Redis Cluster through the seed nodes in `LENSFLEET_REDIS_NODES` (queue keys get the hash-tagged prefix `{<queue>}`, see “Redis Cluster and Sentinel”); `sentinel`: the master `LENSFLEET_REDIS_SENTINEL_MASTER` found through the sentinels in `LENSFLEET_REDIS_NODES`, followed across failovers',
+  }),
+  url: setting({
+    env: 'REDIS_URL',
+    schema: (label) =>
+      z
+        .string()
+        .trim()
+        .pipe(z.url({ protocol: /^rediss?$/, error: `${label} must be a redis:// or rediss:// URL` })),
+    default: 'redis://127.0.0.1:6379',
+    help: 'Redis of the fleet in `standalone` mode (`redis://:password@host:6379/0`; URL-encode special characters of the password); not with the other modes',
+    secret: true,
+  }),
+  nodes: setting({
+    env: 'LENSFLEET_REDIS_NODES',
+    schema: (label) => hostPortList(label).optional(),
+    default: undefined as HostPort[] | undefined,
+    help: 'comma-separated `host:port` list: in `cluster` mode some of the Cluster’s nodes (the rest are discovered), in `sentinel` mode the sentinels',
+  }),
+  sentinelMaster: setting({
+    env: 'LENSFLEET_REDIS_SENTINEL_MASTER',
+    schema: (label) =>
+      text()(label)
+        .regex(/^[A-Za-z0-9_.-]{1,128}$/, `${label} must be 1–128 characters of A-Z a-z 0-9 _ . -`)
+        .optional(),
+    default: undefined as string | undefined,
+    help: 'in `sentinel` mode, the master’s name as the sentinels know it (`sentinel monitor <name> …`)',
+  }),
+  username: setting({
+    env: 'LENSFLEET_REDIS_USERNAME',
+    schema: (label) => text()(label).min(1, `${label} is empty`).optional(),
+    default: undefined as string | undefined,
+    help: 'ACL user of the Cluster’s nodes or of the Sentinel-managed servers (`cluster`/`sentinel`; in `standalone` mode it goes in `REDIS_URL`)',
+  }),
+  password: setting({
+    env: 'LENSFLEET_REDIS_PASSWORD',
+    schema: schemas.secret(),
+    default: undefined as Secret | undefined,
+    help: 'password of the Cluster’s nodes or of the Sentinel-managed servers (`cluster`/`sentinel`; in `standalone` mode it goes in `REDIS_URL`)',
+    secret: true,
+  }),
+  sentinelPassword: setting({
+    env: 'LENSFLEET_REDIS_SENTINEL_PASSWORD',
+    schema: schemas.secret(),
+    default: undefined as Secret | undefined,
+    help: 'in `sentinel` mode, the sentinels’ own password (`requirepass` in sentinel.conf), when they have one',
+    secret: true,
+  }),
+} as const satisfies SettingsTable;
+
+/**
+ * Where Redis is. Throws `INVALID_CONFIG` naming the settings when they contradict the mode: a
+ * setting the mode does not read would otherwise be ignored without a word (a worker meant for a
+ * Cluster would quietly use `REDIS_URL`'s default).
+ */
+export function loadRedisSettings(env: Env): RedisSettings {
+  const s = readSettings(REDIS_SETTINGS, env);
+  const isSet = (key: keyof typeof REDIS_SETTINGS) => {
+    const row = REDIS_SETTINGS[key];
+    return rawSetting(env, [...(row.aliases ?? []), row.env], row.secret) !== undefined;
+  };
+  const mode = `LENSFLEET_REDIS_MODE=${s.mode}`;
+  const refuse = (keys: (keyof typeof REDIS_SETTINGS)[], why: string) => {
+    const set = keys.filter(isSet).map((k) => REDIS_SETTINGS[k].env);
+    if (set.length > 0) throw new LensfleetError('INVALID_CONFIG', `${set.join(', ')} ${set.length === 1 ? 'is' : 'are'} set, but ${mode} ${why}`);
+  };
+  const need = (key: keyof typeof REDIS_SETTINGS, what: string) => {
+    if (!isSet(key)) throw new LensfleetError('INVALID_CONFIG', `${mode} needs ${REDIS_SETTINGS[key].env}: ${what}`);
+  };
+  switch (s.mode) {
+    case 'standalone':
+      refuse(
+        ['nodes', 'sentinelMaster', 'username', 'password', 'sentinelPassword'],
+        'reads only REDIS_URL (user and password go in the URL): set LENSFLEET_REDIS_MODE=cluster or sentinel, or unset them',
+      );
+      return Object.freeze({ mode: 'standalone', url: new Secret(s.url) });
+    case 'cluster':
+      refuse(['url'], 'reaches the Cluster through LENSFLEET_REDIS_NODES (user and password in LENSFLEET_REDIS_USERNAME/_PASSWORD): unset REDIS_URL');
+      refuse(['sentinelMaster', 'sentinelPassword'], 'has no sentinels: unset them, or set LENSFLEET_REDIS_MODE=sentinel');
+      need('nodes', 'some of the Cluster’s nodes, host:port,host:port');
+      return Object.freeze({ mode: 'cluster', nodes: Object.freeze(s.nodes ?? []), username: s.username, password: s.password });
+    case 'sentinel':
+      refuse(
+        ['url'],
+        'finds the master through the sentinels in LENSFLEET_REDIS_NODES (user and password in LENSFLEET_REDIS_USERNAME/_PASSWORD): unset REDIS_URL',
+      );
+      need('nodes', 'the sentinels, host:port,host:port');
+      need('sentinelMaster', 'the master’s name as the sentinels know it');
+      return Object.freeze({
+        mode: 'sentinel',
+        sentinels: Object.freeze(s.nodes ?? []),
+        masterName: s.sentinelMaster ?? '',
+        username: s.username,
+        password: s.password,
+        sentinelPassword: s.sentinelPassword,
+      });
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Tenants (read by src/tenants.ts)
@@ -575,6 +705,7 @@ export interface FleetSettings {
 /** Every table, in the order the README shows them. */
 export const SETTINGS_TABLES = [
   { title: 'Process', table: PROCESS_SETTINGS },
+  { title: 'Redis (the queue and the fleet; see “Redis Cluster and Sentinel”)', table: REDIS_SETTINGS },
   { title: 'Tenants', table: { ...TENANT_SOURCE_SETTINGS, ...TENANT_SETTINGS } },
   { title: 'Pools (defaults of every tenant; a tenants-file entry overrides them)', table: POOL_SETTINGS },
   { title: 'Jobs: retention and retries (whatever the producer sent)', table: JOB_SETTINGS },
@@ -591,7 +722,9 @@ export function renderSettingsDoc(): string {
 /** Variables the worker reads, except per-tenant ones. */
 export function knownVariables(): Set<string> {
   return new Set(
-    [PROCESS_SETTINGS, TENANT_SOURCE_SETTINGS, POOL_SETTINGS, JOB_SETTINGS, ADMISSION_SETTINGS, HTTP_SETTINGS, FLEET_SETTINGS].flatMap(variableNames),
+    [PROCESS_SETTINGS, REDIS_SETTINGS, TENANT_SOURCE_SETTINGS, POOL_SETTINGS, JOB_SETTINGS, ADMISSION_SETTINGS, HTTP_SETTINGS, FLEET_SETTINGS].flatMap(
+      variableNames,
+    ),
   );
 }
 
@@ -608,8 +741,8 @@ export function unknownLensfleetVariables(env: Env): string[] {
 
 /** Process-wide settings of a worker. */
 export interface WorkerConfig {
-  /** @defaultValue redis://127.0.0.1:6379 */
-  readonly redisUrl: Secret;
+  /** Where Redis is: one server, a Cluster, or a master behind Sentinel. @defaultValue standalone, redis://127.0.0.1:6379 */
+  readonly redis: RedisSettings;
   /** @defaultValue lens-queries */
   readonly queueName: string;
   /** Jobs run at once by this process. @defaultValue 8 */
@@ -653,7 +786,8 @@ export interface WorkerConfig {
  * `limits` size the default process connection budget (src/process-limits.ts).
  */
 export function loadWorkerConfig(env: Env = process.env, cwd = process.cwd(), limits: ProcessLimits = processLimits()): WorkerConfig {
-  const { redisUrl, processMaxConnections, lensBaseDir, lensModules, ...proc } = readSettings(PROCESS_SETTINGS, env);
+  const { processMaxConnections, lensBaseDir, lensModules, ...proc } = readSettings(PROCESS_SETTINGS, env);
+  const redis = loadRedisSettings(env);
   const budget = processMaxConnections ?? defaultConnectionBudget(proc.concurrency, limits);
   if (budget < proc.concurrency) {
     throw new LensfleetError(
@@ -679,8 +813,8 @@ export function loadWorkerConfig(env: Env = process.env, cwd = process.cwd(), li
   const fleet = readSettings(FLEET_SETTINGS, env);
   const config: WorkerConfig = {
     ...proc,
-    // The value is a secret (it may carry a password): typed so, it is never printed.
-    redisUrl: new Secret(redisUrl),
+    // Its URL and passwords are Secrets: typed so, they are never printed.
+    redis,
     processMaxConnections: budget,
     lensBaseDir: base,
     lensModules: Object.freeze(lensModules.map((spec) => resolveModule(spec, base))),

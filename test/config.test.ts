@@ -27,7 +27,8 @@ describe('worker config', () => {
     expect(c.pool).toMatchObject({ minSize: 5, maxSize: 20, maxOverflow: 5, acquireTimeoutMs: 10_000, recycleSeconds: 3600, prePing: true });
     expect(c).toMatchObject({ queueName: 'lens-queries', concurrency: 8, pooling: true, logLevel: 'info' });
     expect(c.http).toMatchObject({ port: 9464, host: '0.0.0.0' });
-    expect(c.redisUrl.reveal()).toBe('redis://127.0.0.1:6379');
+    expect(c.redis.mode).toBe('standalone');
+    expect(c.redis.mode === 'standalone' && c.redis.url.reveal()).toBe('redis://127.0.0.1:6379');
     expect(c.jobs).toEqual({
       maxAttempts: 5,
       keepCompletedSeconds: 3600,

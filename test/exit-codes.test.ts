@@ -86,6 +86,11 @@ describe('worker exit codes', () => {
     ['an http:// database URL', { LENSFLEET_TENANTS: 't1', t1_DATABASE_URL: 'http://u:S3CRET@db/t' }, /t1_DATABASE_URL must start with postgres:\/\//],
     ['a missing lens module', { LENSFLEET_LENS_MODULES: './no-such-lenses.js' }, /LENSFLEET_LENS_MODULES: cannot load .*no-such-lenses\.js/],
     ['an invalid LOG_LEVEL', { LOG_LEVEL: 'loud' }, /LOG_LEVEL="loud": LOG_LEVEL must be one of fatal\|error\|warn\|info\|debug\|trace\|silent/],
+    [
+      'a Redis Cluster mode that still has a REDIS_URL',
+      { LENSFLEET_REDIS_MODE: 'cluster', LENSFLEET_REDIS_NODES: '127.0.0.1:7000', REDIS_URL: 'redis://:S3CRET@r:6379' },
+      /REDIS_URL is set, but LENSFLEET_REDIS_MODE=cluster reaches the Cluster through LENSFLEET_REDIS_NODES/,
+    ],
   ])('exits 78 on %s, with a message naming the setting', async (_what, env, message) => {
     const r = await worker(env);
     expect(fatalMessage(r.output)).toMatch(message);

@@ -16,6 +16,7 @@ import {
   loadWorkerConfig,
   POOL_SETTINGS,
   PROCESS_SETTINGS,
+  REDIS_SETTINGS,
   renderSettingsDoc,
   SETTINGS_TABLES,
   TENANT_SETTINGS,
@@ -35,8 +36,25 @@ import { ROOT } from './support/harness.js';
  * then. Spelled here a second time on purpose: a variable misspelled in a table has no sample
  * (or its sample never reaches the config), and this file fails.
  */
-const SAMPLES: Record<string, { raw: string; expected: unknown }> = {
+const CLUSTER = { LENSFLEET_REDIS_MODE: 'cluster', LENSFLEET_REDIS_NODES: 'n1:7000' };
+const SENTINEL = { LENSFLEET_REDIS_MODE: 'sentinel', LENSFLEET_REDIS_NODES: 's1:26379', LENSFLEET_REDIS_SENTINEL_MASTER: 'm1' };
+/** `with`: the other variables a setting needs to be valid at all (a Redis mode's required settings). */
+const SAMPLES: Record<string, { raw: string; expected: unknown; with?: Record<string, string> }> = {
   REDIS_URL: { raw: 'redis://:pw@redis.example:6380/2', expected: 'redis://:pw@redis.example:6380/2' },
+  LENSFLEET_REDIS_MODE: { raw: 'Cluster', expected: 'cluster', with: { LENSFLEET_REDIS_NODES: 'n1:7000' } },
+  LENSFLEET_REDIS_NODES: {
+    raw: 'n1.example:7000, 10.0.0.2:7001,[::1]:7002',
+    expected: [
+      { host: 'n1.example', port: 7000 },
+      { host: '10.0.0.2', port: 7001 },
+      { host: '::1', port: 7002 },
+    ],
+    with: { LENSFLEET_REDIS_MODE: 'cluster' },
+  },
+  LENSFLEET_REDIS_SENTINEL_MASTER: { raw: 'mymaster', expected: 'mymaster', with: { LENSFLEET_REDIS_MODE: 'sentinel', LENSFLEET_REDIS_NODES: 's1:26379' } },
+  LENSFLEET_REDIS_USERNAME: { raw: 'lf-user', expected: 'lf-user', with: CLUSTER },
+  LENSFLEET_REDIS_PASSWORD: { raw: 'node-pass', expected: 'node-pass', with: SENTINEL },
+  LENSFLEET_REDIS_SENTINEL_PASSWORD: { raw: 'sentinel-pass', expected: 'sentinel-pass', with: SENTINEL },
   LENSFLEET_QUEUE: { raw: 'other-queue', expected: 'other-queue' },
   LENSFLEET_CONCURRENCY: { raw: '12', expected: 12 },
   LENSFLEET_PROCESS_MAX_CONNECTIONS: { raw: '40', expected: 40 },
@@ -103,8 +121,13 @@ function tempDir(): string {
 }
 
 /** Load with one variable set; return the value it should have set. */
-function configValue(table: SettingsTable, key: string, name: string, raw: string): unknown {
-  const load = (env: Record<string, string>): WorkerConfig => loadWorkerConfig(env, '/srv/app');
+function configValue(table: SettingsTable, key: string, name: string, raw: string, extra: Record<string, string> = {}): unknown {
+  const load = (env: Record<string, string>): WorkerConfig => loadWorkerConfig({ ...extra, ...env }, '/srv/app');
+  if (table === REDIS_SETTINGS) {
+    const redis = load({ [name]: raw }).redis as unknown as Record<string, unknown>;
+    const field = { nodes: redis.mode === 'sentinel' ? 'sentinels' : 'nodes', sentinelMaster: 'masterName' }[key] ?? key;
+    return reveal(redis[field]);
+  }
   if (table === PROCESS_SETTINGS) return reveal((load({ [name]: raw }) as unknown as Record<string, unknown>)[key]);
   if (table === POOL_SETTINGS) return (load({ [name]: raw }).pool as unknown as Record<string, unknown>)[key];
   if (table === JOB_SETTINGS) return (load({ [name]: raw }).jobs as Record<string, unknown>)[key];
@@ -128,7 +151,7 @@ function configValue(table: SettingsTable, key: string, name: string, raw: strin
 }
 
 describe('settings tables', () => {
-  const all = [PROCESS_SETTINGS, TENANT_SOURCE_SETTINGS, TENANT_SETTINGS, POOL_SETTINGS, JOB_SETTINGS, HTTP_SETTINGS, FLEET_SETTINGS];
+  const all = [PROCESS_SETTINGS, REDIS_SETTINGS, TENANT_SOURCE_SETTINGS, TENANT_SETTINGS, POOL_SETTINGS, JOB_SETTINGS, HTTP_SETTINGS, FLEET_SETTINGS];
 
   it('every variable of every table, set alone, reaches the configuration', () => {
     const seen: string[] = [];
@@ -139,7 +162,7 @@ describe('settings tables', () => {
           const sample = SAMPLES[name];
           expect(sample, `no sample for ${name}: add one to SAMPLES`).toBeDefined();
           expect(sample!.expected, `${name}: the sample must differ from the default`).not.toEqual(reveal(s.default));
-          expect(configValue(table, key, name, sample!.raw), name).toEqual(sample!.expected);
+          expect(configValue(table, key, name, sample!.raw, sample!.with), name).toEqual(sample!.expected);
         }
       }
     }
@@ -158,7 +181,7 @@ describe('settings tables', () => {
       REDIS_URL_FILE: file('redis', 'redis://:fromfile@r:6379\n'),
       LENSFLEET_HTTP_TOKEN_FILE: file('token', 'token-from-a-file-0123'),
     });
-    expect(c.redisUrl.reveal()).toBe('redis://:fromfile@r:6379');
+    expect(c.redis.mode === 'standalone' && c.redis.url.reveal()).toBe('redis://:fromfile@r:6379');
     expect(c.http.token?.reveal()).toBe('token-from-a-file-0123');
     const dirOf = loadTenantDirectory(c, {
       LENSFLEET_TENANTS: 'yF1,yF2',
@@ -169,8 +192,25 @@ describe('settings tables', () => {
     expect(dirOf.getPg('yF1').databaseUrl.reveal()).toBe('postgres://u:fromfile@h/db');
     const supa = dirOf.get('yF2');
     expect(supa.backend === 'supabase' && supa.serviceKey.reveal()).toBe('key-from-file');
-    for (const s of Object.values({ ...PROCESS_SETTINGS, ...TENANT_SETTINGS, ...HTTP_SETTINGS })) {
-      if ('secret' in s && s.secret) expect(['REDIS_URL', '<ID>_DATABASE_URL', '<ID>_SUPABASE_SERVICE_KEY', 'LENSFLEET_HTTP_TOKEN']).toContain(s.env);
+    const sentinel = loadWorkerConfig({
+      ...SENTINEL,
+      LENSFLEET_REDIS_PASSWORD_FILE: file('redis-pw', 'node-pw-from-file\n'),
+      LENSFLEET_REDIS_SENTINEL_PASSWORD_FILE: file('sentinel-pw', 'sentinel-pw-from-file'),
+    }).redis;
+    expect(sentinel.mode === 'sentinel' && [sentinel.password?.reveal(), sentinel.sentinelPassword?.reveal()]).toEqual([
+      'node-pw-from-file',
+      'sentinel-pw-from-file',
+    ]);
+    for (const s of Object.values({ ...PROCESS_SETTINGS, ...REDIS_SETTINGS, ...TENANT_SETTINGS, ...HTTP_SETTINGS })) {
+      if ('secret' in s && s.secret)
+        expect([
+          'REDIS_URL',
+          'LENSFLEET_REDIS_PASSWORD',
+          'LENSFLEET_REDIS_SENTINEL_PASSWORD',
+          '<ID>_DATABASE_URL',
+          '<ID>_SUPABASE_SERVICE_KEY',
+          'LENSFLEET_HTTP_TOKEN',
+        ]).toContain(s.env);
     }
   });
 

@@ -5,7 +5,6 @@
  */
 import os from 'node:os';
 import { Queue, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { LensResult } from '../queues/contract.js';
 import { createTenantPools, type TenantPools } from '../src/backends.js';
@@ -18,6 +17,7 @@ import type { MemberPool } from '../src/fleet/membership.js';
 import { startHttpServer, type HttpServer } from '../src/http.js';
 import type { LensCatalog } from '../src/lens.js';
 import { createLogger } from '../src/logger.js';
+import { hangUp, prefixFor, redisConnection } from '../src/redis.js';
 import { LensfleetMetrics } from '../src/metrics.js';
 import type { TenantDirectory } from '../src/tenants.js';
 import { packageVersion } from '../src/version.js';
@@ -56,8 +56,6 @@ export interface WorkerService {
   close(): Promise<void>;
 }
 
-const redisOptions = { maxRetriesPerRequest: null, enableReadyCheck: true } as const;
-
 export async function startWorkerService(opts: WorkerServiceOptions): Promise<WorkerService> {
   const { config, catalog } = opts;
   let tenants = opts.tenants;
@@ -91,7 +89,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
   );
   const startedAt = new Date().toISOString();
   const fleet = new Fleet({
-    redisUrl: config.redisUrl,
+    redis: config.redis,
     name: config.fleet.name,
     ttlMs: config.fleet.ttlMs,
     logger,
@@ -139,10 +137,12 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
 
   // One connection for readiness and queue depth; BullMQ's worker keeps its own. It fails fast
   // while Redis is down (no offline queue), so a scrape never hangs on it.
-  const redis = new Redis(config.redisUrl.reveal(), { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectTimeout: 5000 });
+  const redis = redisConnection(config.redis, 'commands');
   redis.on('error', (err) => logger.debug({ code: (err as { code?: string }).code }, 'redis (monitor) connection error'));
-  cleanups.push({ name: 'redis', run: () => redis.quit().catch(() => redis.disconnect()) });
-  const queue = new Queue(config.queueName, { connection: redis });
+  cleanups.push({ name: 'redis', run: () => hangUp(redis) });
+  // The prefix comes from the contract: on a Cluster every key of the queue carries its hash tag.
+  const prefix = prefixFor(config.redis, config.queueName);
+  const queue = new Queue(config.queueName, { connection: redis, prefix });
   cleanups.push({ name: 'queue', run: () => queue.close() });
 
   const notReadyReasons = (): string[] => {
@@ -183,8 +183,8 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
   });
   // The worker's own connection. BullMQ does not close a connection it was handed (it may be
   // shared), so closing it is a cleanup step of ours, after the worker's.
-  const workerRedis = new Redis(config.redisUrl.reveal(), redisOptions);
-  cleanups.push({ name: 'worker redis', run: () => workerRedis.quit().catch(() => workerRedis.disconnect()) });
+  const workerRedis = redisConnection(config.redis, 'blocking');
+  cleanups.push({ name: 'worker redis', run: () => hangUp(workerRedis) });
   const worker = new Worker<unknown, LensResult>(
     config.queueName,
     async (job, token) => {
@@ -198,6 +198,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     },
     {
       connection: workerRedis,
+      prefix,
       concurrency: config.concurrency,
       autorun: false,
       // BullMQ applies these only to jobs that bring no retention of their own; applyJobBounds

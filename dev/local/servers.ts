@@ -72,6 +72,7 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** The path of `command` on PATH, or undefined. */
 export function onPath(command: string): string | undefined {
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
     if (!dir) continue;
@@ -164,17 +165,21 @@ interface Wanted {
 
 /**
  * Make sure the binaries for the wanted servers and tools exist. When one is missing and we are
- * root with apt-get, install its Debian package (`redis-server`, `postgresql`, `prometheus` for
+ * root with apt-get, install its Debian package (`redis-server`, `redis-sentinel`, `postgresql`, `prometheus` for
  * prometheus + promtool, `docker-compose` for `docker-compose config`, which needs no Docker
  * engine); otherwise throw an Error naming the packages to install.
  */
 export async function ensureSystemPackages(
-  opts: StartOptions & { redis?: boolean; postgres?: boolean; prometheus?: boolean; dockerCompose?: boolean; pgbouncer?: boolean },
+  opts: StartOptions & { redis?: boolean; sentinel?: boolean; postgres?: boolean; prometheus?: boolean; dockerCompose?: boolean; pgbouncer?: boolean },
 ): Promise<void> {
   const log = opts.log ?? noop;
   const wanted: Wanted[] = [];
   if (opts.redis) {
     wanted.push({ name: 'redis', present: () => onPath('redis-server') !== undefined, pkg: 'redis-server', missing: 'redis-server not found' });
+  }
+  if (opts.sentinel) {
+    // redis-cli (for `--cluster create`) comes with redis-server (its dependency redis-tools).
+    wanted.push({ name: 'redis-sentinel', present: () => onPath('redis-sentinel') !== undefined, pkg: 'redis-sentinel', missing: 'redis-sentinel not found' });
   }
   if (opts.postgres) {
     wanted.push({
@@ -268,7 +273,7 @@ export function registerEmergencyKill(kill: () => void): () => void {
   return () => emergencyKills.delete(kill);
 }
 
-function removeDirSync(dir: string): void {
+export function removeDirSync(dir: string): void {
   rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
 }
 
@@ -278,7 +283,7 @@ function removeDirSync(dir: string): void {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** One PING over a plain socket; true when the answer is +PONG. */
-function pingRedis(port: number): Promise<boolean> {
+export function pingRedis(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect({ host: '127.0.0.1', port });
     const done = (ok: boolean): void => {
@@ -406,7 +411,8 @@ async function launchRedis(
   return { child, exited };
 }
 
-async function killAndWait(child: ChildProcess, exited: Promise<void>): Promise<void> {
+/** SIGTERM, SIGKILL after 5 s, and wait for the exit. */
+export async function killAndWait(child: ChildProcess, exited: Promise<void>): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   child.kill('SIGTERM');
   const timer = setTimeout(() => child.kill('SIGKILL'), 5000);

@@ -5,15 +5,15 @@
  * `close` leaves the fleet. Close the tenant pools before the fleet: their connections give
  * their leases back as they close.
  */
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Secret } from '../secret.js';
+import { hangUp, type RedisClient, type RedisSettings, redisConnection } from '../redis.js';
 import { FleetKeys, newWorkerId } from './keys.js';
 import { type FleetOperation, FleetLeases } from './leases.js';
 import { FleetMembership, type MemberRecord } from './membership.js';
 
 export interface FleetOptions {
-  readonly redisUrl: Secret;
+  /** Where Redis is (src/redis.ts). */
+  readonly redis: RedisSettings;
   /** The fleet's name (`LENSFLEET_FLEET`). */
   readonly name: string;
   /** Heartbeat and lease TTL (`LENSFLEET_FLEET_TTL_MS`). */
@@ -27,16 +27,13 @@ export interface FleetOptions {
   readonly workerId?: string;
 }
 
-/** How long start waits for Redis before going on without it (the fleet keeps trying). */
-const CONNECT_WAIT_MS = 5000;
-
 export class Fleet {
   readonly workerId: string;
   readonly keys: FleetKeys;
   readonly leases: FleetLeases;
   readonly membership: FleetMembership;
-  readonly #redis: Redis;
-  readonly #subscriber: Redis;
+  readonly #redis: RedisClient;
+  readonly #subscriber: RedisClient;
   readonly #logger: Logger;
   #closing: Promise<void> | undefined;
 
@@ -46,8 +43,10 @@ export class Fleet {
     this.#logger = opts.logger;
     // Commands fail at once while Redis is down (no offline queue): a lease ask is retried by
     // its own loop until the connect timeout, a heartbeat by the next one.
-    this.#redis = new Redis(opts.redisUrl.reveal(), { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: CONNECT_WAIT_MS });
-    this.#subscriber = new Redis(opts.redisUrl.reveal(), { lazyConnect: true, maxRetriesPerRequest: null, connectTimeout: CONNECT_WAIT_MS });
+    // On a Cluster the notices reach the subscriber whichever node it is on: Redis Cluster
+    // forwards PUBLISH to every node (ioredis keeps the subscription across node changes).
+    this.#redis = redisConnection(opts.redis, 'commands', { lazyConnect: true });
+    this.#subscriber = redisConnection(opts.redis, 'blocking', { lazyConnect: true });
     for (const [name, r] of [
       ['commands', this.#redis],
       ['notices', this.#subscriber],
@@ -91,10 +90,4 @@ export class Fleet {
     })();
     return this.#closing;
   }
-}
-
-/** QUIT when connected (pending replies arrive first); otherwise stop reconnecting at once (a QUIT would wait for Redis). */
-async function hangUp(redis: Redis): Promise<void> {
-  if (redis.status === 'ready') await redis.quit().catch(() => {});
-  redis.disconnect();
 }

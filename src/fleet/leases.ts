@@ -19,7 +19,7 @@
  * connections: idle ones at once, the ones in use when their jobs release them.
  */
 import { performance } from 'node:perf_hooks';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis.js';
 import type { Logger } from 'pino';
 import { LensfleetError } from '../errors.js';
 import type { ConnectionLease, LeaseMember, LeaseProvider, PoolLeases } from '../pool/types.js';
@@ -33,9 +33,9 @@ export const FLEET_OPERATIONS: readonly FleetOperation[] = ['acquire', 'renew', 
 
 export interface FleetLeasesOptions {
   /** For commands; it should fail fast while disconnected (no offline queue). */
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   /** For the notices: a subscribed connection runs no other commands. Owned by the caller. */
-  readonly subscriber: Redis;
+  readonly subscriber: RedisClient;
   readonly keys: FleetKeys;
   readonly workerId: string;
   /** A lease's lifetime in Redis without renewal; leases are renewed every ttlMs / 3. */

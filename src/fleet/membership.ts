@@ -5,12 +5,12 @@
  * TTL. `lensfleet status` and `lensfleet plan` read the records; nothing in a worker depends on
  * them (a worker that cannot reach Redis keeps working and says so in a metric).
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis.js';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { FleetKeys } from './keys.js';
 import { defineScript, type ScriptCall } from './redis.js';
-import { HEARTBEAT_LUA } from './scripts.js';
+import { CLOCK_LUA, HEARTBEAT_LUA } from './scripts.js';
 
 const memberPool = z.object({
   /** Open connections. */
@@ -47,7 +47,7 @@ export type MemberPool = z.infer<typeof memberPool>;
 export type MemberRecord = z.infer<typeof memberRecord>;
 
 export interface MembershipOptions {
-  readonly redis: Redis;
+  readonly redis: RedisClient;
   readonly keys: FleetKeys;
   readonly workerId: string;
   /** A record expires this long after its last heartbeat; heartbeats come every ttlMs / 3. */
@@ -144,9 +144,9 @@ export interface FleetView {
 }
 
 /** The live workers of a fleet, by id. */
-export async function readMembers(redis: Redis, keys: FleetKeys): Promise<FleetView> {
-  const [seconds, micros] = await redis.time();
-  const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+export async function readMembers(redis: RedisClient, keys: FleetKeys): Promise<FleetView> {
+  // On the clock of the server that scored the heartbeats (on a Cluster, the one holding the fleet's slot).
+  const now = Number(await defineScript(redis, 'lensfleetClock', CLOCK_LUA, 1)(keys.members));
   // Scores are expiries: the last heartbeat's Redis time plus the worker's TTL.
   const withScores = await redis.zrangebyscore(keys.members, `(${now}`, '+inf', 'WITHSCORES');
   const ids: string[] = [];

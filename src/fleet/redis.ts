@@ -3,7 +3,7 @@
  * to EVAL when Redis does not know the script yet (after a restart or a failover), so each
  * script crosses the network once per connection, not once per call.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis.js';
 
 export type ScriptCall = (...args: (string | number)[]) => Promise<unknown>;
 
@@ -11,7 +11,7 @@ export type ScriptCall = (...args: (string | number)[]) => Promise<unknown>;
  * A script as a function of its keys then its arguments. With `numberOfKeys` omitted the first
  * argument is the number of keys (a script over a variable number of keys).
  */
-export function defineScript(redis: Redis, name: string, lua: string, numberOfKeys?: number): ScriptCall {
+export function defineScript(redis: RedisClient, name: string, lua: string, numberOfKeys?: number): ScriptCall {
   if (!(name in redis)) redis.defineCommand(name, numberOfKeys === undefined ? { lua } : { lua, numberOfKeys });
   const command = (redis as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>)[name]!;
   return (...args) => command.apply(redis, args);

@@ -136,3 +136,12 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('PEXPIRE', KEYS[1], ttl * 3)
 return now
 `;
+
+/**
+ * CLOCK — Redis's time (ms) on the server that holds the fleet's keys. KEYS: members (only to
+ * route the call: on a Cluster, a plain `TIME` would go to any node, whose clock may differ from
+ * the one that scored the heartbeats).
+ */
+export const CLOCK_LUA = `${NOW}
+return now
+`;

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { QueueEvents } from 'bullmq';
+import { type ConnectionOptions, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import pino, { type Logger } from 'pino';
@@ -75,6 +75,11 @@ export interface TestWorkerOptions {
   extra?: Partial<WorkerConfig>;
   /** Worker settings as environment variables (read with loadWorkerConfig, like a worker process). */
   settings?: Record<string, string>;
+  /**
+   * The producer's connection (the returned queue and events), for a worker whose settings point
+   * at another Redis (a Cluster, Sentinel); the caller closes a client it passes. @defaultValue the run's Redis
+   */
+  connection?: ConnectionOptions;
 }
 
 export interface TestWorker {
@@ -110,9 +115,9 @@ export async function startTestWorker(opts: TestWorkerOptions): Promise<TestWork
   const catalog = new LensCatalog([...maritimeLenses, ...testLenses, ...(opts.lenses ?? [])]);
   const logs = new LogCapture();
   const service = await startWorkerService({ config, tenants, catalog, logger: logs.logger, http: opts.http ?? true });
-  const connection = { url: redisUrl() };
+  const connection = opts.connection ?? { url: redisUrl() };
   const queue = createLensQueue({ connection, name: queueName });
-  const events = new QueueEvents(queueName, { connection });
+  const events = new QueueEvents(queueName, { connection, prefix: queue.opts.prefix });
   events.setMaxListeners(10_000); // one listener per job awaited with waitUntilFinished
   await events.waitUntilReady();
   let closing: Promise<void> | undefined;
