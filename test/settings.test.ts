@@ -13,6 +13,7 @@ import {
   FLEET_SETTINGS,
   HTTP_SETTINGS,
   JOB_SETTINGS,
+  ADMISSION_SETTINGS,
   loadWorkerConfig,
   POOL_SETTINGS,
   PROCESS_SETTINGS,
@@ -99,6 +100,13 @@ const SAMPLES: Record<string, { raw: string; expected: unknown; with?: Record<st
   LENSFLEET_RETRY_BACKOFF_MS: { raw: '250', expected: 250 },
   LENSFLEET_RETRY_QUERY_TIMEOUT: { raw: 'off', expected: 'off' },
   LENSFLEET_RETRY_QUERY_TIMEOUT_DELAY_MS: { raw: '30000', expected: 30_000 },
+  LENSFLEET_DEFER_WHEN_BUSY: { raw: 'off', expected: false },
+  LENSFLEET_DEFER_MAX_PER_JOB: { raw: '3', expected: 3 },
+  LENSFLEET_DEFER_MAX_DELAY_MS: { raw: '750', expected: 750 },
+  LENSFLEET_BREAKER_FAILURES: { raw: '9', expected: 9 },
+  LENSFLEET_BREAKER_COOLDOWN_MS: { raw: '2500', expected: 2500 },
+  // (with a longer maximum: below the cool-down it is refused)
+  LENSFLEET_BREAKER_MAX_COOLDOWN_MS: { raw: '90000', expected: 90_000 },
   LENSFLEET_METRICS_PORT: { raw: '9100', expected: 9100 },
   PORT: { raw: '8080', expected: 8080 },
   LENSFLEET_METRICS_HOST: { raw: '127.0.0.1', expected: '127.0.0.1' },
@@ -131,6 +139,7 @@ function configValue(table: SettingsTable, key: string, name: string, raw: strin
   if (table === PROCESS_SETTINGS) return reveal((load({ [name]: raw }) as unknown as Record<string, unknown>)[key]);
   if (table === POOL_SETTINGS) return (load({ [name]: raw }).pool as unknown as Record<string, unknown>)[key];
   if (table === JOB_SETTINGS) return (load({ [name]: raw }).jobs as Record<string, unknown>)[key];
+  if (table === ADMISSION_SETTINGS) return (load({ [name]: raw }).admission as unknown as Record<string, unknown>)[key];
   if (table === HTTP_SETTINGS) return reveal((load({ [name]: raw }).http as Record<string, unknown>)[key]);
   if (table === FLEET_SETTINGS) return (load({ [name]: raw }).fleet as unknown as Record<string, unknown>)[key];
   if (table === TENANT_SOURCE_SETTINGS) {
@@ -151,7 +160,17 @@ function configValue(table: SettingsTable, key: string, name: string, raw: strin
 }
 
 describe('settings tables', () => {
-  const all = [PROCESS_SETTINGS, REDIS_SETTINGS, TENANT_SOURCE_SETTINGS, TENANT_SETTINGS, POOL_SETTINGS, JOB_SETTINGS, HTTP_SETTINGS, FLEET_SETTINGS];
+  const all = [
+    PROCESS_SETTINGS,
+    REDIS_SETTINGS,
+    TENANT_SOURCE_SETTINGS,
+    TENANT_SETTINGS,
+    POOL_SETTINGS,
+    JOB_SETTINGS,
+    ADMISSION_SETTINGS,
+    HTTP_SETTINGS,
+    FLEET_SETTINGS,
+  ];
 
   it('every variable of every table, set alone, reaches the configuration', () => {
     const seen: string[] = [];
