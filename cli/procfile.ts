@@ -26,7 +26,8 @@ Runs every process type of the Procfile (default ./Procfile), each --scale times
 output prefixed with the instance (worker.1 | …), PORT = base + 100 × type index + instance
 (base: PORT, else 5000; PORT=0: each picks a free one), SIGTERM or SIGINT passed on to every instance. An instance that exits is
 reported and not restarted; the command ends when every instance has ended.
-exit codes: 0 every instance exited 0, 1 one exited non-zero or was killed, 2 bad usage or Procfile`;
+exit codes: 0 every instance exited 0 (or ended on the signal passed on), 1 one exited non-zero or was
+killed otherwise, 2 bad usage or Procfile`;
 
 export interface ProcessType {
   readonly name: string;
@@ -86,10 +87,14 @@ export async function procfileCommand(args: string[], env: NodeJS.ProcessEnv): P
   for (const [t, type] of types.entries()) {
     for (let i = 1; i <= (scale.get(type.name) ?? 1); i++) {
       const label = `${type.name}.${i}`;
-      // exec: the shell becomes the process, so signals reach it and its pid is the instance's.
-      const child = spawn('sh', ['-c', `exec ${type.command}`], {
+      // A simple command is exec'd (the shell becomes the process: its pid is the instance's); each
+      // instance has its own process group, so a signal passed on reaches a compound command's
+      // children too.
+      const command = /[;&|<>()`\n]/.test(type.command) ? type.command : `exec ${type.command}`;
+      const child = spawn('sh', ['-c', command], {
         env: { ...env, PORT: anyPort ? '0' : String(base + 100 * t + i - 1) },
         stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true,
       });
       for (const stream of [child.stdout!, child.stderr!])
         createInterface({ input: stream }).on('line', (line) => process.stdout.write(`${label} | ${line}\n`));
@@ -103,11 +108,21 @@ export async function procfileCommand(args: string[], env: NodeJS.ProcessEnv): P
       instances.push({ label, child, exited });
     }
   }
+  // An instance ended by the signal passed on to it stopped as asked: that is no failure.
+  let forwarded: NodeJS.Signals | undefined;
   const forward = (signal: NodeJS.Signals) => () => {
-    for (const { child } of instances) if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    forwarded = signal;
+    for (const { child } of instances) {
+      if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) continue;
+      try {
+        process.kill(-child.pid, signal);
+      } catch {
+        /* already gone */
+      }
+    }
   };
   process.on('SIGTERM', forward('SIGTERM'));
   process.on('SIGINT', forward('SIGINT'));
   const results = await Promise.all(instances.map((x) => x.exited));
-  return results.every((r) => r === 0) ? PROCFILE_EXIT.OK : PROCFILE_EXIT.FAILED;
+  return results.every((r) => r === 0 || (forwarded !== undefined && r === forwarded)) ? PROCFILE_EXIT.OK : PROCFILE_EXIT.FAILED;
 }
