@@ -136,23 +136,18 @@ const RUN_ROLLBACK = Buffer.concat([serialize.bind({ statement: ROLLBACK.name })
 const RUN_CHECK = Buffer.concat([serialize.bind({ statement: CHECK.name }), EXECUTE_ALL]);
 /** Bind and execute the unnamed statement just parsed (no parameters). */
 const RUN_UNNAMED = Buffer.concat([serialize.bind({ statement: '' }), EXECUTE_ALL]);
-const unnamedParseMessages = new Map<string, Buffer>();
-/** The Parse message of a statement as the unnamed one (lensfleet's own texts and lenses': a bounded set, cached). */
-function unnamedParseMessage(text: string): Buffer {
-  let m = unnamedParseMessages.get(text);
-  if (m === undefined) {
-    m = serialize.parse({ name: '', text, types: [] });
-    if (unnamedParseMessages.size < 10_000) unnamedParseMessages.set(text, m);
-  }
-  return m;
-}
 const parseMessages = new Map<string, Buffer>();
-/** The Parse message of a statement (lensfleet's own and lenses' texts: a bounded set, cached). */
-function parseMessage(s: { readonly name: string; readonly text: string }): Buffer {
-  let m = parseMessages.get(s.name);
+/**
+ * The Parse message of a statement, named or (`unnamed`) as the unnamed one: lensfleet's own
+ * texts and lenses' are a bounded set, cached (a name stands for one text; an unnamed Parse is
+ * keyed by its text).
+ */
+function parseMessage(s: { readonly name: string; readonly text: string }, unnamed: boolean): Buffer {
+  const key = unnamed ? `\0${s.text}` : s.name;
+  let m = parseMessages.get(key);
   if (m === undefined) {
-    m = serialize.parse({ name: s.name, text: s.text, types: [] });
-    if (parseMessages.size < 10_000) parseMessages.set(s.name, m);
+    m = serialize.parse({ name: unnamed ? '' : s.name, text: s.text, types: [] });
+    if (parseMessages.size < 10_000) parseMessages.set(key, m);
   }
   return m;
 }
@@ -214,12 +209,11 @@ export class LensRun {
     if (plan.hygiene) steps.push('check');
     this.#steps = steps;
 
-    if (plan.namedStatements === false) {
-      if (connection.stream.writable) connection.stream.write(this.#unnamedBatch(steps, context, contextValues, lensValues));
-      return null;
-    }
-    let names = prepared.get(connection);
-    if (names === undefined) {
+    // Behind a transaction-mode pooler every statement is parsed unnamed in this batch (and the
+    // check is the reset); otherwise each is parsed once per connection, under its name.
+    const unnamed = plan.namedStatements === false;
+    let names = unnamed ? undefined : prepared.get(connection);
+    if (!unnamed && names === undefined) {
       names = new Set();
       prepared.set(connection, names);
     }
@@ -227,38 +221,47 @@ export class LensRun {
     // once, and one write instead of ten (each a stream write with its own bookkeeping) is what
     // keeps the rolled-back transaction from costing the worker more than a few µs per job.
     const parts: Buffer[] = [];
-    const parsed = (st: { readonly name: string; readonly text: string }): void => {
-      if (names.has(st.name)) return;
-      parts.push(parseMessage(st));
-      // Any failure destroys the connection, so "sent" can stand for "parsed".
-      names.add(st.name);
-      connection.parsedStatements[st.name] = st.text;
+    /** Parse `st` if this batch must (unnamed: always; named: once per connection); the name to bind. */
+    const use = (st: { readonly name: string; readonly text: string }): string => {
+      if (names === undefined) {
+        parts.push(parseMessage(st, true));
+        return '';
+      }
+      if (!names.has(st.name)) {
+        parts.push(parseMessage(st, false));
+        // Any failure destroys the connection, so "sent" can stand for "parsed".
+        names.add(st.name);
+        connection.parsedStatements[st.name] = st.text;
+      }
+      return st.name;
     };
     for (const step of steps) {
       switch (step) {
         case 'begin':
-          parsed(BEGIN);
-          parts.push(RUN_BEGIN);
+          use(BEGIN);
+          parts.push(unnamed ? RUN_UNNAMED : RUN_BEGIN);
           break;
-        case 'context':
-          parsed(context!);
-          parts.push(serialize.bind({ statement: context!.name, values: contextValues! as (string | null)[] }), EXECUTE_ALL);
+        case 'context': {
+          const name = use(context!);
+          parts.push(serialize.bind({ statement: name, values: contextValues! as (string | null)[] }), EXECUTE_ALL);
           break;
-        case 'lens':
-          parsed(plan.statement);
+        }
+        case 'lens': {
+          const name = use(plan.statement);
           parts.push(
-            serialize.bind({ statement: plan.statement.name, values: lensValues as (string | Buffer | null)[] }),
+            serialize.bind({ statement: name, values: lensValues as (string | Buffer | null)[] }),
             DESCRIBE_PORTAL,
             serialize.execute({ portal: '', rows: plan.maxRows + 1 }),
           );
           break;
+        }
         case 'rollback':
-          parsed(ROLLBACK);
-          parts.push(RUN_ROLLBACK);
+          use(ROLLBACK);
+          parts.push(unnamed ? RUN_UNNAMED : RUN_ROLLBACK);
           break;
         case 'check':
-          parsed(CHECK);
-          parts.push(RUN_CHECK);
+          use(unnamed ? RESET : CHECK);
+          parts.push(unnamed ? RUN_UNNAMED : RUN_CHECK);
           break;
       }
     }
@@ -266,40 +269,8 @@ export class LensRun {
     // (node-pg's own writes do the same: nothing to write to once the socket is gone; the
     // connection's error or end then fails this query)
     if (connection.stream.writable) connection.stream.write(Buffer.concat(parts));
-    this.#expectedPrepared = names.size;
+    this.#expectedPrepared = names?.size ?? 0;
     return null;
-  }
-
-  /** The batch with every statement parsed unnamed in it, and the reset for a check. */
-  #unnamedBatch(steps: readonly Step[], context: { readonly text: string } | undefined, contextValues: unknown[] | undefined, lensValues: unknown[]): Buffer {
-    const plan = this.#plan;
-    const parts: Buffer[] = [];
-    for (const step of steps) {
-      switch (step) {
-        case 'begin':
-          parts.push(unnamedParseMessage(BEGIN.text), RUN_UNNAMED);
-          break;
-        case 'context':
-          parts.push(unnamedParseMessage(context!.text), serialize.bind({ statement: '', values: contextValues! as (string | null)[] }), EXECUTE_ALL);
-          break;
-        case 'lens':
-          parts.push(
-            unnamedParseMessage(plan.statement.text),
-            serialize.bind({ statement: '', values: lensValues as (string | Buffer | null)[] }),
-            DESCRIBE_PORTAL,
-            serialize.execute({ portal: '', rows: plan.maxRows + 1 }),
-          );
-          break;
-        case 'rollback':
-          parts.push(unnamedParseMessage(ROLLBACK.text), RUN_UNNAMED);
-          break;
-        case 'check':
-          parts.push(unnamedParseMessage(RESET.text), RUN_UNNAMED);
-          break;
-      }
-    }
-    parts.push(SYNC);
-    return Buffer.concat(parts);
   }
 
   get #current(): Step | undefined {
