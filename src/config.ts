@@ -32,6 +32,12 @@ export type { Env };
 
 const { int, bool, oneOf, text, list, secret } = schemas;
 
+/** A name of 1–128 characters of A-Z a-z 0-9 _ . - (a fleet, a Sentinel master), or unset. */
+const optionalName = (label: string) =>
+  text()(label)
+    .regex(/^[A-Za-z0-9_.-]{1,128}$/, `${label} must be 1–128 characters of A-Z a-z 0-9 _ . -`)
+    .optional();
+
 // ---------------------------------------------------------------------------------------------
 // Process
 
@@ -162,10 +168,7 @@ export const REDIS_SETTINGS = {
   }),
   sentinelMaster: setting({
     env: 'LENSFLEET_REDIS_SENTINEL_MASTER',
-    schema: (label) =>
-      text()(label)
-        .regex(/^[A-Za-z0-9_.-]{1,128}$/, `${label} must be 1–128 characters of A-Z a-z 0-9 _ . -`)
-        .optional(),
+    schema: optionalName,
     default: undefined as string | undefined,
     help: 'in `sentinel` mode, the master’s name as the sentinels know it (`sentinel monitor <name> …`)',
   }),
@@ -678,10 +681,7 @@ export type HttpSettings = SettingValues<typeof HTTP_SETTINGS>;
 export const FLEET_SETTINGS = {
   name: setting({
     env: 'LENSFLEET_FLEET',
-    schema: (label) =>
-      text()(label)
-        .regex(/^[A-Za-z0-9_.-]{1,128}$/, `${label} must be 1–128 characters of A-Z a-z 0-9 _ . -`)
-        .optional(),
+    schema: optionalName,
     default: undefined as string | undefined,
     defaultDoc: 'the queue name',
     help: 'the fleet this worker belongs to: workers on one Redis with one fleet name share membership (`lensfleet status`) and the fleet connection caps (`LENSFLEET_FLEET_MAX_CONNECTIONS`)',
