@@ -4,13 +4,13 @@
  * run in the foreground as the `postgres` OS user when we are root (PgBouncer refuses to run as
  * root), stopped with its dir removed — also if this process dies first.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { chownSync, rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort, isRoot, pgbouncerBinary, registerEmergencyKill, watchChild } from './servers.js';
+import { freePort, isRoot, pgbouncerBinary, postgresUser, registerEmergencyKill, watchChild } from './servers.js';
 
 export interface LocalPgBouncer {
   readonly port: number;
@@ -75,8 +75,7 @@ export async function startPgBouncer(opts: PgBouncerOptions): Promise<LocalPgBou
         { mode: 0o600 },
       );
       if (isRoot()) {
-        const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
-        const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
+        const { uid, gid } = postgresUser();
         for (const f of [dir, ini, authFile]) chownSync(f, uid, gid);
       }
       const [cmd, args] = isRoot() ? ['runuser', ['-u', 'postgres', '--', bin, ini]] : [bin, [ini]];

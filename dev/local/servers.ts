@@ -505,10 +505,17 @@ export async function startPostgres(
   }
 }
 
+/** The uid and gid of the `postgres` OS user (Debian's postgresql package creates it). */
+export function postgresUser(): { uid: number; gid: number } {
+  return {
+    uid: Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim()),
+    gid: Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim()),
+  };
+}
+
 /** chown the temp dir to the postgres OS user and check that user can actually reach it. */
 export async function handToPostgresUser(dir: string): Promise<void> {
-  const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
-  const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
+  const { uid, gid } = postgresUser();
   chownSync(dir, uid, gid);
   chownSync(path.join(dir, 'pwfile'), uid, gid);
   // A TMPDIR inside /root (mode 0700) would be unreachable for the postgres user.
