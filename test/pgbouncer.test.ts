@@ -133,6 +133,17 @@ describe('a tenant behind PgBouncer in transaction mode, with transactionPooler 
 });
 
 describe('a tenant behind PgBouncer in transaction mode, without the setting', () => {
+  it('a connection with the session settings a pool sends without it is refused by a default PgBouncer (08P01, as the README says)', async () => {
+    const p = pool(bouncer, 1, false);
+    const err = await executeLens(p.pool, whoamiLens, {}).then(
+      () => undefined,
+      (e: unknown) => e as LensfleetError,
+    );
+    expect(err).toBeInstanceOf(LensfleetError);
+    expect(err!.code).toBe('CONNECTION_FAILED');
+    expect((err!.cause as { code?: string } | undefined)?.code).toBe('08P01');
+  }, 30_000);
+
   it('is detected: the jobs that meet it fail as transient (retried), the pool warns once and switches, later jobs complete', async () => {
     const p = pool(lenient, 2, false);
     const outcomes = await Promise.all(
