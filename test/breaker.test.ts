@@ -1,16 +1,6 @@
-/**
- * A tenant's circuit breaker on a real worker, Redis and Postgres (issue 13 §5). Tenant DOWN's
- * database refuses every connection (`ALLOW_CONNECTIONS false`: FATAL 55000, CONNECTION_FAILED);
- * after LENSFLEET_BREAKER_FAILURES consecutive failures its breaker opens and its jobs go back to
- * the queue, delayed, without running or using up an attempt, while tenant UP's jobs complete as
- * usual. When the database accepts connections again, the half-open probe connects, the breaker
- * closes and every delayed job completes. Without the breaker (`0`), the same jobs burn their
- * attempts and fail.
- */
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueueMany } from '../queues/producer.js';
-import { createTenants, pgAdminUrl, startTestWorker, uniqueId, waitFor, type TestWorker } from './support/harness.js';
+import { admin, createTenants, startTestWorker, type TestWorker, uniqueId, waitFor } from './support/harness.js';
 
 const DOWN = uniqueId('yBrkDown');
 const UP = uniqueId('yBrkUp');
@@ -20,16 +10,6 @@ const RETRY = { attempts: 3, backoff: { type: 'fixed', delay: 50 } } as const;
 
 let tenants: Awaited<ReturnType<typeof createTenants>>;
 let downDb: string;
-
-async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: pgAdminUrl() });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
 
 /** Refuse (or accept again) every new connection to DOWN's database, and end the open ones. */
 async function setDown(down: boolean): Promise<void> {

@@ -12,7 +12,7 @@
  */
 import { spawn } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgres, startRedis, type LocalPostgres, type LocalRedis } from '../dev/local/servers.js';
 import { createTenantDatabase, type TenantDatabase } from '../dev/local/tenant-db.js';
@@ -20,8 +20,8 @@ import type { LensJobData } from '../queues/contract.js';
 import { FleetKeys } from '../src/fleet/keys.js';
 import { readMembers } from '../src/fleet/membership.js';
 import { Redis } from 'ioredis';
-import { killWorker, ROOT, sleep, spawnWorker, uniqueId, waitFor, type ChildWorker } from './support/harness.js';
-import { idleInTransaction, JobLedger, KEEP_WORKER_ENV, ledgerTable, record, sampleDatabases, switchProxy } from './support/ledger.js';
+import { admin, killWorker, ROOT, sampleDatabases, sleep, spawnWorker, uniqueId, waitFor, type ChildWorker } from './support/harness.js';
+import { idleInTransaction, JobLedger, KEEP_WORKER_ENV, ledgerTable, record, switchProxy } from './support/ledger.js';
 
 const SCALE = Math.max(1, Number(process.env.LENSFLEET_FAULT_SCALE ?? 1));
 const WORKERS = 2;
@@ -87,7 +87,7 @@ async function start(
 async function finish(
   run: Run,
   fault: string,
-  at: { injectedAt: number; recoveredFrom: number; activeAtFault: number },
+  at: { recoveredFrom: number; activeAtFault: number },
   sampler: { stop(): Promise<number> },
   opts: { expectAlive?: ChildWorker[]; note?: string; allowFailed?: boolean } = {},
 ): Promise<void> {
@@ -124,118 +124,103 @@ async function finish(
   }
 }
 
-async function admin<T extends pg.QueryResultRow>(sql: string, values: unknown[] = []): Promise<pg.QueryResult<T>> {
-  const c = new pg.Client({ connectionString: postgres.adminUrl() });
-  await c.connect();
-  try {
-    return await c.query<T>(sql, values);
-  } finally {
-    await c.end();
-  }
+function adminQuery<T extends pg.QueryResultRow>(sql: string, values: unknown[] = []): Promise<pg.QueryResult<T>> {
+  return admin((c) => c.query<T>(sql, values), postgres.adminUrl());
+}
+
+/**
+ * One fault in the middle of a run: `inject` does it (given the run and the time since it began)
+ * and says what to note; recovery is counted from when it returns.
+ */
+async function underFault(
+  name: string,
+  fault: string,
+  inject: (run: Run, elapsed: () => number) => Promise<{ note: string; expectAlive?: ChildWorker[] }>,
+): Promise<void> {
+  const sampler = sampleDatabases(
+    postgres.adminUrl(),
+    dbs.map((d) => d.database),
+  );
+  const run = await start(name);
+  const activeAtFault = await run.ledger.queue.getActiveCount();
+  const injectedAt = performance.now();
+  const { note, expectAlive } = await inject(run, () => Math.round(performance.now() - injectedAt));
+  await finish(run, fault, { recoveredFrom: performance.now(), activeAtFault }, sampler, { note, ...(expectAlive ? { expectAlive } : {}) });
 }
 
 describe('fault ledger', () => {
-  it('pg_terminate_backend of every connection of one tenant, mid-run', async () => {
-    const sampler = sampleDatabases(
-      postgres.adminUrl(),
-      dbs.map((d) => d.database),
-    );
-    const run = await start('terminate');
-    const activeAtFault = await run.ledger.queue.getActiveCount();
-    const injectedAt = performance.now();
-    const r = await admin<{ n: string }>('SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE datname = $1', [dbs[0]!.database]);
-    await finish(run, 'pg_terminate_backend (one tenant, all its connections)', { injectedAt, recoveredFrom: performance.now(), activeAtFault }, sampler, {
-      note: `${r.rows[0]?.n} backends terminated`,
-    });
-  }, 180_000);
+  it(
+    'pg_terminate_backend of every connection of one tenant, mid-run',
+    () =>
+      underFault('terminate', 'pg_terminate_backend (one tenant, all its connections)', async () => {
+        const r = await adminQuery<{ n: string }>('SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE datname = $1', [dbs[0]!.database]);
+        return { note: `${r.rows[0]?.n} backends terminated` };
+      }),
+    180_000,
+  );
 
-  it('Postgres restarted (fast shutdown) mid-run', async () => {
-    const sampler = sampleDatabases(
-      postgres.adminUrl(),
-      dbs.map((d) => d.database),
-    );
-    const run = await start('pgrestart');
-    const activeAtFault = await run.ledger.queue.getActiveCount();
-    const injectedAt = performance.now();
-    await postgres.restart();
-    const restartedAt = performance.now();
-    await finish(run, 'Postgres restart', { injectedAt, recoveredFrom: restartedAt, activeAtFault }, sampler, {
-      note: `server down ${Math.round(restartedAt - injectedAt)} ms`,
-    });
-  }, 180_000);
+  it(
+    'Postgres restarted (fast shutdown) mid-run',
+    () =>
+      underFault('pgrestart', 'Postgres restart', async (_run, elapsed) => {
+        await postgres.restart();
+        return { note: `server down ${elapsed()} ms` };
+      }),
+    180_000,
+  );
 
-  it('the connection limit reached (SQLSTATE 53300) for a while: retried, completed once capacity returns', async () => {
-    const sampler = sampleDatabases(
-      postgres.adminUrl(),
-      dbs.map((d) => d.database),
-    );
-    const run = await start('limit');
-    const role = dbs[0]!.role;
-    const activeAtFault = await run.ledger.queue.getActiveCount();
-    const injectedAt = performance.now();
-    // One connection allowed, and the tenant's open ones ended: every other connect gets 53300.
-    await admin(`ALTER ROLE "${role}" CONNECTION LIMIT 1`);
-    await admin('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [dbs[0]!.database]);
-    await sleep(1500 * SCALE);
-    await admin(`ALTER ROLE "${role}" CONNECTION LIMIT 200`);
-    const restoredAt = performance.now();
-    await finish(run, 'connection limit (53300)', { injectedAt, recoveredFrom: restoredAt, activeAtFault }, sampler, {
-      note: `limit 1 for ${Math.round(restoredAt - injectedAt)} ms`,
-    });
-  }, 180_000);
+  it(
+    'the connection limit reached (SQLSTATE 53300) for a while: retried, completed once capacity returns',
+    () =>
+      underFault('limit', 'connection limit (53300)', async (_run, elapsed) => {
+        const role = dbs[0]!.role;
+        // One connection allowed, and the tenant's open ones ended: every other connect gets 53300.
+        await adminQuery(`ALTER ROLE "${role}" CONNECTION LIMIT 1`);
+        await adminQuery('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [dbs[0]!.database]);
+        await sleep(1500 * SCALE);
+        await adminQuery(`ALTER ROLE "${role}" CONNECTION LIMIT 200`);
+        return { note: `limit 1 for ${elapsed()} ms` };
+      }),
+    180_000,
+  );
 
-  it('Redis restarted (AOF, fsync always) mid-run', async () => {
-    const sampler = sampleDatabases(
-      postgres.adminUrl(),
-      dbs.map((d) => d.database),
-    );
-    const run = await start('redisrestart');
-    const activeAtFault = await run.ledger.queue.getActiveCount();
-    const injectedAt = performance.now();
-    await redis.restart();
-    const restartedAt = performance.now();
-    await finish(run, 'Redis restart (AOF)', { injectedAt, recoveredFrom: restartedAt, activeAtFault }, sampler, {
-      note: `Redis down ${Math.round(restartedAt - injectedAt)} ms`,
-    });
-  }, 180_000);
+  it(
+    'Redis restarted (AOF, fsync always) mid-run',
+    () =>
+      underFault('redisrestart', 'Redis restart (AOF)', async (_run, elapsed) => {
+        await redis.restart();
+        return { note: `Redis down ${elapsed()} ms` };
+      }),
+    180_000,
+  );
 
-  it('SIGTERM to every worker mid-run (a rolling restart): active jobs finish, exit 0, new workers finish the rest', async () => {
-    const sampler = sampleDatabases(
-      postgres.adminUrl(),
-      dbs.map((d) => d.database),
-    );
-    const run = await start('sigterm');
-    const activeAtFault = await run.ledger.queue.getActiveCount();
-    const injectedAt = performance.now();
-    const old = [...run.workers];
-    for (const w of old) w.proc.kill('SIGTERM');
-    const exits = await Promise.all(old.map((w) => w.exited));
-    expect(exits.map((e) => e.code)).toEqual(old.map(() => 0));
-    const replacements = await Promise.all(old.map(() => spawnWorker(run.env)));
-    run.workers.push(...replacements);
-    const restartedAt = performance.now();
-    await finish(run, 'SIGTERM to every worker, then new ones', { injectedAt, recoveredFrom: restartedAt, activeAtFault }, sampler, {
-      expectAlive: replacements,
-      note: `old workers exited 0 after ${Math.round(restartedAt - injectedAt)} ms`,
-    });
-  }, 180_000);
+  it(
+    'SIGTERM to every worker mid-run (a rolling restart): active jobs finish, exit 0, new workers finish the rest',
+    () =>
+      underFault('sigterm', 'SIGTERM to every worker, then new ones', async (run, elapsed) => {
+        const old = [...run.workers];
+        for (const w of old) w.proc.kill('SIGTERM');
+        const exits = await Promise.all(old.map((w) => w.exited));
+        expect(exits.map((e) => e.code)).toEqual(old.map(() => 0));
+        const replacements = await Promise.all(old.map(() => spawnWorker(run.env)));
+        run.workers.push(...replacements);
+        return { expectAlive: replacements, note: `old workers exited 0 after ${elapsed()} ms` };
+      }),
+    180_000,
+  );
 
-  it('kill -9 of one worker with jobs active: its jobs run on the other (lock + stalled check)', async () => {
-    const sampler = sampleDatabases(
-      postgres.adminUrl(),
-      dbs.map((d) => d.database),
-    );
-    const run = await start('kill9');
-    const victim = run.workers[0]!;
-    const activeAtFault = await run.ledger.queue.getActiveCount();
-    const injectedAt = performance.now();
-    victim.proc.kill('SIGKILL');
-    await victim.exited;
-    await finish(run, 'kill -9 of one worker', { injectedAt, recoveredFrom: performance.now(), activeAtFault }, sampler, {
-      expectAlive: run.workers.slice(1),
-      note: 'lock 4 s, stalled check 1 s',
-    });
-  }, 180_000);
+  it(
+    'kill -9 of one worker with jobs active: its jobs run on the other (lock + stalled check)',
+    () =>
+      underFault('kill9', 'kill -9 of one worker', async (run) => {
+        const victim = run.workers[0]!;
+        victim.proc.kill('SIGKILL');
+        await victim.exited;
+        return { expectAlive: run.workers.slice(1), note: 'lock 4 s, stalled check 1 s' };
+      }),
+    180_000,
+  );
+
   for (const breakers of [true, false]) {
     it(`one tenant's database silent for ${OUTAGE_MS / 1000} s ${breakers ? 'with' : 'without'} circuit breakers: the other tenant's throughput during it`, async () => {
       // Tenant A through a proxy that goes silent (connects hang until their timeout); B direct.
@@ -275,7 +260,7 @@ describe('fault ledger', () => {
         await finish(
           run,
           `tenant A silent ${OUTAGE_MS / 1000} s, ${breakers ? 'breakers on' : 'breakers and deferral off'}`,
-          { injectedAt, recoveredFrom: restoredAt, activeAtFault },
+          { recoveredFrom: restoredAt, activeAtFault },
           sampler,
           {
             allowFailed: !breakers,

@@ -1,17 +1,6 @@
-/**
- * Start-up under partial failure (issue 10, item 5), on a real worker process and real Postgres.
- * Three warm tenants (LENSFLEET_WARM_TENANTS), minSize 5:
- * - HEALTHY: its pool is created with 5 connections;
- * - LIMITED: its role has CONNECTION LIMIT 2, so the 3rd connection fails with 53300: the pool
- *   is kept with 2 (one connection serves) and serves jobs;
- * - MISSING: its database does not exist: the warm-up failure is logged and counted, and
- *   nothing is cached — once the database exists, the tenant's next job attempt completes.
- * The worker starts and serves at once; before, one failing warm tenant stopped it from starting.
- */
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLensQueue, enqueue, QueueEvents, type LensQueue } from '../queues/producer.js';
-import { type ChildWorker, createTenants, killWorker, pgAdminUrl, redisUrl, spawnWorker, uniqueId, waitFor } from './support/harness.js';
+import { admin, type ChildWorker, createTenants, killWorker, redisUrl, spawnWorker, uniqueId, waitFor } from './support/harness.js';
 
 const HEALTHY = uniqueId('yWarmOk');
 const LIMITED = uniqueId('yWarmLim');
@@ -24,16 +13,6 @@ interface PoolJson {
   min: number;
   requests_total: number;
   connection_errors_total: Record<string, number>;
-}
-
-async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: pgAdminUrl() });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
 }
 
 describe('warm-up in the background, with partial failure', () => {

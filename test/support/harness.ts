@@ -152,21 +152,52 @@ export async function countConnections(database: string): Promise<number> {
   }
 }
 
+/** Run `fn` on a fresh superuser connection (the test Postgres unless `url` says otherwise), closed after. */
+export async function admin<T>(fn: (c: pg.Client) => Promise<T>, url = pgAdminUrl()): Promise<T> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
 /** Sample connection counts of a database until stopped; returns the maximum seen. */
 export function sampleConnections(database: string, everyMs = 15): { stop(): Promise<number> } {
-  const admin = new pg.Client({ connectionString: pgAdminUrl() });
+  return sampleDatabases(pgAdminUrl(), [database], everyMs);
+}
+
+/** The most client connections to any one of these databases (a tenant's), sampled every `everyMs` until stopped. */
+export function sampleDatabases(adminUrl: string, databases: readonly string[], everyMs = 20): { stop(): Promise<number> } {
+  const admin = new pg.Client({ connectionString: adminUrl });
+  admin.on('error', () => {});
   let max = 0;
   let running = true;
   const loop = (async () => {
-    await admin.connect();
+    // The server may be restarting (a fault): reconnect and go on.
+    let client: pg.Client | undefined = admin;
+    await admin.connect().catch(() => (client = undefined));
     while (running) {
-      const r = await admin.query<{ n: string }>("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'", [
-        database,
-      ]);
-      max = Math.max(max, Number(r.rows[0]?.n ?? 0));
+      try {
+        if (client === undefined) {
+          const c = new pg.Client({ connectionString: adminUrl });
+          c.on('error', () => {});
+          await c.connect();
+          client = c;
+        }
+        const r = await client.query<{ n: string }>(
+          "SELECT coalesce(max(n), 0) AS n FROM (SELECT count(*) AS n FROM pg_stat_activity WHERE datname = ANY($1) AND backend_type = 'client backend' GROUP BY datname) AS per_db",
+          [databases],
+        );
+        max = Math.max(max, Number(r.rows[0]?.n ?? 0));
+      } catch {
+        await client?.end().catch(() => {});
+        client = undefined;
+      }
       await sleep(everyMs);
     }
-    await admin.end();
+    await client?.end().catch(() => {});
   })();
   return {
     async stop() {

@@ -142,46 +142,6 @@ export class JobLedger {
   }
 }
 
-/** The most client connections to any one of these databases (a tenant's), sampled every `everyMs` until stopped. */
-export function sampleDatabases(adminUrl: string, databases: readonly string[], everyMs = 20): { stop(): Promise<number> } {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  admin.on('error', () => {});
-  let max = 0;
-  let running = true;
-  const loop = (async () => {
-    // The server may be restarting (a fault): reconnect and go on.
-    let client: pg.Client | undefined = admin;
-    await admin.connect().catch(() => (client = undefined));
-    while (running) {
-      try {
-        if (client === undefined) {
-          const c = new pg.Client({ connectionString: adminUrl });
-          c.on('error', () => {});
-          await c.connect();
-          client = c;
-        }
-        const r = await client.query<{ n: string }>(
-          "SELECT coalesce(max(n), 0) AS n FROM (SELECT count(*) AS n FROM pg_stat_activity WHERE datname = ANY($1) AND backend_type = 'client backend' GROUP BY datname) AS per_db",
-          [databases],
-        );
-        max = Math.max(max, Number(r.rows[0]?.n ?? 0));
-      } catch {
-        await client?.end().catch(() => {});
-        client = undefined;
-      }
-      await sleep(everyMs);
-    }
-    await client?.end().catch(() => {});
-  })();
-  return {
-    async stop() {
-      running = false;
-      await loop;
-      return max;
-    },
-  };
-}
-
 /** Sessions of these databases left `idle in transaction` (a job that never ended its transaction). */
 export async function idleInTransaction(adminUrl: string, databases: readonly string[]): Promise<number> {
   const admin = new pg.Client({ connectionString: adminUrl });
