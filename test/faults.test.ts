@@ -79,7 +79,7 @@ async function start(
   const workers = await Promise.all(Array.from({ length: WORKERS }, () => spawnWorker(env)));
   const ledger = await JobLedger.open(redis.url, queue);
   await ledger.add(Array.from({ length: count }, (_, i) => jobs(i)));
-  await waitFor('a quarter of the jobs done', () => ledger.completedAt.length >= count / 4, 60_000, 20);
+  await waitFor('a quarter of the jobs done', () => ledger.completedCount >= count / 4, 60_000, 20);
   return { ledger, workers, env };
 }
 
@@ -332,10 +332,10 @@ describe('fault ledger', () => {
           })),
         );
         const enqueuedAt = performance.now();
-        await waitFor('a quarter done', () => ledger.completedAt.length >= PROCFILE_JOBS / 4, 120_000 * SCALE, 20);
+        await waitFor('a quarter done', () => ledger.completedCount >= PROCFILE_JOBS / 4, 120_000 * SCALE, 20);
         const activeAtFault = await ledger.queue.getActiveCount();
         process.kill(members[0]!.pid, 'SIGKILL');
-        await waitFor('half done', () => ledger.completedAt.length >= PROCFILE_JOBS / 2, 120_000 * SCALE, 20);
+        await waitFor('half done', () => ledger.completedCount >= PROCFILE_JOBS / 2, 120_000 * SCALE, 20);
         const restartAt = performance.now();
         await postgres.restart();
         const restartedAt = performance.now();

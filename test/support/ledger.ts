@@ -45,18 +45,16 @@ export const KEEP_WORKER_ENV = { LENSFLEET_KEEP_COMPLETED_COUNT: '1000000', LENS
 export class JobLedger {
   readonly queue: LensQueue;
   readonly #events: QueueEvents;
-  readonly completedAt: number[] = [];
   readonly #ids: string[] = [];
-  #byTenant = new Map<string, string>();
-  readonly #completedTenant: { at: number; tenant: string | undefined }[] = [];
+  readonly #byTenant = new Map<string, string>();
+  /** Completions as they came: when (performance.now(), so in order) and whose. */
+  readonly #completed: { at: number; tenant: string | undefined }[] = [];
 
   private constructor(queue: LensQueue, events: QueueEvents) {
     this.queue = queue;
     this.#events = events;
     events.on('completed', ({ jobId }) => {
-      const at = performance.now();
-      this.completedAt.push(at);
-      this.#completedTenant.push({ at, tenant: this.#byTenant.get(jobId) });
+      this.#completed.push({ at: performance.now(), tenant: this.#byTenant.get(jobId) });
     });
   }
 
@@ -84,16 +82,19 @@ export class JobLedger {
 
   /** Completed jobs of these tenants per second between two instants. */
   throughput(from: number, to: number, tenants?: ReadonlySet<string>): number {
-    const n = this.#completedTenant.filter(
-      (c) => c.at >= from && c.at < to && (tenants === undefined || (c.tenant !== undefined && tenants.has(c.tenant))),
-    ).length;
+    const n = this.#completed.filter((c) => c.at >= from && c.at < to && (tenants === undefined || (c.tenant !== undefined && tenants.has(c.tenant)))).length;
     return n / Math.max(0.001, (to - from) / 1000);
+  }
+
+  /** Completions seen so far. */
+  get completedCount(): number {
+    return this.#completed.length;
   }
 
   /** The first completion at or after `t` (performance.now()), minus `t`; Infinity if none. */
   recoveryAfter(t: number): number {
-    const next = this.completedAt.filter((c) => c >= t).sort((a, b) => a - b)[0];
-    return next === undefined ? Number.POSITIVE_INFINITY : next - t;
+    const next = this.#completed.find((c) => c.at >= t);
+    return next === undefined ? Number.POSITIVE_INFINITY : next.at - t;
   }
 
   /** Until every id has ended (completed or failed) or the time is up. */
