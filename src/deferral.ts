@@ -14,8 +14,8 @@
  */
 
 /** Why a job was put back in the queue (a metrics label: keep the set small and stable). */
-export type DeferReason = 'busy' | 'breaker_open';
-export const DEFER_REASONS: readonly DeferReason[] = ['busy', 'breaker_open'];
+export type DeferReason = 'busy' | 'parked' | 'breaker_open';
+export const DEFER_REASONS: readonly DeferReason[] = ['busy', 'parked', 'breaker_open'];
 
 export interface DeferralSettings {
   /** Defer a job whose tenant's pool cannot serve it now (else it waits for its connection in its worker slot). @defaultValue true */
@@ -30,6 +30,8 @@ export interface DeferralSettings {
 const INITIAL_JOB_MS = 50;
 /** Weight of the newest job time in the moving average. */
 const ALPHA = 0.2;
+/** Parked jobs' fallback pace, as a multiple of the tenant's spacing (see `pace`). */
+const PARK_SLACK = 2;
 /** Shortest delay (BullMQ promotes delayed jobs in batches; less is noise). */
 const MIN_DELAY_MS = 2;
 
@@ -38,6 +40,8 @@ interface TenantSchedule {
   jobMs: number;
   /** Return time given to the last deferred job (ms since epoch). */
   nextAt: number;
+  /** Return time given to the last parked job (its own schedule: not capped, see `pace`). */
+  parkedUntil: number;
 }
 
 export class DeferralPlanner {
@@ -55,7 +59,7 @@ export class DeferralPlanner {
   /** A job of `tenant` held its connection for about `ms` (from being admitted to its result, less its wait for the connection). */
   observe(tenant: string, ms: number): void {
     const t = this.#tenants.get(tenant);
-    if (t === undefined) this.#tenants.set(tenant, { jobMs: ms, nextAt: 0 });
+    if (t === undefined) this.#tenants.set(tenant, { jobMs: ms, nextAt: 0, parkedUntil: 0 });
     else t.jobMs += ALPHA * (ms - t.jobMs);
   }
 
@@ -66,17 +70,43 @@ export class DeferralPlanner {
 
   /** The delay of one more deferred job of `tenant`, whose pool serves `slots` jobs at once. */
   delayFor(tenant: string, slots: number): number {
-    let t = this.#tenants.get(tenant);
-    if (t === undefined) {
-      t = { jobMs: INITIAL_JOB_MS, nextAt: 0 };
-      this.#tenants.set(tenant, t);
-    }
+    const t = this.#schedule(tenant);
     const now = this.#now();
     const cap = this.settings.maxDelayMs;
     const spacing = t.jobMs / Math.max(1, slots);
     t.nextAt = Math.min(Math.max(now, t.nextAt) + spacing, now + cap);
     const jittered = (t.nextAt - now) * (0.8 + 0.4 * this.#random());
     return Math.round(Math.min(cap, Math.max(MIN_DELAY_MS, jittered)));
+  }
+
+  /**
+   * The tenant's pace for many jobs at once (parking, workers/parking.ts): the first one's delay
+   * and the spacing of the next ones, in order, not capped and without jitter. `booked` then
+   * moves the schedule past them. Half the pool's rate: parked jobs are brought back by the
+   * tenant's own finished jobs, at its real rate; their times are the fallback, and a recent job
+   * time that is too short (a quicker lens just before) must not bring them all back too soon.
+   */
+  pace(tenant: string, slots: number): { firstDelayMs: number; spacingMs: number } {
+    const t = this.#tenants.get(tenant);
+    const now = this.#now();
+    const spacingMs = (PARK_SLACK * (t?.jobMs ?? INITIAL_JOB_MS)) / Math.max(1, slots);
+    const from = Math.max(now, t?.parkedUntil ?? 0);
+    return { firstDelayMs: Math.max(MIN_DELAY_MS, from - now + spacingMs), spacingMs };
+  }
+
+  /** Jobs of `tenant` were given return times at its pace (see `pace`), the last one `lastAt` (ms since epoch). */
+  booked(tenant: string, lastAt: number): void {
+    const t = this.#schedule(tenant);
+    t.parkedUntil = Math.max(t.parkedUntil, lastAt);
+  }
+
+  #schedule(tenant: string): TenantSchedule {
+    let t = this.#tenants.get(tenant);
+    if (t === undefined) {
+      t = { jobMs: INITIAL_JOB_MS, nextAt: 0, parkedUntil: 0 };
+      this.#tenants.set(tenant, t);
+    }
+    return t;
   }
 
   /** A tenant removed (reload): its schedule goes. */

@@ -305,8 +305,8 @@ export class LensfleetMetrics {
   }
 
   /** A job was put back in the queue (deferred). */
-  jobDeferred(tenant: string, reason: DeferReason): void {
-    this.#deferrals.inc({ tenant: this.#labels.label(tenant), reason });
+  jobDeferred(tenant: string, reason: DeferReason, count = 1): void {
+    this.#deferrals.inc({ tenant: this.#labels.label(tenant), reason }, count);
   }
 
   /** A tenant's circuit breaker changed state. */

@@ -103,6 +103,7 @@ const SAMPLES: Record<string, { raw: string; expected: unknown; with?: Record<st
   LENSFLEET_DEFER_WHEN_BUSY: { raw: 'off', expected: false },
   LENSFLEET_DEFER_MAX_PER_JOB: { raw: '3', expected: 3 },
   LENSFLEET_DEFER_MAX_DELAY_MS: { raw: '750', expected: 750 },
+  LENSFLEET_DEFER_PARK: { raw: 'off', expected: false },
   LENSFLEET_BREAKER_FAILURES: { raw: '9', expected: 9 },
   LENSFLEET_BREAKER_COOLDOWN_MS: { raw: '2500', expected: 2500 },
   // (with a longer maximum: below the cool-down it is refused)

@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { parseJobData, type LensResult } from '../queues/contract.js';
 import type { TenantBreakers } from '../src/breaker.js';
 import type { DeferralPlanner, DeferReason } from '../src/deferral.js';
+import type { TenantParking } from './parking.js';
 import { LensfleetError, reachabilityOf } from '../src/errors.js';
 import type { TenantPools } from '../src/backends.js';
 import { executeLens } from '../src/execute.js';
@@ -44,6 +45,8 @@ export interface ProcessorDeps {
 export interface Admission {
   readonly breakers: TenantBreakers;
   readonly deferral: DeferralPlanner;
+  /** Moves a busy tenant's other queued jobs out of the way (a flood added at once); none = one by one. */
+  readonly parking?: TenantParking;
 }
 
 export type LensProcessor = (job: Job, token?: string) => Promise<LensResult>;
@@ -73,6 +76,7 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
   const admission = deps.admission;
   const breakers = admission?.breakers.enabled ? admission.breakers : undefined;
   const deferral = admission?.deferral.settings.enabled && admission.deferral.settings.maxPerJob > 0 ? admission.deferral : undefined;
+  const parking = deferral === undefined ? undefined : admission?.parking;
   /**
    * Put the job back in the queue for `delayMs` without using up an attempt (BullMQ's manual
    * delay: `moveToDelayed` with the job's lock token, then `DelayedError`, which the worker takes
@@ -92,6 +96,8 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
     let admitted = false;
     let probe = false;
     let runStarted = 0;
+    /** The job ran on its tenant's pool (so a connection was freed when it ended). */
+    let ran = false;
     // A child logger only when there is something to log: no per-job allocation on the hot path.
     const log = () => logger.child({ jobId: job.id, tenant: tenantId, lens: lensName, attempt: job.attemptsMade + 1 });
     try {
@@ -135,15 +141,18 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
       ) {
         // (an admitted job that is deferred reports no outcome)
         admitted = false;
+        parking?.busy(tenantId, pool.max);
         return await defer(job, token, deferral.delayFor(tenantId, pool.max), tenantId, 'busy');
       }
       // A REST request carries the job's own token, as verified (never one signed here): the
       // tenant's API checks it again and takes the role and claims from it.
+      ran = true;
       const r =
         pool.backend === 'pg'
           ? await executeLens(pool, lens, params, { holder: { jobId: job.id, tenant: tenantId, lens: lensName }, identity })
           : await executeRestLens(pool, lens, params, identity === undefined ? undefined : verifiedToken(data.auth));
       if (admitted) breakers!.record(tenantId, probe, 'reached');
+      parking?.finished(tenantId);
       // The time a connection is held per job (not the wait for it): what paces the tenant's pool.
       deferral?.observe(tenantId, performance.now() - runStarted - r.acquireMs);
       if (identity !== undefined) await forgetToken(job, log);
@@ -155,6 +164,7 @@ export function createProcessor(deps: ProcessorDeps): LensProcessor {
       if (err instanceof DelayedError) throw err;
       const e = err instanceof LensfleetError ? err : new LensfleetError('INTERNAL', (err as Error)?.message ?? String(err), { cause: err });
       if (admitted) breakers!.record(tenantId, probe, reachabilityOf(e.code));
+      if (ran) parking?.finished(tenantId);
       const attempts = job.opts.attempts ?? 1;
       const retry = deps.retry === undefined ? e.retryable : decideRetry(e.code, job.attemptsMade, deps.retry).retry;
       const final = !retry || job.attemptsMade + 1 >= attempts;

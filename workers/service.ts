@@ -10,6 +10,7 @@ import type { LensResult } from '../queues/contract.js';
 import { createTenantPools, type TenantPools } from '../src/backends.js';
 import { TenantBreakers } from '../src/breaker.js';
 import { DeferralPlanner } from '../src/deferral.js';
+import { TenantParking } from './parking.js';
 import { warmFootprint } from '../src/pool/registry.js';
 import type { WorkerConfig } from '../src/config.js';
 import { Fleet } from '../src/fleet/fleet.js';
@@ -171,6 +172,9 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     },
   );
   const deferral = new DeferralPlanner({ enabled: adm.deferWhenBusy, maxPerJob: adm.deferMaxPerJob, maxDelayMs: adm.deferMaxDelayMs });
+  const parking = adm.deferPark
+    ? new TenantParking({ planner: deferral, logger, maxParks: adm.deferMaxPerJob, onParked: (tenant, n) => metrics.jobDeferred(tenant, 'parked', n) })
+    : undefined;
   const processor = createProcessor({
     catalog,
     tenants: { get: (id) => tenants.get(id) },
@@ -179,7 +183,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
     metrics,
     maxPayloadBytes: config.maxPayloadBytes,
     retry: config.jobs,
-    admission: { breakers, deferral },
+    admission: { breakers, deferral, parking },
   });
   // The worker's own connection. BullMQ does not close a connection it was handed (it may be
   // shared), so closing it is a cleanup step of ours, after the worker's.
@@ -211,6 +215,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
       stalledInterval: config.jobs.stalledCheckMs,
     },
   );
+  parking?.attach(worker);
   // Without an 'error' listener an EventEmitter error (Redis loss) would crash the process.
   worker.on('error', (err) => logger.warn({ code: (err as { code?: string }).code, msg: err.message }, 'worker error'));
   // A drain that outlasts the shutdown timeout ends the connections its jobs still hold (and so
@@ -331,6 +336,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
       for (const id of [...changes.replaced, ...changes.removed]) {
         breakers.forget(id);
         deferral.forget(id);
+        parking?.forget(id);
       }
       logger.info({ tenants: next.ids().length, ...changes }, 'tenants reloaded');
       await warmUp([...keepWarm]);

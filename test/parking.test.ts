@@ -1,0 +1,192 @@
+/**
+ * Parking a busy tenant's queued jobs (workers/parking.ts): its Lua scripts on real Redis against
+ * BullMQ's own queue and worker (so a BullMQ upgrade that changes the keys fails here), then the
+ * whole worker with a flood added at once.
+ */
+import { Queue, Worker, type Job } from 'bullmq';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { enqueue, enqueueMany, type LensJob } from '../queues/producer.js';
+import { DeferralPlanner } from '../src/deferral.js';
+import { TenantParking } from '../workers/parking.js';
+import { createTenants, redisClient, redisUrl, startTestWorker, uniqueId, waitFor } from './support/harness.js';
+
+const data = (tenant: string, n: number) => ({ v: 1, tenant, lens: 'test.sleep', params: { n } });
+
+/** A parking on `queue` whose planner paces tenants at 10 ms per job (one slot). */
+function parkingOn(queue: Queue, maxParks = 20): { parking: TenantParking; planner: DeferralPlanner } {
+  const planner = new DeferralPlanner({ enabled: true, maxPerJob: 20, maxDelayMs: 5000 });
+  planner.observe('yA', 5); // parked jobs return at half the pool's rate: 10 ms apart
+  const parking = new TenantParking({ planner, logger: pino({ level: 'silent' }), maxParks, passSize: 7 });
+  parking.attach(queue);
+  return { parking, planner };
+}
+
+describe('the parking scripts, on BullMQ’s own queue', () => {
+  let queue: Queue;
+  beforeAll(async () => {
+    queue = new Queue(uniqueId('park'), { connection: { url: redisUrl() } });
+  });
+  afterAll(async () => {
+    await queue.obliterate({ force: true });
+    await queue.close();
+  });
+
+  /** The wait list in the order jobs are taken (BullMQ takes from its right end). */
+  async function waitOrder(): Promise<string[]> {
+    const redis = redisClient();
+    try {
+      return (await redis.lrange(queue.keys.wait!, 0, -1)).reverse();
+    } finally {
+      redis.disconnect();
+    }
+  }
+
+  it('moves the tenant’s queued jobs to the delayed set in queue order and keeps everyone else’s order; a finished job brings the oldest back to the head', async () => {
+    await queue.obliterate({ force: true });
+    // 30 jobs: every third one is B's, over several passes of 7 (passSize) to test the offsets.
+    const jobs = await queue.addBulk(Array.from({ length: 30 }, (_, i) => ({ name: 'test.sleep', data: data(i % 3 === 2 ? 'yB' : 'yA', i) })));
+    const ids = jobs.map((j) => j.id!);
+    const aIds = ids.filter((_, i) => i % 3 !== 2);
+    const bIds = ids.filter((_, i) => i % 3 === 2);
+    const { parking } = parkingOn(queue);
+    parking.busy('yA', 1);
+    await waitFor('A’s jobs parked', async () => ((await queue.getDelayedCount()) === aIds.length ? true : undefined), 10_000);
+    expect(await waitOrder()).toEqual(bIds);
+    // Delayed in queue order, at A's pace (10 ms apart), as BullMQ's own delayed jobs.
+    const delayed = await queue.getJobs(['delayed'], 0, -1, true);
+    expect(delayed.map((j) => j.id)).toEqual(aIds);
+    for (const j of delayed) expect(await j.getState()).toBe('delayed');
+    const scores = await (async () => {
+      const redis = redisClient();
+      try {
+        return (await redis.zrange(queue.keys.delayed!, 0, -1, 'WITHSCORES')).filter((_, i) => i % 2 === 1).map((s) => Number(s) / 0x1000);
+      } finally {
+        redis.disconnect();
+      }
+    })();
+    const gaps = scores.slice(1).map((s, i) => s - scores[i]!);
+    expect(Math.min(...gaps)).toBeGreaterThanOrEqual(9);
+    expect(Math.max(...gaps)).toBeLessThanOrEqual(11);
+    // A job of A finished: A's oldest parked job is taken next, before B's queued ones.
+    parking.finished('yA');
+    await waitFor('one job brought back', async () => ((await queue.getDelayedCount()) === aIds.length - 1 ? true : undefined), 10_000);
+    expect(await waitOrder()).toEqual([aIds[0], ...bIds]);
+    expect(await (await queue.getJob(aIds[0]!))!.getState()).toBe('waiting');
+  });
+
+  it('parks a job at most maxParks times, then it keeps its place', async () => {
+    await queue.obliterate({ force: true });
+    const [a1, b1, a2] = await queue.addBulk([
+      { name: 'test.sleep', data: data('yA', 1) },
+      { name: 'test.sleep', data: data('yB', 2) },
+      { name: 'test.sleep', data: data('yA', 3) },
+    ]);
+    const { parking } = parkingOn(queue, 1);
+    parking.busy('yA', 1);
+    await waitFor('parked', async () => ((await queue.getDelayedCount()) === 2 ? true : undefined), 10_000);
+    // Both come back (as a finished job of A would bring them).
+    parking.finished('yA');
+    parking.finished('yA');
+    await waitFor('back', async () => ((await queue.getDelayedCount()) === 0 ? true : undefined), 10_000);
+    // Each comes back to the head, in front of B's.
+    const order = await waitOrder();
+    expect(order.at(-1)).toBe(b1!.id);
+    expect(order.slice(0, 2).sort()).toEqual([a1!.id, a2!.id].sort());
+    const again = parkingOn(queue, 1).parking;
+    again.busy('yA', 1);
+    // Nothing to park: B's job is still behind A's two, which were parked once already.
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await queue.getDelayedCount()).toBe(0);
+    expect(await waitOrder()).toEqual(order);
+  });
+
+  it('a parked job comes back by time and a BullMQ worker runs it, when no job of its tenant brings it back', async () => {
+    await queue.obliterate({ force: true });
+    await queue.addBulk([{ name: 'test.sleep', data: data('yA', 1) }]);
+    const { parking } = parkingOn(queue);
+    parking.busy('yA', 1);
+    await waitFor('parked', async () => ((await queue.getDelayedCount()) === 1 ? true : undefined), 10_000);
+    const seen: string[] = [];
+    const worker = new Worker(queue.name, async (job: Job) => void seen.push(job.id!), { connection: { url: redisUrl() } });
+    onTestFinished(() => worker.close());
+    await waitFor('run by BullMQ', () => (seen.length === 1 ? true : undefined), 10_000);
+  });
+});
+
+describe('a flood added at once (the worker, LENSFLEET_DEFER_PARK)', () => {
+  const A = uniqueId('yParkA');
+  const B = uniqueId('yParkB');
+  const A_JOBS = 1200;
+  const B_JOBS = 10;
+  let tenants: Awaited<ReturnType<typeof createTenants>>;
+  beforeAll(async () => {
+    tenants = await createTenants([A, B], 5);
+  });
+  afterAll(async () => {
+    await tenants?.drop();
+  });
+
+  async function flood(park: boolean): Promise<{ bMaxMs: number; bMaxQueuedMs: number; aDrainMs: number; aNeverStartedTwice: number; failed: number }> {
+    const w = await startTestWorker({
+      env: { ...tenants.env, LENSFLEET_TENANTS: `${A},${B}` },
+      concurrency: 16,
+      pool: { maxSize: 4, maxOverflow: 0, acquireTimeoutMs: 120_000 },
+      settings: { LENSFLEET_DEFER_PARK: park ? 'on' : 'off', LOG_LEVEL: 'warn' },
+    });
+    try {
+      const once = { attempts: 1 };
+      await Promise.all([A, B].map(async (tenant) => (await enqueue(w.queue, { tenant, lens: 'test.whoami' }, once)).waitUntilFinished(w.events, 30_000)));
+      const t0 = Date.now();
+      const aJobs = await enqueueMany(
+        w.queue,
+        Array.from({ length: A_JOBS }, () => ({ tenant: A, lens: 'test.sleep', params: { seconds: 0.01 } })),
+        once,
+      );
+      const bJobs: LensJob[] = [];
+      const bAdded: number[] = [];
+      for (let i = 0; i < B_JOBS; i++) {
+        bAdded.push(Date.now());
+        bJobs.push(await enqueue(w.queue, { tenant: B, lens: 'test.whoami' }, once));
+      }
+      const finish = async (j: LensJob): Promise<number> => {
+        await j.waitUntilFinished(w.events, 120_000);
+        return Date.now();
+      };
+      const bDone = await Promise.all(bJobs.map(finish));
+      const bDoneJobs = await Promise.all(bJobs.map((j) => w.queue.getJob(j.id!)));
+      const aDone = await Promise.all(aJobs.map(finish));
+      const finished = await Promise.all(aJobs.map((j) => w.queue.getJob(j.id!)));
+      return {
+        bMaxMs: Math.max(...bDone.map((d, i) => d - bAdded[i]!)),
+        // Added → taken by a worker: the time in the queue, behind A's flood or not.
+        bMaxQueuedMs: Math.max(...bDoneJobs.map((j) => j!.processedOn! - j!.timestamp)),
+        aDrainMs: Math.max(...aDone) - t0,
+        aNeverStartedTwice: finished.filter((j) => j!.attemptsStarted === 1).length,
+        failed: finished.filter((j) => j!.failedReason).length,
+      };
+    } finally {
+      await w.close();
+    }
+  }
+
+  it('moves the flood out of the way: the other tenant’s jobs run at once, and most of the flood never has to be taken and put back', async () => {
+    const on = await flood(true);
+    const off = await flood(false);
+    console.log(
+      `parking on: B max ${on.bMaxMs} ms (queued ${on.bMaxQueuedMs} ms), A drain ${on.aDrainMs} ms, A jobs started once ${on.aNeverStartedTwice}/${A_JOBS}`,
+    );
+    console.log(
+      `parking off: B max ${off.bMaxMs} ms (queued ${off.bMaxQueuedMs} ms), A drain ${off.aDrainMs} ms, A jobs started once ${off.aNeverStartedTwice}/${A_JOBS}`,
+    );
+    expect(on.failed + off.failed).toBe(0);
+    // Off, nearly every job of A is taken and put back before B's are reached; on, one pass moves them.
+    expect(on.aNeverStartedTwice).toBeGreaterThan(2 * off.aNeverStartedTwice);
+    expect(on.aNeverStartedTwice).toBeGreaterThan(A_JOBS * 0.4);
+    // B's jobs do not wait in the queue behind A's flood (off: until all of it was taken and put
+    // back); A's pool stays busy (its drain no longer than without).
+    expect(on.bMaxQueuedMs).toBeLessThan(on.aDrainMs / 5);
+    expect(on.bMaxQueuedMs).toBeLessThan(off.bMaxQueuedMs);
+    expect(on.aDrainMs).toBeLessThan(off.aDrainMs * 1.5);
+  }, 240_000);
+});
