@@ -14,10 +14,10 @@ import { createTenants, redisClient, redisUrl, startTestWorker, uniqueId, waitFo
 const data = (tenant: string, n: number) => ({ v: 1, tenant, lens: 'test.sleep', params: { n } });
 
 /** A parking on `queue` whose planner paces tenants at 10 ms per job (one slot). */
-function parkingOn(queue: Queue, maxParks = 20): { parking: TenantParking; planner: DeferralPlanner } {
+function parkingOn(queue: Queue, maxParks = 20, probeSize = 7): { parking: TenantParking; planner: DeferralPlanner } {
   const planner = new DeferralPlanner({ enabled: true, maxPerJob: 20, maxDelayMs: 5000 });
   planner.observe('yA', 5); // parked jobs return at half the pool's rate: 10 ms apart
-  const parking = new TenantParking({ planner, logger: pino({ level: 'silent' }), maxParks, passSize: 7 });
+  const parking = new TenantParking({ planner, logger: pino({ level: 'silent' }), maxParks, probeSize, passSize: 7 });
   parking.attach(queue);
   return { parking, planner };
 }
@@ -99,6 +99,18 @@ describe('the parking scripts, on BullMQ’s own queue', () => {
     await new Promise((r) => setTimeout(r, 300));
     expect(await queue.getDelayedCount()).toBe(0);
     expect(await waitOrder()).toEqual(order);
+  });
+
+  it('a tenant whose jobs are sparse in the queue costs one probe: the run stops there', async () => {
+    await queue.obliterate({ force: true });
+    // One job in ten is A's: below the 20 % share that makes moving them worth a pass.
+    await queue.addBulk(Array.from({ length: 50 }, (_, i) => ({ name: 'test.sleep', data: data(i % 10 === 0 ? 'yA' : 'yB', i) })));
+    const { parking } = parkingOn(queue, 20, 10);
+    parking.busy('yA', 1);
+    await waitFor('the probe parked its one job', async () => ((await queue.getDelayedCount()) === 1 ? true : undefined), 10_000);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await queue.getDelayedCount()).toBe(1);
+    expect(await queue.getWaitingCount()).toBe(49);
   });
 
   it('a parked job comes back by time and a BullMQ worker runs it, when no job of its tenant brings it back', async () => {

@@ -137,38 +137,65 @@ export interface ParkingOptions {
   readonly logger: Logger;
   /** Parks of one job before it waits its turn (the deferral bound, LENSFLEET_DEFER_MAX_PER_JOB). */
   readonly maxParks: number;
-  /** Queued jobs looked at per Lua pass (each pass blocks Redis for about 1–3 ms per 1,000). @defaultValue 1000 */
+  /** Queued jobs looked at by a run's first pass, the probe. @defaultValue 100 */
+  readonly probeSize?: number;
+  /** Queued jobs looked at per later pass (each pass blocks Redis for about 1–3 ms per 1,000). @defaultValue 1000 */
   readonly passSize?: number;
   /** Queued jobs looked at per parking run, over its passes. @defaultValue 50000 */
   readonly maxScan?: number;
   /** No job is parked further away than this; later ones wait their turn. @defaultValue 120000 */
   readonly horizonMs?: number;
-  /** After a run that parked nothing, the tenant is not looked for again for this long. @defaultValue 50 */
-  readonly idleBackoffMs?: number;
+  /**
+   * The share of a pass's jobs that must be the tenant's for the run to go on: parking is for a
+   * tenant whose jobs crowd the queue; one with a job here and there is deferred one by one.
+   * @defaultValue 0.2
+   */
+  readonly minShare?: number;
+  /** After a run that found the tenant's jobs sparse, it is not looked for again for this long. @defaultValue 1000 */
+  readonly sparseBackoffMs?: number;
+  /** Least time between the starts of two runs of this process (runs never overlap). @defaultValue 20 */
+  readonly minIntervalMs?: number;
   /** Parked jobs counted as deferrals (the deferral metric). */
   readonly onParked?: (tenant: string, count: number) => void;
   readonly now?: () => number;
 }
 
 interface TenantState {
-  running: boolean;
-  /** No run before this time (ms). */
+  /** No run for the tenant before this time (ms). */
   notBefore: number;
   /** Until when a finished job of the tenant looks for a parked one to bring back (ms). */
   releaseUntil: number;
 }
 
-/** How long after its last parking a tenant's finished jobs bring parked ones back. */
+/** How long after it was last seen busy a tenant's finished jobs bring parked ones back. */
 const RELEASE_WINDOW_MS = 600_000;
 
+/**
+ * What a run costs is bounded whatever the queue holds: one run at a time per process, at most
+ * one every `minIntervalMs`; a run starts with a probe of the queue's first 100 jobs and goes on
+ * only while the tenant's jobs are at least `minShare` of what it looks at. With 1,000 tenants
+ * round-robin (each a job in a thousand), a busy tenant costs one probe a second.
+ */
 export class TenantParking {
   readonly #opts: Required<Omit<ParkingOptions, 'onParked'>> & Pick<ParkingOptions, 'onParked'>;
   readonly #tenants = new Map<string, TenantState>();
   #queue: ParkingQueue | undefined;
   #scripts: { park: ScriptCall; release: ScriptCall } | undefined;
+  #running = false;
+  #lastStart = Number.NEGATIVE_INFINITY;
 
   constructor(opts: ParkingOptions) {
-    this.#opts = { passSize: 1000, maxScan: 50_000, horizonMs: 120_000, idleBackoffMs: 50, now: Date.now, ...opts };
+    this.#opts = {
+      probeSize: 100,
+      passSize: 1000,
+      maxScan: 50_000,
+      horizonMs: 120_000,
+      minShare: 0.2,
+      sparseBackoffMs: 1000,
+      minIntervalMs: 20,
+      now: Date.now,
+      ...opts,
+    };
   }
 
   /** The queue whose jobs are parked (the worker; set once it exists). */
@@ -178,23 +205,25 @@ export class TenantParking {
 
   /**
    * A job of `tenant` was deferred because its pool (of `slots` connections) is busy: park the
-   * tenant's other queued jobs, unless a run is going on or found nothing just now. Never throws
-   * and never waits for the run (the deferred job's worker slot is not held by it).
+   * tenant's other queued jobs, unless a run is going on, one started just now, or the tenant's
+   * jobs were sparse lately. Never throws and never waits for the run (the deferred job's worker
+   * slot is not held by it).
    */
   busy(tenant: string, slots: number): void {
     const s = this.#state(tenant);
     const now = this.#opts.now();
     s.releaseUntil = now + RELEASE_WINDOW_MS;
-    if (s.running || now < s.notBefore || this.#queue === undefined) return;
-    s.running = true;
+    if (this.#running || now < s.notBefore || now - this.#lastStart < this.#opts.minIntervalMs || this.#queue === undefined) return;
+    this.#running = true;
+    this.#lastStart = now;
     this.#park(tenant, slots).then(
-      (parked) => {
-        s.running = false;
-        if (parked === 0) s.notBefore = this.#opts.now() + this.#opts.idleBackoffMs;
+      (sparse) => {
+        this.#running = false;
+        if (sparse) s.notBefore = this.#opts.now() + this.#opts.sparseBackoffMs;
       },
       (err: unknown) => {
-        s.running = false;
-        s.notBefore = this.#opts.now() + this.#opts.idleBackoffMs;
+        this.#running = false;
+        s.notBefore = this.#opts.now() + this.#opts.sparseBackoffMs;
         this.#opts.logger.warn({ tenant, err: (err as Error)?.message }, 'parking the tenant’s queued jobs failed; they are deferred one by one');
       },
     );
@@ -220,7 +249,7 @@ export class TenantParking {
   #state(tenant: string): TenantState {
     let s = this.#tenants.get(tenant);
     if (s === undefined) {
-      s = { running: false, notBefore: 0, releaseUntil: 0 };
+      s = { notBefore: 0, releaseUntil: 0 };
       this.#tenants.set(tenant, s);
     }
     return s;
@@ -243,8 +272,12 @@ export class TenantParking {
     return [k.wait!, k.delayed!, k.marker!, k.events!, k.meta!, queue.toKey(`lf:parked:${tenant}`)];
   }
 
-  /** Passes over the queue from its head until its end or maxScan; returns the jobs parked. */
-  async #park(tenant: string, slots: number): Promise<number> {
+  /**
+   * Passes over the queue from its head, a probe then full passes, while the tenant's jobs are
+   * dense enough, until the queue's end or maxScan. Returns whether they were sparse (the run
+   * stopped for that, having parked little).
+   */
+  async #park(tenant: string, slots: number): Promise<boolean> {
     const { queue, park } = await this.#ready();
     const o = this.#opts;
     const keys = this.#keys(queue, tenant);
@@ -255,6 +288,8 @@ export class TenantParking {
     let offset = 0;
     let scannedAll = 0;
     let total = 0;
+    let sparse = false;
+    let size = o.probeSize;
     while (scannedAll < o.maxScan && firstAt + total * spacingMs - o.now() <= o.horizonMs) {
       const [parked, scanned, length] = (await park(
         ...keys,
@@ -262,7 +297,7 @@ export class TenantParking {
         tenant,
         o.now(),
         offset,
-        o.passSize,
+        size,
         firstAt + total * spacingMs,
         spacingMs,
         o.maxParks,
@@ -272,14 +307,19 @@ export class TenantParking {
       scannedAll += scanned;
       // The jobs kept stay where they were; the next pass starts after them.
       offset += scanned - parked;
-      if (scanned < o.passSize || offset >= length - parked) break;
+      if (scanned < size || offset >= length - parked) break;
+      if (parked < scanned * o.minShare) {
+        sparse = total < o.probeSize * o.minShare;
+        break;
+      }
+      size = o.passSize;
     }
     if (total > 0) {
       o.planner.booked(tenant, firstAt + (total - 1) * spacingMs);
       o.onParked?.(tenant, total);
       if (o.logger.isLevelEnabled('debug')) o.logger.debug({ tenant, parked: total, scanned: scannedAll }, 'parked the busy tenant’s queued jobs');
     }
-    return total;
+    return sparse || total === 0;
   }
 
   async #release(tenant: string, count: number): Promise<number> {
