@@ -167,6 +167,9 @@ interface TenantState {
   releaseUntil: number;
 }
 
+/** After a run that found none of the tenant's jobs queued, no run for it for this long. */
+const EMPTY_BACKOFF_MS = 50;
+
 /** How long after it was last seen busy a tenant's finished jobs bring parked ones back. */
 const RELEASE_WINDOW_MS = 600_000;
 
@@ -217,9 +220,9 @@ export class TenantParking {
     this.#running = true;
     this.#lastStart = now;
     this.#park(tenant, slots).then(
-      (sparse) => {
+      (backoffMs) => {
         this.#running = false;
-        if (sparse) s.notBefore = this.#opts.now() + this.#opts.sparseBackoffMs;
+        s.notBefore = this.#opts.now() + backoffMs;
       },
       (err: unknown) => {
         this.#running = false;
@@ -274,10 +277,11 @@ export class TenantParking {
 
   /**
    * Passes over the queue from its head, a probe then full passes, while the tenant's jobs are
-   * dense enough, until the queue's end or maxScan. Returns whether they were sparse (the run
-   * stopped for that, having parked little).
+   * dense enough, until the queue's end or maxScan. Returns how long the tenant is not looked
+   * for again: `sparseBackoffMs` when its jobs were sparse in a long queue, a moment when there
+   * was none to park (a flood arriving in batches has more soon), else none.
    */
-  async #park(tenant: string, slots: number): Promise<boolean> {
+  async #park(tenant: string, slots: number): Promise<number> {
     const { queue, park } = await this.#ready();
     const o = this.#opts;
     const keys = this.#keys(queue, tenant);
@@ -319,7 +323,7 @@ export class TenantParking {
       o.onParked?.(tenant, total);
       if (o.logger.isLevelEnabled('debug')) o.logger.debug({ tenant, parked: total, scanned: scannedAll }, 'parked the busy tenant’s queued jobs');
     }
-    return sparse || total === 0;
+    return sparse ? o.sparseBackoffMs : total === 0 ? EMPTY_BACKOFF_MS : 0;
   }
 
   async #release(tenant: string, count: number): Promise<number> {
