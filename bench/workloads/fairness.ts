@@ -170,8 +170,8 @@ async function runMode(opts: FairnessOptions, mode: Mode, spreadMs: number, floo
       const done = d.worker.arm(total);
       const t0 = Date.now();
       /** Wait until `at` (ms after t0): on a schedule, whatever the adds cost. */
-      const until = async (at: number) => {
-        const wait = t0 + at - Date.now();
+      const until = async (at: number, from = t0) => {
+        const wait = from + at - Date.now();
         if (wait > 0) await sleep(wait);
       };
       const addA = (n: number) => d.queue.addBulk(Array.from({ length: n }, () => ({ name: aData.lens, data: aData, opts: once })));
@@ -188,11 +188,14 @@ async function runMode(opts: FairnessOptions, mode: Mode, spreadMs: number, floo
           await addA(Math.min(batch, f.aJobs - i));
         }
       })();
-      // In the burst run, B's first job comes after the whole flood is in the queue.
+      // In the burst run, B's first job comes after the whole flood is in the queue, and B's jobs
+      // then come at the pace they come alone (not all those due while A's were added at once: B's
+      // own burst would be more than B's pool takes, and B's jobs would wait for B).
       if (isBurst(mode)) await flood;
+      const bStart = Date.now();
       const bIds: string[] = [];
       for (let i = 0; i < f.bJobs; i++) {
-        await until((i * spreadMs) / f.bJobs);
+        await until((i * spreadMs) / f.bJobs, bStart);
         const job = await d.queue.add(bData.lens, bData, once);
         bIds.push(job.id!);
         d.progress.update(`B ${i + 1}/${f.bJobs}, finished ${d.worker.finished}/${total}`);
