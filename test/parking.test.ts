@@ -126,6 +126,31 @@ describe('the parking scripts, on BullMQ’s own queue', () => {
   });
 });
 
+describe('what parking costs a job', () => {
+  it('a finished job of a tenant with nothing parked by this process touches no Redis key', () => {
+    let touched = 0;
+    const queue = {
+      get keys() {
+        touched++;
+        return {};
+      },
+      toKey: (type: string) => `q:${type}`,
+      get client(): Promise<unknown> {
+        touched++;
+        return new Promise(() => {});
+      },
+    };
+    const parking = new TenantParking({
+      planner: new DeferralPlanner({ enabled: true, maxPerJob: 20, maxDelayMs: 5000 }),
+      logger: pino({ level: 'silent' }),
+      maxParks: 20,
+    });
+    parking.attach(queue);
+    for (let i = 0; i < 100; i++) parking.finished('yA');
+    expect(touched).toBe(0);
+  });
+});
+
 describe('a flood added at once (the worker, LENSFLEET_DEFER_PARK)', () => {
   const A = uniqueId('yParkA');
   const B = uniqueId('yParkB');

@@ -163,15 +163,15 @@ export interface ParkingOptions {
 interface TenantState {
   /** No run for the tenant before this time (ms). */
   notBefore: number;
-  /** Until when a finished job of the tenant looks for a parked one to bring back (ms). */
-  releaseUntil: number;
+  /**
+   * Jobs of the tenant this process parked and has not brought back, as far as it knows (others
+   * may have come back by time): while it is 0, a finished job costs no Redis round trip.
+   */
+  parked: number;
 }
 
 /** After a run that found none of the tenant's jobs queued, no run for it for this long. */
 const EMPTY_BACKOFF_MS = 50;
-
-/** How long after it was last seen busy a tenant's finished jobs bring parked ones back. */
-const RELEASE_WINDOW_MS = 600_000;
 
 /**
  * What a run costs is bounded whatever the queue holds: one run at a time per process, at most
@@ -215,13 +215,13 @@ export class TenantParking {
   busy(tenant: string, slots: number): void {
     const s = this.#state(tenant);
     const now = this.#opts.now();
-    s.releaseUntil = now + RELEASE_WINDOW_MS;
     if (this.#running || now < s.notBefore || now - this.#lastStart < this.#opts.minIntervalMs || this.#queue === undefined) return;
     this.#running = true;
     this.#lastStart = now;
     this.#park(tenant, slots).then(
-      (backoffMs) => {
+      ({ parked, backoffMs }) => {
         this.#running = false;
+        s.parked += parked;
         s.notBefore = this.#opts.now() + backoffMs;
       },
       (err: unknown) => {
@@ -234,14 +234,21 @@ export class TenantParking {
 
   /**
    * A job of `tenant` finished here (its connection is free again): bring its oldest parked job
-   * back to the head of the queue. Only for tenants this process saw busy lately.
+   * back to the head of the queue. Only while this process has parked jobs of the tenant out.
    */
   finished(tenant: string): void {
     const s = this.#tenants.get(tenant);
-    if (s === undefined || this.#opts.now() > s.releaseUntil || this.#queue === undefined) return;
-    this.#release(tenant, 1).catch((err: unknown) => {
-      this.#opts.logger.warn({ tenant, err: (err as Error)?.message }, 'bringing back a parked job failed; it comes back at its time');
-    });
+    if (s === undefined || s.parked <= 0 || this.#queue === undefined) return;
+    s.parked--;
+    this.#release(tenant, 1).then(
+      (n) => {
+        // None left in the index: the rest came back by time (or were brought back elsewhere).
+        if (n === 0) s.parked = 0;
+      },
+      (err: unknown) => {
+        this.#opts.logger.warn({ tenant, err: (err as Error)?.message }, 'bringing back a parked job failed; it comes back at its time');
+      },
+    );
   }
 
   /** A tenant removed (reload). */
@@ -252,7 +259,7 @@ export class TenantParking {
   #state(tenant: string): TenantState {
     let s = this.#tenants.get(tenant);
     if (s === undefined) {
-      s = { notBefore: 0, releaseUntil: 0 };
+      s = { notBefore: 0, parked: 0 };
       this.#tenants.set(tenant, s);
     }
     return s;
@@ -277,11 +284,11 @@ export class TenantParking {
 
   /**
    * Passes over the queue from its head, a probe then full passes, while the tenant's jobs are
-   * dense enough, until the queue's end or maxScan. Returns how long the tenant is not looked
-   * for again: `sparseBackoffMs` when its jobs were sparse in a long queue, a moment when there
-   * was none to park (a flood arriving in batches has more soon), else none.
+   * dense enough, until the queue's end or maxScan. Returns the jobs parked and how long the
+   * tenant is not looked for again: `sparseBackoffMs` when its jobs were sparse in a long queue,
+   * a moment when there was none to park (a flood arriving in batches has more soon), else none.
    */
-  async #park(tenant: string, slots: number): Promise<number> {
+  async #park(tenant: string, slots: number): Promise<{ parked: number; backoffMs: number }> {
     const { queue, park } = await this.#ready();
     const o = this.#opts;
     const keys = this.#keys(queue, tenant);
@@ -323,7 +330,7 @@ export class TenantParking {
       o.onParked?.(tenant, total);
       if (o.logger.isLevelEnabled('debug')) o.logger.debug({ tenant, parked: total, scanned: scannedAll }, 'parked the busy tenant’s queued jobs');
     }
-    return sparse ? o.sparseBackoffMs : total === 0 ? EMPTY_BACKOFF_MS : 0;
+    return { parked: total, backoffMs: sparse ? o.sparseBackoffMs : total === 0 ? EMPTY_BACKOFF_MS : 0 };
   }
 
   async #release(tenant: string, count: number): Promise<number> {
