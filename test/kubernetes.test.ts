@@ -5,7 +5,7 @@
  * queue's key in Redis, the heap, and `lensfleet plan` for the largest fleet KEDA may scale to.
  * See test/support/kubernetes.ts for what the renderer and the validator cover.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile, cp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -59,6 +59,30 @@ function bytes(quantity: string): number {
   return Number(m[1]) * ({ Ki: 1024, Mi: MiB, Gi: 1024 * MiB }[m[2] ?? ''] ?? 1);
 }
 
+/**
+ * A kustomize to compare the rendering with: `kustomize`, else `kubectl kustomize`, of version 4
+ * or later (the first with the `labels` field; Debian 12's kubectl 1.20 embeds kustomize 2.0).
+ */
+function installedKustomize(): { command?: [string, string]; description: string } {
+  const version = (cmd: string, args: string[]) => {
+    try {
+      return /(?:Kustomize Version: |^)v?(\d+)\./m.exec(execFileSync(cmd, args, { encoding: 'utf8', timeout: 20_000 }))?.[1];
+    } catch {
+      return undefined;
+    }
+  };
+  for (const [cmd, sub, args] of [
+    ['kustomize', 'build', ['version']],
+    ['kubectl', 'kustomize', ['version', '--client']],
+  ] as const) {
+    if (!onPath(cmd)) continue;
+    const major = version(cmd, [...args]);
+    if (major !== undefined && Number(major) >= 4) return { command: [cmd, sub], description: `${cmd} ${sub}, kustomize v${major}` };
+    return { description: `skipped: ${cmd}'s kustomize is older than v4 (no \`labels\`)` };
+  }
+  return { description: 'skipped: no kustomize or kubectl installed' };
+}
+
 beforeAll(async () => {
   objects = await renderKustomization(BASE);
   deployment = find(objects, 'Deployment', 'lensfleet-worker');
@@ -85,9 +109,9 @@ describe('the kustomize base renders', () => {
     expect(worker.image).toBe('lensfleet-worker:local');
   });
 
-  const kustomize = onPath('kustomize') ? ['kustomize', 'build'] : onPath('kubectl') ? ['kubectl', 'kustomize'] : undefined;
-  it.skipIf(!kustomize)(`as kustomize itself does (${kustomize?.join(' ') ?? 'no kustomize or kubectl installed'})`, async () => {
-    const [cmd = '', sub = ''] = kustomize!;
+  const kustomize = installedKustomize();
+  it.skipIf(!kustomize.command)(`as kustomize itself does (${kustomize.description})`, async () => {
+    const [cmd = '', sub = ''] = kustomize.command!;
     const { stdout } = await execFileAsync(cmd, [sub, BASE], { timeout: 60_000 });
     const key = (o: K8sObject) => `${o.kind}/${o.metadata.name}`;
     const sorted = (list: K8sObject[]) => [...list].sort((a, b) => key(a).localeCompare(key(b)));
@@ -257,7 +281,8 @@ describe('the worker pod', () => {
     const { stdout } = await execFileAsync(process.execPath, [...flags, '-p', 'require("node:v8").getHeapStatistics().heap_size_limit']);
     const heapLimit = Number(stdout.trim());
     const { requests, limits } = worker.resources as { requests: Record<string, string>; limits: Record<string, string> };
-    expect(bytes(limits.memory!) - heapLimit).toBeGreaterThanOrEqual(128 * MiB);
+    // Room outside the V8 heap: socket and result Buffers, code, thread stacks.
+    expect(bytes(limits.memory!) - heapLimit).toBeGreaterThanOrEqual(192 * MiB);
     expect(bytes(requests.memory!)).toBeLessThanOrEqual(bytes(limits.memory!));
     expect(requests.cpu).toBeDefined();
     expect(limits.cpu, 'no CPU limit: throttling stalls lock renewals and probes').toBeUndefined();
