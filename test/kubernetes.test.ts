@@ -30,6 +30,7 @@ import {
   referenceErrors,
   renderKustomization,
   schemaErrors,
+  unknownFieldErrors,
 } from './support/kubernetes.js';
 
 const execFileAsync = promisify(execFile);
@@ -135,6 +136,10 @@ describe('validated against the Kubernetes and KEDA schemas', () => {
     expect(objects.flatMap(schemaErrors)).toEqual([]);
   });
 
+  it('no object has a field its schema does not define (typed against the interfaces generated from the schemas)', () => {
+    expect(unknownFieldErrors(objects, ROOT)).toEqual([]);
+  }, 60_000);
+
   it('every reference resolves: selectors, probe and Service ports, PDB, ScaledObject target and authentication, ConfigMap, volumes', () => {
     expect(referenceErrors(objects)).toEqual([]);
   });
@@ -159,6 +164,18 @@ describe('validated against the Kubernetes and KEDA schemas', () => {
       'Deployment/lensfleet-worker: container worker livenessProbe.httpGet.port "http" is not a port the container declares',
     ]);
   });
+
+  it('a misspelt field (livenesProbe), which the schemas allow, fails the strict check, named', () => {
+    const copy = broken((c) => {
+      const w = workerOf(c);
+      w.livenesProbe = w.livenessProbe;
+      delete w.livenessProbe;
+    });
+    expect(schemaErrors(find(copy, 'Deployment'))).toEqual([]);
+    const errors = unknownFieldErrors(copy, ROOT);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/^Deployment\/lensfleet-worker: .*'"livenesProbe"' does not exist in type 'IContainer'/);
+  }, 60_000);
 
   it('a ScaledObject with minReplicaCount: "1", or a trigger without its type, fails the KEDA schema', () => {
     const copy = broken((c) => {

@@ -9,11 +9,13 @@
  * `kubectl` or `kustomize` binary is installed, the test compares this rendering with its.
  *
  * Validation: every object against the Kubernetes OpenAPI schemas (npm `kubernetes-models`) and
- * KEDA's CRD schemas (`@kubernetes-models/keda`): ajv validators generated from them, offline.
- * Like kubeconform without `-strict`, schemas do not reject unknown fields, and they cannot see
- * references between fields or objects; `referenceErrors` checks those (what the API server
- * would accept and the kubelet or KEDA then fail on: a probe on an undeclared port name, a
- * selector that matches no pod, a ScaledObject aimed at a missing Deployment).
+ * KEDA's CRD schemas (`@kubernetes-models/keda`): ajv validators generated from them, offline
+ * (`schemaErrors`). The schemas allow unknown fields, so `unknownFieldErrors` type-checks each
+ * object against the TypeScript interfaces generated from the same schemas (kubeconform's
+ * `-strict`). Neither can see references between fields or objects; `referenceErrors` checks
+ * those (what the API server would accept and the kubelet or KEDA then fail on: a probe on an
+ * undeclared port name, a selector that matches no pod, a ScaledObject aimed at a missing
+ * Deployment).
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -21,6 +23,7 @@ import { ScaledObject, TriggerAuthentication } from '@kubernetes-models/keda/ked
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { ConfigMap, Service } from 'kubernetes-models/v1';
+import ts from 'typescript';
 import { parse, parseAllDocuments } from 'yaml';
 
 /** A rendered object; fields are read through the typed helpers below. */
@@ -153,20 +156,26 @@ interface Model {
 }
 type ModelClass = new (data: never) => Model;
 
-/** apiVersion/kind → its model (generated from the official schemas). A kind not here is refused. */
-const MODELS: Record<string, ModelClass> = {
-  'v1/ConfigMap': ConfigMap,
-  'v1/Service': Service,
-  'apps/v1/Deployment': Deployment,
-  'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
-  'keda.sh/v1alpha1/ScaledObject': ScaledObject,
-  'keda.sh/v1alpha1/TriggerAuthentication': TriggerAuthentication,
+/**
+ * apiVersion/kind → its model (ajv validator) and its TypeScript interface (module, name), both
+ * generated from the official schemas. A kind not here is refused.
+ */
+const MODELS: Record<string, { model: ModelClass; type: readonly [string, string] }> = {
+  'v1/ConfigMap': { model: ConfigMap, type: ['kubernetes-models/v1/ConfigMap', 'IConfigMap'] },
+  'v1/Service': { model: Service, type: ['kubernetes-models/v1/Service', 'IService'] },
+  'apps/v1/Deployment': { model: Deployment, type: ['kubernetes-models/apps/v1/Deployment', 'IDeployment'] },
+  'policy/v1/PodDisruptionBudget': { model: PodDisruptionBudget, type: ['kubernetes-models/policy/v1/PodDisruptionBudget', 'IPodDisruptionBudget'] },
+  'keda.sh/v1alpha1/ScaledObject': { model: ScaledObject, type: ['@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject', 'IScaledObject'] },
+  'keda.sh/v1alpha1/TriggerAuthentication': {
+    model: TriggerAuthentication,
+    type: ['@kubernetes-models/keda/keda.sh/v1alpha1/TriggerAuthentication', 'ITriggerAuthentication'],
+  },
 };
 
 /** Schema violations of one object, as `Kind/name: data/spec/… must be …`; empty when valid. */
 export function schemaErrors(o: K8sObject): string[] {
   const where = `${o.kind}/${o.metadata?.name}`;
-  const Model = MODELS[`${o.apiVersion}/${o.kind}`];
+  const Model = MODELS[`${o.apiVersion}/${o.kind}`]?.model;
   if (!Model) return [`${where}: no schema for ${o.apiVersion} ${o.kind} (add its model to test/support/kubernetes.ts)`];
   try {
     new Model(structuredClone(o) as never).validate();
@@ -174,6 +183,54 @@ export function schemaErrors(o: K8sObject): string[] {
   } catch (err) {
     return [`${where}: ${(err as Error).message}`];
   }
+}
+
+/**
+ * Fields the schemas do not define (a misspelt `livenesProbe` is valid JSON Schema — Kubernetes'
+ * schemas allow unknown properties — and the API server drops it with at most a warning). The
+ * models' TypeScript interfaces are generated from the same schemas without index signatures, so
+ * each object, written as a literal of its interface, is type-checked by the TypeScript compiler:
+ * its excess-property check names every field the schema does not know (kubeconform's `-strict`).
+ * The literal lives in memory, at a path under the repository so that the packages resolve.
+ */
+export function unknownFieldErrors(objects: readonly K8sObject[], root: string): string[] {
+  const file = path.join(root, 'test', '__kubernetes_strict__.ts');
+  const lines: string[] = [];
+  const owners: string[] = [];
+  objects.forEach((o, i) => {
+    const type = MODELS[`${o.apiVersion}/${o.kind}`]?.type;
+    if (!type) return;
+    lines.push(`import type { ${type[1]} as T${i} } from '${type[0]}';`);
+  });
+  const firstObjectLine = lines.length;
+  objects.forEach((o, i) => {
+    if (!MODELS[`${o.apiVersion}/${o.kind}`]) return;
+    owners[lines.length] = `${o.kind}/${o.metadata.name}`;
+    lines.push(`export const o${i}: T${i} = ${JSON.stringify(o)};`);
+  });
+  const text = `${lines.join('\n')}\n`;
+  const options: ts.CompilerOptions = {
+    strict: true,
+    noEmit: true,
+    skipLibCheck: true,
+    types: [],
+    target: ts.ScriptTarget.ES2022,
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+  };
+  const host = ts.createCompilerHost(options);
+  const { getSourceFile, fileExists, readFile: read } = host;
+  host.getSourceFile = (name, language, ...rest) =>
+    name === file ? ts.createSourceFile(name, text, language) : getSourceFile.call(host, name, language, ...rest);
+  host.fileExists = (name) => name === file || fileExists.call(host, name);
+  host.readFile = (name) => (name === file ? text : read.call(host, name));
+  const program = ts.createProgram([file], options, host);
+  return ts.getPreEmitDiagnostics(program).map((d) => {
+    const message = ts.flattenDiagnosticMessageText(d.messageText, ' ');
+    if (d.file?.fileName !== file || d.start === undefined) return `TypeScript: ${message}`;
+    const line = d.file.getLineAndCharacterOfPosition(d.start).line;
+    return line >= firstObjectLine ? `${owners[line] ?? '?'}: ${message}` : `import: ${message}`;
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
