@@ -64,6 +64,27 @@ export interface LensRequest {
   readonly auth?: { readonly jwt: string };
 }
 
+/**
+ * A lens catalog as the typed SDK sees it: lens name → the params a producer sends (the params
+ * schema's input). `MaritimeCatalog` (the built-in lenses, `lensfleet/lens`) is one;
+ * `CatalogOf<typeof myLenses>` makes one from your own `defineLens` list. Only a type: the
+ * producer loads no lens code, and the worker validates every job again.
+ */
+export type LensCatalogShape = { readonly [lens: string]: Record<string, unknown> };
+
+/** The untyped catalog: any lens name, any params (the escape hatch for dynamic use). */
+export type AnyLensCatalog = LensCatalogShape;
+
+/**
+ * A request for one lens of catalog `C`: `lens` names it and `params` has its params type; params
+ * may be left out when the lens needs none (every field optional).
+ */
+export type LensRequestOf<C extends LensCatalogShape> = {
+  [K in keyof C & string]: { readonly tenant: string; readonly lens: K; readonly auth?: { readonly jwt: string } } & (Record<never, never> extends C[K]
+    ? { readonly params?: C[K] }
+    : { readonly params: C[K] });
+}[keyof C & string];
+
 export interface LensResult {
   readonly rows: Record<string, unknown>[];
   readonly rowCount: number;
