@@ -21,16 +21,28 @@ import {
 
 export { DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE_NAME };
 
+// The descriptions are for the published JSON Schema (queues/job-schema.ts); they change no check.
 export const jobDataV1 = z
   .object({
-    v: z.literal(1, { error: 'v must be 1 (the job data version)' }),
-    tenant: z.string().regex(TENANT_ID_PATTERN, `tenant must match ${TENANT_ID_PATTERN.source}`),
-    lens: z.string().max(LENS_NAME_MAX_LENGTH).regex(LENS_NAME_PATTERN, `lens must match ${LENS_NAME_PATTERN.source}`),
-    params: z.record(z.string(), z.unknown()).default({}),
+    v: z.literal(1, { error: 'v must be 1 (the job data version)' }).meta({ description: 'The job data version: 1.' }),
+    tenant: z
+      .string()
+      .regex(TENANT_ID_PATTERN, `tenant must match ${TENANT_ID_PATTERN.source}`)
+      .meta({ description: 'The tenant whose database the lens reads, as configured on the worker (case-sensitive).' }),
+    lens: z
+      .string()
+      .max(LENS_NAME_MAX_LENGTH)
+      .regex(LENS_NAME_PATTERN, `lens must match ${LENS_NAME_PATTERN.source}`)
+      .meta({ description: 'The lens to run, e.g. receiving.recent.' }),
+    params: z
+      .record(z.string(), z.unknown())
+      .default({})
+      .meta({ description: "The lens's parameters, checked against its params schema ($defs, by lens name)." }),
     auth: z
-      .object({ jwt: z.string().min(1).max(JWT_MAX_LENGTH) })
+      .object({ jwt: z.string().min(1).max(JWT_MAX_LENGTH).meta({ description: "The user's access token (a JWT signed with the tenant's key)." }) })
       .strict()
-      .optional(),
+      .optional()
+      .meta({ description: 'Run as this user: row-level security decides what the job sees. Without it the job runs as the service.' }),
   })
   .strict();
 

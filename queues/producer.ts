@@ -252,31 +252,33 @@ export async function run<C extends LensCatalogShape>(
     return (await job.waitUntilFinished(events, waitTimeoutMs)) as LensResult;
   } catch (err) {
     if (!timedOut) throw err; // the job failed for good: BullMQ's error carries its failedReason
-    throw await timeoutError(queue, job.id!, waitTimeoutMs, err);
+    return await afterTimeout(queue, job.id!, waitTimeoutMs, err);
   } finally {
     clearTimeout(timer);
   }
 }
 
-/** The RUN_TIMEOUT error for a job, with the state it is in now. */
-async function timeoutError(queue: LensQueue<LensCatalogShape>, jobId: string, waitTimeoutMs: number, original: unknown): Promise<unknown> {
+/**
+ * What a timed-out wait ends with, from the job's state now: its result when it completed right
+ * at the deadline (the event lost the race), else the RUN_TIMEOUT error saying where it is.
+ */
+async function afterTimeout(queue: LensQueue<LensCatalogShape>, jobId: string, waitTimeoutMs: number, original: unknown): Promise<LensResult> {
   let now: LensJob | undefined;
   let state: string;
   try {
     now = await queue.getJob(jobId);
     state = now === undefined ? 'unknown' : await now.getState();
   } catch {
-    return original; // the queue is closing or Redis is gone: nothing more to say than BullMQ's error
+    throw original; // the queue is closing or Redis is gone: nothing more to say than BullMQ's error
   }
+  if (state === 'completed' && now !== undefined) return now.returnvalue;
   const mapped: RunTimeoutState =
     state === 'prioritized' || state === 'waiting' || state === 'waiting-children'
       ? 'waiting'
       : state === 'delayed' || state === 'active' || state === 'failed'
         ? state
-        : state === 'completed'
-          ? 'active' // finished right at the deadline; the caller may read the result (job id given)
-          : 'unknown';
-  return new RunTimeoutError({
+        : 'unknown';
+  throw new RunTimeoutError({
     jobId,
     state: mapped,
     waitTimeoutMs,

@@ -229,6 +229,13 @@ describe('run() timeout says where the job is (RUN_TIMEOUT)', () => {
     expect(err.message).toBe(`no result within 8000 ms: job ${err.jobId} is failed; attempt 1 failed with TENANT_NOT_FOUND`);
   });
 
+  it('a job that completed but whose completion event never reached the waiter: its result, not RUN_TIMEOUT', async () => {
+    const deaf = await createLensQueueEvents(w.queue, { url: redisUrl() }, { autorun: false });
+    onTestFinished(() => deaf.close());
+    const r = await run(w.queue, deaf, { tenant: UP, lens: 'receiving.recent', params: { limit: 4 } }, { delay: 1000, waitTimeoutMs: 6000 });
+    expect(r).toMatchObject({ tenant: UP, lens: 'receiving.recent', rowCount: 4 });
+  });
+
   it('a job that fails for good before the timeout rejects with its failure reason, not RUN_TIMEOUT', async () => {
     const err = await rejection(run(w.queue, w.events, { tenant: UP, lens: 'receiving.recent', params: { limit: 'x' } }, { waitTimeoutMs: 30_000 }));
     expect(err).not.toBeInstanceOf(RunTimeoutError);

@@ -95,6 +95,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Add a lens job to a lensfleet queue (BullMQ's addStandardJob).")
     p.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379"))
     p.add_argument("--queue", help="the workers' LENSFLEET_QUEUE (default: the schema's x-lensfleet.queue)")
+    p.add_argument("--prefix", help="BullMQ key prefix (default: the schema's x-lensfleet.prefix, bull; on a Redis Cluster {<queue>})")
     p.add_argument("--tenant", required=True)
     p.add_argument("--lens", required=True)
     p.add_argument("--params", default="{}", help="JSON object")
@@ -141,7 +142,7 @@ def main(argv=None):
     ADD_STANDARD_JOB = load_script(a.bullmq_commands)
     client = redis.Redis.from_url(a.redis)
     try:
-        print(add_job(client, a.queue or contract.get("queue", "lens-queries"), contract.get("prefix", "bull"), a.lens, data, contract.get("jobOptions", {}), job_id))
+        print(add_job(client, a.queue or contract.get("queue", "lens-queries"), a.prefix or contract.get("prefix", "bull"), a.lens, data, contract.get("jobOptions", {}), job_id))
     except (redis.RedisError, RuntimeError) as e:
         print("could not add the job: %s" % e, file=sys.stderr)
         return 1
