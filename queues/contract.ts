@@ -21,16 +21,28 @@ import {
 
 export { DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_QUEUE_NAME };
 
+// The descriptions are for the published JSON Schema (queues/job-schema.ts); they change no check.
 export const jobDataV1 = z
   .object({
-    v: z.literal(1, { error: 'v must be 1 (the job data version)' }),
-    tenant: z.string().regex(TENANT_ID_PATTERN, `tenant must match ${TENANT_ID_PATTERN.source}`),
-    lens: z.string().max(LENS_NAME_MAX_LENGTH).regex(LENS_NAME_PATTERN, `lens must match ${LENS_NAME_PATTERN.source}`),
-    params: z.record(z.string(), z.unknown()).default({}),
+    v: z.literal(1, { error: 'v must be 1 (the job data version)' }).meta({ description: 'The job data version: 1.' }),
+    tenant: z
+      .string()
+      .regex(TENANT_ID_PATTERN, `tenant must match ${TENANT_ID_PATTERN.source}`)
+      .meta({ description: 'The tenant whose database the lens reads, as configured on the worker (case-sensitive).' }),
+    lens: z
+      .string()
+      .max(LENS_NAME_MAX_LENGTH)
+      .regex(LENS_NAME_PATTERN, `lens must match ${LENS_NAME_PATTERN.source}`)
+      .meta({ description: 'The lens to run, e.g. receiving.recent.' }),
+    params: z
+      .record(z.string(), z.unknown())
+      .default({})
+      .meta({ description: "The lens's parameters, checked against its params schema ($defs, by lens name)." }),
     auth: z
-      .object({ jwt: z.string().min(1).max(JWT_MAX_LENGTH) })
+      .object({ jwt: z.string().min(1).max(JWT_MAX_LENGTH).meta({ description: "The user's access token (a JWT signed with the tenant's key)." }) })
       .strict()
-      .optional(),
+      .optional()
+      .meta({ description: 'Run as this user: row-level security decides what the job sees. Without it the job runs as the service.' }),
   })
   .strict();
 
@@ -63,6 +75,27 @@ export interface LensRequest {
   readonly params?: Record<string, unknown>;
   readonly auth?: { readonly jwt: string };
 }
+
+/**
+ * A lens catalog as the typed SDK sees it: lens name → the params a producer sends (the params
+ * schema's input). `MaritimeCatalog` (the built-in lenses, `lensfleet/lens`) is one;
+ * `CatalogOf<typeof myLenses>` makes one from your own `defineLens` list. Only a type: the
+ * producer loads no lens code, and the worker validates every job again.
+ */
+export type LensCatalogShape = { readonly [lens: string]: Record<string, unknown> };
+
+/** The untyped catalog: any lens name, any params (the escape hatch for dynamic use). */
+export type AnyLensCatalog = LensCatalogShape;
+
+/**
+ * A request for one lens of catalog `C`: `lens` names it and `params` has its params type; params
+ * may be left out when the lens needs none (every field optional).
+ */
+export type LensRequestOf<C extends LensCatalogShape> = {
+  [K in keyof C & string]: { readonly tenant: string; readonly lens: K; readonly auth?: { readonly jwt: string } } & (Record<never, never> extends C[K]
+    ? { readonly params?: C[K] }
+    : { readonly params: C[K] });
+}[keyof C & string];
 
 export interface LensResult {
   readonly rows: Record<string, unknown>[];

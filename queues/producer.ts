@@ -2,31 +2,62 @@
  * The producer API: enqueue lens queries and, when wanted, wait for their results.
  *
  * ```ts
- * const queue = createLensQueue({ connection: { url: redisUrl }, name: 'lens-queries' });
+ * import type { MaritimeCatalog } from 'lensfleet/lenses/maritime'; // or CatalogOf<typeof myLenses> from 'lensfleet/lens'
+ * const queue = createLensQueue<MaritimeCatalog>({ connection: { url: redisUrl }, name: 'lens-queries' });
  * // Redis Cluster: pass an ioredis Cluster (the queue's keys get the hash-tagged prefix, see queuePrefix)
  * const queue = createLensQueue({ connection: new Cluster([{ host: 'redis-1', port: 6379 }]), name: 'lens-queries' });
  * // Sentinel: ioredis's sentinel options
  * const queue = createLensQueue({ connection: { sentinels: [{ host: 'sentinel-1', port: 26379 }], name: 'mymaster' }, name: 'lens-queries' });
  * const job = await enqueue(queue, { tenant: 'yTEST_YACHT_001', lens: 'work_orders.open', params: { limit: 5 } });
- * const result = await run(queue, events, { tenant: 'yTEST_YACHT_001', lens: 'receiving.recent' });
+ * const result = await run(queue, events, { tenant: 'yTEST_YACHT_001', lens: 'receiving.recent' }, { waitTimeoutMs: 10_000 });
  * ```
+ *
+ * Typed by catalog: a queue made with `createLensQueue<C>` takes only requests for the lenses of
+ * `C` with their params (a wrong lens name or param is a compile error). A queue made without
+ * one (`LensQueue`, the default) takes any lens name and params: the escape hatch for dynamic
+ * use, and a typed queue passes wherever an untyped one is expected. Types only: at run time the
+ * SDK checks the job data (`INVALID_JOB`), and the worker checks the params against the lens.
  */
 import { Queue, QueueEvents, type ConnectionOptions, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { LensfleetError } from '../src/errors.js';
+import { ERROR_CODES, type ErrorCode, LensfleetError } from '../src/errors.js';
 import {
+  type AnyLensCatalog,
   DEFAULT_JOB_OPTIONS,
   DEFAULT_MAX_PAYLOAD_BYTES,
   DEFAULT_QUEUE_NAME,
-  parseJobData,
-  queuePrefix,
+  type LensCatalogShape,
   type LensJobData,
   type LensRequest,
+  type LensRequestOf,
   type LensResult,
+  parseJobData,
+  queuePrefix,
 } from './contract.js';
 
-export type LensQueue = Queue<LensJobData, LensResult, string>;
+/** Type-only key of a queue's catalog (never set at run time). */
+declare const LENS_CATALOG: unique symbol;
+
+/** A BullMQ queue of lens jobs; `C` is the lens catalog its requests are checked against. */
+export type LensQueue<C extends LensCatalogShape = AnyLensCatalog> = Queue<LensJobData, LensResult, string> & { readonly [LENS_CATALOG]?: C };
 export type LensJob = Job<LensJobData, LensResult, string>;
+
+/** BullMQ's job options, plus an idempotency key. */
+export interface LensJobOptions extends JobsOptions {
+  /**
+   * Add the job at most once per tenant and key: the job id becomes `idem-<tenant>-<key>`, and
+   * adding a request with a key whose job is still in Redis adds nothing and returns the job
+   * already there (its data, not the second request's; `run` then waits for, or returns, its
+   * result: no second run). A job stays in Redis while waiting, delayed or active, and after it
+   * ends for as long as it is kept (DEFAULT_JOB_OPTIONS: completed 1 h / 10,000 jobs, failed
+   * 7 days); after that the key adds a new job. `[A-Za-z0-9_.-]`, 1–128 characters (BullMQ job ids
+   * may not contain `:`). Not together with `jobId`.
+   */
+  readonly idempotencyKey?: string;
+}
+
+/** A request of enqueueMany: the request, and its own idempotency key (see LensJobOptions). */
+export type LensBulkRequest<C extends LensCatalogShape = AnyLensCatalog> = LensRequestOf<C> & { readonly idempotencyKey?: string };
 
 export interface LensQueueOptions {
   /**
@@ -43,7 +74,11 @@ export interface LensQueueOptions {
   readonly defaultJobOptions?: JobsOptions;
 }
 
-export function createLensQueue(opts: LensQueueOptions): LensQueue {
+/**
+ * A queue of lens jobs. `C` types its requests: `createLensQueue<MaritimeCatalog>(…)` or
+ * `createLensQueue<CatalogOf<typeof myLenses>>(…)`; without it any lens and params type-check.
+ */
+export function createLensQueue<C extends LensCatalogShape = AnyLensCatalog>(opts: LensQueueOptions): LensQueue<C> {
   const name = opts.name ?? DEFAULT_QUEUE_NAME;
   // The prefix is not an option: the contract decides it, so a producer and the workers on the
   // same Redis cannot end up on two different queues.
@@ -56,7 +91,7 @@ export function createLensQueue(opts: LensQueueOptions): LensQueue {
   // waitUntilFinished) and removes it when the result arrives: more than 10 concurrent runs are
   // normal use, not a leak, and must not print MaxListenersExceededWarning.
   queue.setMaxListeners(0);
-  return queue;
+  return queue as LensQueue<C>;
 }
 
 /**
@@ -75,36 +110,181 @@ export function toJobData(req: LensRequest, maxPayloadBytes = DEFAULT_MAX_PAYLOA
   return parseJobData(data, maxPayloadBytes);
 }
 
-/** Add one lens query; the job is named after the lens. */
-export async function enqueue(queue: LensQueue, req: LensRequest, opts?: JobsOptions): Promise<LensJob> {
-  const data = toJobData(req);
-  return queue.add(data.lens, data, opts);
+const IDEMPOTENCY_KEY = /^[A-Za-z0-9_.-]{1,128}$/;
+
+/**
+ * The BullMQ job id of an idempotency key: `idem-<tenant>-<key>` (a tenant id has no `-`, so the
+ * id names one tenant and key; the prefix keeps a key like `42` from being an integer id, which
+ * BullMQ refuses). A producer in another language uses the same id to share the keys.
+ */
+export function idempotentJobId(tenant: string, key: string): string {
+  if (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key)) {
+    throw new LensfleetError('INVALID_JOB', `idempotencyKey must match ${IDEMPOTENCY_KEY.source}`);
+  }
+  return `idem-${tenant}-${key}`;
 }
 
-/** Add many lens queries in one round trip per batch. All are validated before any is added. */
-export async function enqueueMany(queue: LensQueue, reqs: readonly LensRequest[], opts?: JobsOptions, batchSize = 1000): Promise<LensJob[]> {
-  const data = reqs.map((r) => toJobData(r));
+/** BullMQ's options for one job: the key, when given, becomes the job id. */
+function jobOptions(data: LensJobData, opts: LensJobOptions | undefined, key: string | undefined): JobsOptions | undefined {
+  if (opts === undefined && key === undefined) return undefined;
+  const { idempotencyKey: _, ...rest } = opts ?? {};
+  if (key === undefined) return rest;
+  if (rest.jobId !== undefined) throw new LensfleetError('INVALID_JOB', 'idempotencyKey and jobId are exclusive (the key makes the job id)');
+  return { ...rest, jobId: idempotentJobId(data.tenant, key) };
+}
+
+/**
+ * The job a keyed add left in Redis: BullMQ's add returns a Job made from the caller's data, even
+ * when the id already existed and nothing was added; the stored one is the truth.
+ */
+async function stored(queue: LensQueue<LensCatalogShape>, job: LensJob): Promise<LensJob> {
+  return (await queue.getJob(job.id!)) ?? job;
+}
+
+/**
+ * Add one lens query; the job is named after the lens. With `idempotencyKey`, a second add of
+ * the same key returns the job already there (see LensJobOptions).
+ */
+export async function enqueue<C extends LensCatalogShape>(queue: LensQueue<C>, req: NoInfer<LensRequestOf<C>>, opts?: LensJobOptions): Promise<LensJob> {
+  const data = toJobData(req as LensRequest);
+  const job = await queue.add(data.lens, data, jobOptions(data, opts, opts?.idempotencyKey));
+  return opts?.idempotencyKey === undefined ? job : stored(queue, job);
+}
+
+/**
+ * Add many lens queries through BullMQ's addBulk: one round trip (one MULTI) per `batchSize`
+ * jobs. All are validated before any is added. Each request may carry its own idempotencyKey;
+ * `opts` apply to every job and so take none.
+ */
+export async function enqueueMany<C extends LensCatalogShape>(
+  queue: LensQueue<C>,
+  reqs: readonly NoInfer<LensBulkRequest<C>>[],
+  opts?: JobsOptions,
+  batchSize = 1000,
+): Promise<LensJob[]> {
+  if ((opts as LensJobOptions | undefined)?.idempotencyKey !== undefined) {
+    throw new LensfleetError('INVALID_JOB', 'enqueueMany: an idempotencyKey belongs to each request, not to the options of all');
+  }
+  const bulk = reqs.map((r) => {
+    const data = toJobData(r as LensRequest);
+    const key = (r as { idempotencyKey?: string }).idempotencyKey;
+    const jobOpts = jobOptions(data, opts, key);
+    return { keyed: key !== undefined, entry: jobOpts ? { name: data.lens, data, opts: jobOpts } : { name: data.lens, data } };
+  });
   const jobs: LensJob[] = [];
-  for (let i = 0; i < data.length; i += batchSize) {
-    const batch = data.slice(i, i + batchSize).map((d) => (opts ? { name: d.lens, data: d, opts } : { name: d.lens, data: d }));
-    jobs.push(...(await queue.addBulk(batch)));
+  for (let i = 0; i < bulk.length; i += batchSize) {
+    const batch = bulk.slice(i, i + batchSize);
+    const added = await queue.addBulk(batch.map((b) => b.entry));
+    jobs.push(...(await Promise.all(added.map((job, j) => (batch[j]!.keyed ? stored(queue, job) : job)))));
   }
   return jobs;
 }
 
-export interface RunOptions extends JobsOptions {
+export interface RunOptions extends LensJobOptions {
   /** How long to wait for the result. @defaultValue 30000 */
   readonly waitTimeoutMs?: number;
 }
 
+/** Where a job is when `run` stops waiting for it (`RunTimeoutError.state`). */
+export type RunTimeoutState = 'waiting' | 'delayed' | 'active' | 'failed' | 'unknown';
+
+/**
+ * `run` got no result in its wait time (code `RUN_TIMEOUT`). The job itself goes on (unless it
+ * failed): `state` says where it is — `waiting` (no worker took it: none running, all busy, or
+ * the queue paused; a prioritized job counts as waiting), `delayed` (its delay, or the backoff
+ * before a retry), `active` (a worker runs it), `failed` (it failed for good, but its failure
+ * event did not reach this waiter in time), `unknown` (removed). `failedCode` is the error code
+ * of its last failed attempt, when it had one (a retrying job is `delayed` with it).
+ */
+export class RunTimeoutError extends LensfleetError {
+  readonly state: RunTimeoutState;
+  readonly jobId: string;
+  readonly attemptsMade: number;
+  readonly failedCode: ErrorCode | undefined;
+
+  constructor(facts: { jobId: string; state: RunTimeoutState; waitTimeoutMs: number; attemptsMade: number; failedCode: ErrorCode | undefined }) {
+    const after = facts.failedCode === undefined ? '' : `; attempt ${facts.attemptsMade} failed with ${facts.failedCode}`;
+    super('RUN_TIMEOUT', `no result within ${facts.waitTimeoutMs} ms: job ${facts.jobId} is ${STATE_TEXT[facts.state]}${after}`, {
+      details: { jobId: facts.jobId, state: facts.state, attemptsMade: facts.attemptsMade, failedCode: facts.failedCode },
+    });
+    this.state = facts.state;
+    this.jobId = facts.jobId;
+    this.attemptsMade = facts.attemptsMade;
+    this.failedCode = facts.failedCode;
+  }
+}
+
+const STATE_TEXT: Record<RunTimeoutState, string> = {
+  waiting: 'still waiting (no worker took it)',
+  delayed: 'delayed (its delay or a retry backoff)',
+  active: 'active (a worker is running it)',
+  failed: 'failed',
+  unknown: 'gone (removed)',
+};
+
+/** The code of a failedReason in the worker's `CODE: message` form; undefined for any other text. */
+export function failedReasonCode(failedReason: string | undefined): ErrorCode | undefined {
+  const code = /^([A-Z][A-Z0-9_]*): /.exec(failedReason ?? '')?.[1];
+  return code !== undefined && Object.hasOwn(ERROR_CODES, code) ? (code as ErrorCode) : undefined;
+}
+
 /**
  * Enqueue and wait for the result. Rejects with the job's failure reason (`CODE: message`) when
- * it fails for good, or when no result arrives within waitTimeoutMs (the job itself goes on).
+ * it fails for good, and with `RunTimeoutError` (`RUN_TIMEOUT`, saying where the job is) when no
+ * result arrives within waitTimeoutMs. With `idempotencyKey`, a second run of the same key waits
+ * for the first one's job (or returns its kept result) instead of adding another.
  */
-export async function run(queue: LensQueue, events: QueueEvents, req: LensRequest, opts: RunOptions = {}): Promise<LensResult> {
+export async function run<C extends LensCatalogShape>(
+  queue: LensQueue<C>,
+  events: QueueEvents,
+  req: NoInfer<LensRequestOf<C>>,
+  opts: RunOptions = {},
+): Promise<LensResult> {
   const { waitTimeoutMs = 30_000, ...jobOpts } = opts;
   const job = await enqueue(queue, req, jobOpts);
-  return (await job.waitUntilFinished(events, waitTimeoutMs)) as LensResult;
+  // BullMQ rejects a timed-out wait with a message, not a type; this flag, set by a timer that
+  // starts before BullMQ's own of the same length (so fires first), tells a timeout from a failure.
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+  }, waitTimeoutMs);
+  try {
+    return (await job.waitUntilFinished(events, waitTimeoutMs)) as LensResult;
+  } catch (err) {
+    if (!timedOut) throw err; // the job failed for good: BullMQ's error carries its failedReason
+    return await afterTimeout(queue, job.id!, waitTimeoutMs, err);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * What a timed-out wait ends with, from the job's state now: its result when it completed right
+ * at the deadline (the event lost the race), else the RUN_TIMEOUT error saying where it is.
+ */
+async function afterTimeout(queue: LensQueue<LensCatalogShape>, jobId: string, waitTimeoutMs: number, original: unknown): Promise<LensResult> {
+  let now: LensJob | undefined;
+  let state: string;
+  try {
+    now = await queue.getJob(jobId);
+    state = now === undefined ? 'unknown' : await now.getState();
+  } catch {
+    throw original; // the queue is closing or Redis is gone: nothing more to say than BullMQ's error
+  }
+  if (state === 'completed' && now !== undefined) return now.returnvalue;
+  const mapped: RunTimeoutState =
+    state === 'prioritized' || state === 'waiting' || state === 'waiting-children'
+      ? 'waiting'
+      : state === 'delayed' || state === 'active' || state === 'failed'
+        ? state
+        : 'unknown';
+  throw new RunTimeoutError({
+    jobId,
+    state: mapped,
+    waitTimeoutMs,
+    attemptsMade: now?.attemptsMade ?? 0,
+    failedCode: failedReasonCode(now?.failedReason),
+  });
 }
 
 /**

@@ -86,6 +86,11 @@ export const ERROR_CODES = {
   LENS_BACKEND_UNSUPPORTED: false,
   /** An unexpected internal failure. Retried: it may be a passing fault. */
   INTERNAL: true,
+  /**
+   * Never a job's: the producer's `run` got no result within its wait time (the job goes on; the
+   * error says whether it is waiting, delayed, active or failed, and its last failure's code).
+   */
+  RUN_TIMEOUT: false,
 } as const satisfies Record<string, boolean>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

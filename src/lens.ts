@@ -18,12 +18,15 @@ export interface LensQuery {
   readonly values: readonly unknown[];
 }
 
-export interface LensDefinition<P> {
+export interface LensDefinition<P, I = unknown, N extends string = string> {
   /** Stable name jobs use, e.g. `work_orders.open`. */
-  readonly name: string;
+  readonly name: N;
   readonly description?: string;
-  /** Schema of the job's `params`; its output is what `sql` receives. */
-  readonly params: z.ZodType<P>;
+  /**
+   * Schema of the job's `params`; its output is what `sql` receives, its input is what a producer
+   * sends (the typed SDK's params type, see CatalogOf).
+   */
+  readonly params: z.ZodType<P, I>;
   readonly sql: (params: P) => LensQuery;
   /** A result with more rows fails with `RESULT_TOO_LARGE`. @defaultValue 1000 */
   readonly maxRows?: number;
@@ -61,9 +64,14 @@ export function isLens(value: unknown): value is Lens<unknown> {
   return typeof value === 'object' && value !== null && (value as { [LENS_BRAND]?: unknown })[LENS_BRAND] === true;
 }
 
-export interface Lens<P = unknown> {
+export interface Lens<P = unknown, I = unknown, N extends string = string> {
   readonly [LENS_BRAND]: true;
-  readonly name: string;
+  readonly name: N;
+  /**
+   * The params schema (the definition's `params`): for the published JSON Schema and the typed
+   * SDK. Validate with `parse`, which turns a failure into `INVALID_PARAMS`.
+   */
+  readonly params: z.ZodType<P, I>;
   readonly description: string;
   readonly maxRows: number;
   readonly timeoutMs: number | undefined;
@@ -77,7 +85,7 @@ export interface Lens<P = unknown> {
 }
 
 /** Define a lens. Throws at definition time on a bad name or limits. */
-export function defineLens<P>(def: LensDefinition<P>): Lens<P> {
+export function defineLens<P, I, N extends string>(def: LensDefinition<P, I, N>): Lens<P, I, N> {
   if (!isLensName(def.name)) {
     throw new LensfleetError('INVALID_CONFIG', `lens name "${def.name}" must match ${LENS_NAME_PATTERN.source} (at most ${LENS_NAME_MAX_LENGTH} characters)`);
   }
@@ -110,6 +118,7 @@ export function defineLens<P>(def: LensDefinition<P>): Lens<P> {
   return Object.freeze({
     [LENS_BRAND]: true as const,
     name: def.name,
+    params: def.params,
     description: def.description ?? '',
     maxRows,
     timeoutMs: def.timeoutMs,
@@ -128,6 +137,17 @@ export function defineLens<P>(def: LensDefinition<P>): Lens<P> {
     },
   });
 }
+
+/**
+ * The params a producer sends to each lens of a lens list, by lens name — the type map the typed
+ * SDK (`lensfleet/queues`) takes: `createLensQueue<CatalogOf<typeof myLenses>>(…)`. Keep the list
+ * `as const` (or a tuple) so each lens keeps its own name and params type. The params are the
+ * schema's input (`z.input`): a field with a default is optional.
+ */
+// biome-ignore lint/suspicious/noExplicitAny: any lens, whatever its params
+export type CatalogOf<L extends readonly Lens<any, any, string>[]> = {
+  [K in L[number] as K['name']]: z.input<K['params']>;
+};
 
 /**
  * Whether SQL text would change session state that outlives its statement: a SET/RESET/DISCARD

@@ -13,7 +13,7 @@ export interface BareLensRunner {
 }
 
 export function bareLensRunner(env: NodeJS.ProcessEnv, concurrency: number): BareLensRunner {
-  const lenses = new Map(maritimeLenses.map((l) => [l.name, l as { query(p: unknown): { text: string; values: readonly unknown[] } }]));
+  const lenses = new Map<string, { query(p: unknown): { text: string; values: readonly unknown[] } }>(maritimeLenses.map((l) => [l.name, l]));
   const pools = new Map<string, pg.Pool>();
   const poolFor = (tenant: string): pg.Pool => {
     let pool = pools.get(tenant);

@@ -6,7 +6,7 @@
  * grammar cannot say what the SQL says, the difference is noted at the form (docs/SUPABASE.md).
  */
 import { z } from 'zod';
-import { defineLens } from '../lens.js';
+import { type CatalogOf, defineLens } from '../lens.js';
 
 const limit = z.number().int().min(1).max(200).default(20);
 
@@ -88,3 +88,10 @@ export const workOrdersOpen = defineLens({
 });
 
 export const maritimeLenses = [receivingRecent, equipmentSearch, workOrdersOpen] as const;
+
+/**
+ * The params of each built-in lens, by name, for the typed SDK:
+ * `createLensQueue<MaritimeCatalog>(…)` makes a wrong lens name or params a compile error.
+ * `{ 'receiving.recent': { limit?: number; status?: 'pending' | 'received' | 'rejected' }, … }`
+ */
+export type MaritimeCatalog = CatalogOf<typeof maritimeLenses>;

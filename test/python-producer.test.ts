@@ -1,0 +1,87 @@
+/**
+ * A producer in another language: examples/python/lensfleet_producer.py (Debian's python3 with
+ * python3-redis, python3-msgpack, python3-jsonschema) validates against the published schema and
+ * adds the job with BullMQ's own addStandardJob Lua script from the installed bullmq package; a
+ * real lensfleet worker completes it. (The `bullmq` package from PyPI runs the same scripts; PyPI
+ * is not reachable from CI, Debian's archive is.)
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { enqueue, idempotentJobId } from '../queues/producer.js';
+import { createTenants, redisUrl, ROOT, startTestWorker, type TestWorker, uniqueId } from './support/harness.js';
+import { python } from './support/python.js';
+
+const SCRIPT = path.join(ROOT, 'examples/python/lensfleet_producer.py');
+const TENANT = uniqueId('yPy');
+
+let tenants: Awaited<ReturnType<typeof createTenants>>;
+let w: TestWorker;
+
+beforeAll(async () => {
+  tenants = await createTenants([TENANT], 30);
+  w = await startTestWorker({ env: tenants.env, concurrency: 2 });
+});
+afterAll(async () => {
+  await w?.close();
+  await tenants?.drop();
+});
+
+const produce = (args: string[]) => python([SCRIPT, '--redis', redisUrl(), '--queue', w.queueName, '--tenant', TENANT, ...args]);
+
+describe('the Python producer', () => {
+  it('adds a job that a lensfleet worker completes with the tenant’s rows', async () => {
+    const r = await produce(['--lens', 'work_orders.open', '--params', '{"priority": "critical", "limit": 3}']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const id = r.stdout.trim();
+    const job = (await w.queue.getJob(id))!;
+    expect(job.name).toBe('work_orders.open');
+    expect(job.data).toEqual({ v: 1, tenant: TENANT, lens: 'work_orders.open', params: { priority: 'critical', limit: 3 } });
+    expect(job.opts).toMatchObject({ attempts: 5, backoff: { type: 'exponential', delay: 500 }, removeOnComplete: { age: 3600, count: 10_000 } });
+    const result = await job.waitUntilFinished(w.events, 30_000);
+    expect(result).toMatchObject({ tenant: TENANT, lens: 'work_orders.open' });
+    expect(result.rowCount).toBeGreaterThan(0);
+    expect(result.rowCount).toBeLessThanOrEqual(3);
+    for (const row of result.rows) expect(row).toMatchObject({ yacht_id: TENANT, priority: 'critical' });
+  });
+
+  it('an invalid job is never added: exit 2 with the schema’s errors', async () => {
+    const before = await w.queue.getJobCounts();
+    const bad = await produce(['--lens', 'receiving.recent', '--params', '{"limit": "5", "limt": 1}']);
+    expect(bad.code).toBe(2);
+    expect(bad.stdout).toBe('');
+    expect(bad.stderr).toContain("invalid job: params.limit: '5' is not of type 'integer'");
+    expect(bad.stderr).toContain("Additional properties are not allowed ('limt' was unexpected)");
+    const badTenant = await python([SCRIPT, '--redis', redisUrl(), '--queue', w.queueName, '--tenant', 'not a tenant', '--lens', 'receiving.recent']);
+    expect(badTenant.code).toBe(2);
+    expect(badTenant.stderr).toMatch(/^invalid job: tenant: 'not a tenant' does not match/m);
+    const tooBig = await produce(['--lens', 'receiving.recent', '--params', JSON.stringify({ blob: 'x'.repeat(70_000) })]);
+    expect(tooBig.code).toBe(2);
+    expect(tooBig.stderr).toContain('more than the limit of 65536');
+    expect(await w.queue.getJobCounts()).toEqual(before);
+  });
+
+  it('an idempotency key gives the SDK’s job id: a second add, from Python or the SDK, returns the same job', async () => {
+    const key = uniqueId('order');
+    const first = await produce(['--lens', 'receiving.recent', '--params', '{"limit": 2}', '--idempotency-key', key]);
+    expect(first.code).toBe(0);
+    expect(first.stdout.trim()).toBe(idempotentJobId(TENANT, key));
+    const second = await produce(['--lens', 'receiving.recent', '--params', '{"limit": 9}', '--idempotency-key', key]);
+    expect(second.stdout.trim()).toBe(first.stdout.trim());
+    const fromSdk = await enqueue(w.queue, { tenant: TENANT, lens: 'receiving.recent', params: { limit: 7 } }, { idempotencyKey: key });
+    expect(fromSdk.id).toBe(first.stdout.trim());
+    expect(fromSdk.data.params).toEqual({ limit: 2 });
+    expect((await fromSdk.waitUntilFinished(w.events, 30_000)).rowCount).toBe(2);
+  });
+
+  it('expands addStandardJob’s includes as BullMQ’s build does (the same functions, in the same order)', async () => {
+    const r = await python([SCRIPT, '--tenant', 'x', '--lens', 'x', '--print-script']);
+    expect(r.code).toBe(0);
+    const built = readFileSync(path.join(ROOT, 'node_modules/bullmq/dist/cjs/scripts/addStandardJob-9.js'), 'utf8');
+    const functions = (lua: string) => [...lua.matchAll(/^local function (\w+)/gm)].map((m) => m[1]);
+    expect(functions(r.stdout).length).toBeGreaterThan(10);
+    expect(functions(r.stdout)).toEqual(functions(built));
+    expect(r.stdout).not.toContain('@include');
+  });
+});
