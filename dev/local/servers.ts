@@ -170,7 +170,16 @@ interface Wanted {
  * engine); otherwise throw an Error naming the packages to install.
  */
 export async function ensureSystemPackages(
-  opts: StartOptions & { redis?: boolean; sentinel?: boolean; postgres?: boolean; prometheus?: boolean; dockerCompose?: boolean; pgbouncer?: boolean },
+  opts: StartOptions & {
+    redis?: boolean;
+    sentinel?: boolean;
+    postgres?: boolean;
+    prometheus?: boolean;
+    dockerCompose?: boolean;
+    pgbouncer?: boolean;
+    /** Debian's python3 with redis, msgpack and jsonschema (the Python producer's tests). */
+    python?: boolean;
+  },
 ): Promise<void> {
   const log = opts.log ?? noop;
   const wanted: Wanted[] = [];
@@ -203,6 +212,16 @@ export async function ensureSystemPackages(
   if (opts.pgbouncer) {
     wanted.push({ name: 'pgbouncer', present: () => pgbouncerBinary() !== undefined, pkg: 'pgbouncer', missing: 'pgbouncer not found' });
   }
+  if (opts.python) {
+    // Debian's own python3 (not one of pyenv's, which has none of Debian's modules).
+    for (const [module, pkg] of [
+      ['redis', 'python3-redis'],
+      ['msgpack', 'python3-msgpack'],
+      ['jsonschema', 'python3-jsonschema'],
+    ] as const) {
+      wanted.push({ name: pkg, present: () => pythonHas(module), pkg, missing: `/usr/bin/python3 cannot import ${module}` });
+    }
+  }
   const missing = wanted.filter((w) => !w.present());
   if (missing.length === 0) return;
 
@@ -226,6 +245,15 @@ export async function ensureSystemPackages(
   await step(['install', '-y', '--no-install-recommends', ...pkgs]);
   const still = missing.filter((w) => !w.present());
   if (still.length > 0) throw new Error(`installed ${pkgs.join(' ')} but still missing: ${still.map((w) => w.name).join(', ')}`);
+}
+
+function pythonHas(module: string): boolean {
+  try {
+    execFileSync('/usr/bin/python3', ['-c', `import ${module}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Debian installs pgbouncer in /usr/sbin, which is not on every user's PATH. */
