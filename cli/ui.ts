@@ -39,6 +39,11 @@ export async function uiCommand(args: string[], env: NodeJS.ProcessEnv): Promise
     console.error(`unexpected arguments: ${args.join(' ')} (the UI is configured by environment variables)\n${UI_USAGE}`);
     return UI_EXIT.USAGE;
   }
+  // Listening before start-up: a SIGTERM while it connects stops it once started, not by the default action.
+  const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
   let logger: Logger = createLogger({ level: 'info' });
   let server: UiServer;
   try {
@@ -50,10 +55,7 @@ export async function uiCommand(args: string[], env: NodeJS.ProcessEnv): Promise
     logger.fatal({ code: configError ? err.code : (err as { code?: unknown }).code }, `queue UI failed to start: ${(err as Error).message}`);
     return configError ? UI_EXIT.CONFIG : UI_EXIT.FAILURE;
   }
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
-  });
+  const signal = await stopSignal;
   logger.info({ signal }, 'queue UI stopping');
   await server.close();
   return UI_EXIT.OK;
