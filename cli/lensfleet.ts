@@ -65,6 +65,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'status') return statusCommand(rest, process.env);
   if (command === 'plan') return planCommand(rest, process.env);
   if (command === 'procfile') return procfileCommand(rest, process.env);
+  if (command === 'ui') return (await import('./ui.js')).uiCommand(rest, process.env);
   if (command !== 'enqueue') {
     console.error(command ? `unknown command "${command}"\n${USAGE}` : USAGE);
     return EXIT_USAGE;

@@ -27,6 +27,7 @@ import {
   type SettingsTable,
   type SettingValues,
 } from './settings.js';
+import { UI_SETTINGS } from './ui/settings.js';
 
 export type { Env };
 
@@ -718,6 +719,7 @@ export const SETTINGS_TABLES = [
   { title: 'Admission: deferral and circuit breaker', table: ADMISSION_SETTINGS },
   { title: 'HTTP', table: HTTP_SETTINGS },
   { title: 'Fleet (membership and connection leases in Redis)', table: FLEET_SETTINGS },
+  { title: 'Queue UI (the `ui:` process; see “Queue UI”)', table: UI_SETTINGS },
 ] as const;
 
 /** The README's configuration tables (between its `settings` markers). */
@@ -725,12 +727,20 @@ export function renderSettingsDoc(): string {
   return SETTINGS_TABLES.map(({ title, table }) => `#### ${title}\n\n${renderSettingsTable(table)}`).join('\n\n');
 }
 
-/** Variables the worker reads, except per-tenant ones. */
+/** Variables lensfleet reads (the worker, the CLI, the queue UI), except per-tenant ones: a shared environment warns about none of them. */
 export function knownVariables(): Set<string> {
   return new Set(
-    [PROCESS_SETTINGS, REDIS_SETTINGS, TENANT_SOURCE_SETTINGS, POOL_SETTINGS, JOB_SETTINGS, ADMISSION_SETTINGS, HTTP_SETTINGS, FLEET_SETTINGS].flatMap(
-      variableNames,
-    ),
+    [
+      PROCESS_SETTINGS,
+      REDIS_SETTINGS,
+      TENANT_SOURCE_SETTINGS,
+      POOL_SETTINGS,
+      JOB_SETTINGS,
+      ADMISSION_SETTINGS,
+      HTTP_SETTINGS,
+      FLEET_SETTINGS,
+      UI_SETTINGS,
+    ].flatMap(variableNames),
   );
 }
 

@@ -297,7 +297,8 @@ describe('fault ledger', () => {
         LOG_LEVEL: 'warn',
         ...KEEP_WORKER_ENV,
       };
-      const launcher = spawn(process.execPath, ['dist/cli/lensfleet.js', 'procfile', '--scale', 'worker=3'], {
+      // The Procfile's queue UI (ui:) has no part in this test.
+      const launcher = spawn(process.execPath, ['dist/cli/lensfleet.js', 'procfile', '--scale', 'worker=3,ui=0'], {
         cwd: ROOT,
         env,
         stdio: ['ignore', 'pipe', 'pipe'],
