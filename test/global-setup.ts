@@ -19,7 +19,7 @@ declare module 'vitest' {
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const log = (line: string): void => console.error(`[global-setup] ${line}`);
-  await ensureSystemPackages({ redis: true, postgres: true, prometheus: true, dockerCompose: true, pgbouncer: true, python: true, log });
+  await ensureSystemPackages({ redis: true, postgres: true, prometheus: true, dockerCompose: true, pgbouncer: true, python: true, chromium: true, log });
 
   let redis: LocalRedis | undefined;
   let postgres: LocalPostgres | undefined;

@@ -179,6 +179,8 @@ export async function ensureSystemPackages(
     pgbouncer?: boolean;
     /** Debian's python3 with redis, msgpack and jsonschema (the Python producer's tests). */
     python?: boolean;
+    /** Debian's chromium (the queue UI's browser test drives /usr/bin/chromium). */
+    chromium?: boolean;
   },
 ): Promise<void> {
   const log = opts.log ?? noop;
@@ -211,6 +213,9 @@ export async function ensureSystemPackages(
   }
   if (opts.pgbouncer) {
     wanted.push({ name: 'pgbouncer', present: () => pgbouncerBinary() !== undefined, pkg: 'pgbouncer', missing: 'pgbouncer not found' });
+  }
+  if (opts.chromium) {
+    wanted.push({ name: 'chromium', present: () => isExecutable('/usr/bin/chromium'), pkg: 'chromium', missing: '/usr/bin/chromium not found' });
   }
   if (opts.python) {
     // Debian's own python3 (not one of pyenv's, which has none of Debian's modules).
