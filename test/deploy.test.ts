@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { PROCESS_SETTINGS } from '../src/config.js';
 import { METRIC_NAMES, contractMetricOf } from './support/metric-contract.js';
 
 const execFileAsync = promisify(execFile);
@@ -416,6 +417,13 @@ describe('docker compose', () => {
     expect(published.sort()).toEqual(['127.0.0.1:3000:3000/tcp', '127.0.0.1:6379:6379/tcp', '127.0.0.1:9090:9090/tcp']);
     const everywhere = await compose(['config'], { ...COMPOSE_SECRETS, HOST_BIND: '0.0.0.0' });
     expect(everywhere).toContain('0.0.0.0:9090:9090/tcp');
+  });
+
+  it('the worker’s stop_grace_period outlasts a drain: 2 × LENSFLEET_SHUTDOWN_TIMEOUT_MS + 10 s', async () => {
+    const worker = serviceBlock(await compose(['config']), 'worker');
+    const shutdownMs = Number(/LENSFLEET_SHUTDOWN_TIMEOUT_MS: '?(\d+)/.exec(worker)?.[1] ?? PROCESS_SETTINGS.shutdownTimeoutMs.default);
+    const grace = /stop_grace_period: (\d+)s/.exec(worker)?.[1];
+    expect(Number(grace)).toBeGreaterThanOrEqual((2 * shutdownMs) / 1000 + 10);
   });
 
   it('Prometheus runs without --web.enable-lifecycle (anyone reaching the port could shut it down)', async () => {
