@@ -68,6 +68,8 @@ export interface Lens<P = unknown> {
   readonly maxRows: number;
   readonly timeoutMs: number | undefined;
   readonly auth: LensAuthMode;
+  /** The schema `parse` checks params with (for describing a lens: `lensfleet lenses`, JSON Schema). */
+  readonly paramsSchema: z.ZodType<P>;
   /** Validate raw params; `INVALID_PARAMS` naming each problem. */
   parse(raw: unknown): P;
   /** Build the query with a stable prepared-statement name (per distinct SQL text). */
@@ -115,6 +117,7 @@ export function defineLens<P>(def: LensDefinition<P>): Lens<P> {
     timeoutMs: def.timeoutMs,
     auth,
     rest: def.rest,
+    paramsSchema: def.params,
     parse(raw: unknown): P {
       const r = def.params.safeParse(raw ?? {});
       if (r.success) return r.data;
