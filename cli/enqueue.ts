@@ -115,6 +115,8 @@ export async function enqueueCommand(argv: readonly string[], env: Env): Promise
       console.log(JSON.stringify({ jobId: job.id, queue: queue.name, tenant: values.tenant, lens: values.lens }));
       return ENQUEUE_EXIT.OK;
     }
+    // Progress on stderr: stdout stays the result alone.
+    console.error(`job ${job.id} enqueued on ${queue.name}; waiting for its result (at most ${timeoutMs} ms)…`);
     try {
       const result = await job.waitUntilFinished(events, timeoutMs);
       console.log(JSON.stringify({ jobId: job.id, ...result }, null, 2));

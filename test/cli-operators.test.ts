@@ -320,6 +320,25 @@ describe('lensfleet tenants check', () => {
   });
 });
 
+describe('lensfleet enqueue --wait', () => {
+  it('says on stderr what it waits for; stdout is the result alone', async () => {
+    const A = uniqueId('yEnq');
+    const tenants = await createTenants([A], 5);
+    const w = await startTestWorker({ env: tenants.env, concurrency: 2 });
+    onTestFinished(async () => {
+      await w.close();
+      await tenants.drop();
+    });
+    const r = await lensfleet(['enqueue', '--tenant', A, '--lens', 'receiving.recent', '--params', '{"limit":2}', '--wait'], {
+      REDIS_URL: redisUrl(),
+      LENSFLEET_QUEUE: w.queueName,
+    });
+    expect(r.code, r.output).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`^job \\d+ enqueued on ${w.queueName}; waiting for its result \\(at most 30000 ms\\)`));
+    expect(JSON.parse(r.stdout)).toMatchObject({ rowCount: 2, tenant: A });
+  });
+});
+
 describe('lensfleet queue', () => {
   let tenants: Awaited<ReturnType<typeof createTenants>>;
   let w: TestWorker;
