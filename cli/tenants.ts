@@ -14,6 +14,7 @@
 import { performance } from 'node:perf_hooks';
 import { TLSSocket } from 'node:tls';
 import { parseArgs } from 'node:util';
+import { Agent, fetch } from 'undici';
 import { loadWorkerConfig } from '../src/config.js';
 import { type ErrorCode, LensfleetError } from '../src/errors.js';
 import { poolKey } from '../src/pool/registry.js';
@@ -273,16 +274,23 @@ async function checkRest(t: SupabaseTenant, timeoutMs: number): Promise<TenantCh
   const probe = `${t.supabaseUrl.replace(/\/+$/, '')}/rest/v1/${REST_PROBE_TABLE}?limit=0`;
   const context = { tenant: t.id };
   const trips: number[] = [];
+  // The tenant's connect timeout (bounded by the deadline), as its REST pool connects: a host that
+  // never accepts fails with CONNECT_TIMEOUT, one that accepts and never answers with QUERY_TIMEOUT.
+  const dispatcher = new Agent({ connect: { timeout: Math.min(t.pool.connectTimeoutMs, timeoutMs) } });
   try {
     let status = 0;
     let body = '';
     let server: string | null = null;
-    // Three requests (the first one opens the connection): latency is the median.
-    for (let i = 0; i < 3; i++) {
+    // Up to three requests (the first one opens the connection): latency is the median. One
+    // deadline for all of them; no further request once half of it is spent.
+    const signal = AbortSignal.timeout(timeoutMs);
+    const started = performance.now();
+    for (let i = 0; i < 3 && (i === 0 || performance.now() - started < timeoutMs / 2); i++) {
       const s = performance.now();
       const res = await fetch(probe, {
         headers: { apikey: key, Authorization: `Bearer ${key}`, Accept: 'application/json' },
-        signal: AbortSignal.timeout(timeoutMs),
+        signal,
+        dispatcher,
       });
       body = (await res.text()).slice(0, 4096);
       trips.push(performance.now() - s);
@@ -306,9 +314,7 @@ async function checkRest(t: SupabaseTenant, timeoutMs: number): Promise<TenantCh
     };
   } catch (err) {
     const aborted = findCode(err) === 'ABORT_ERR' || (err as Error).name === 'TimeoutError';
-    const typed = aborted
-      ? new LensfleetError(trips.length === 0 ? 'CONNECT_TIMEOUT' : 'QUERY_TIMEOUT', `no answer within ${timeoutMs} ms`)
-      : restFailureError(err, context);
+    const typed = aborted ? new LensfleetError('QUERY_TIMEOUT', `tenant ${t.id}: no HTTP answer within ${timeoutMs} ms`) : restFailureError(err, context);
     const cause = findCode(err);
     return {
       ...base,
@@ -319,6 +325,8 @@ async function checkRest(t: SupabaseTenant, timeoutMs: number): Promise<TenantCh
       ...(cause === undefined || aborted ? {} : { cause }),
       error: safeMessage(typed, [t.supabaseUrl]).split(key).join('***'),
     };
+  } finally {
+    void dispatcher.close().catch(() => {});
   }
 }
 

@@ -204,6 +204,7 @@ describe('lensfleet tenants check', () => {
   const SILENT = uniqueId('yChkSil');
   const REST = uniqueId('yChkRest');
   const REST_BADKEY = uniqueId('yChkKey');
+  const REST_SILENT = uniqueId('yChkRsil');
   const wrongPassword = `Wr0ng${randomBytes(6).toString('hex')}`;
   const silentPassword = `S1lent${randomBytes(6).toString('hex')}`;
   let tenants: Awaited<ReturnType<typeof createTenants>>;
@@ -232,7 +233,7 @@ describe('lensfleet tenants check', () => {
       REDIS_URL: redisUrl(),
       // Far above --timeout-ms: the check's own deadline must end a silent server's connect.
       LENSFLEET_POOL_CONNECT_TIMEOUT_MS: '60000',
-      LENSFLEET_TENANTS: [A, WRONG, SILENT, REST, REST_BADKEY].join(','),
+      LENSFLEET_TENANTS: [A, WRONG, SILENT, REST, REST_BADKEY, REST_SILENT].join(','),
       [`${A}_DATABASE_URL`]: good.href,
       [`${WRONG}_DATABASE_URL`]: wrong.href,
       [`${SILENT}_DATABASE_URL`]: `postgres://reader:${silentPassword}@127.0.0.1:${(silent.address() as net.AddressInfo).port}/nowhere`,
@@ -240,6 +241,8 @@ describe('lensfleet tenants check', () => {
       [`${REST}_SUPABASE_SERVICE_KEY`]: r.serviceKey,
       [`${REST_BADKEY}_SUPABASE_URL`]: r.standIn.url,
       [`${REST_BADKEY}_SUPABASE_SERVICE_KEY`]: badKey,
+      [`${REST_SILENT}_SUPABASE_URL`]: `http://127.0.0.1:${(silent.address() as net.AddressInfo).port}`,
+      [`${REST_SILENT}_SUPABASE_SERVICE_KEY`]: badKey,
     };
     secrets = [passwordOf(good.href), wrongPassword, silentPassword, r.serviceKey, badKey];
   });
@@ -272,7 +275,7 @@ describe('lensfleet tenants check', () => {
     expect(r.code, r.output).toBe(1);
     const { tenants: checks, failed } = JSON.parse(r.stdout) as { tenants: Check[]; failed: number };
     const by = new Map(checks.map((c) => [c.tenant, c]));
-    expect(failed).toBe(3);
+    expect(failed).toBe(4);
     const a = by.get(A)!;
     expect(a).toMatchObject({ backend: 'pg', ok: true, authOk: true, tls: false, maxConnections: 300 });
     expect(a.server).toBe(`127.0.0.1:${new URL(tenants.dbs[0]!.databaseUrl).port}/${tenants.dbs[0]!.database}`);
@@ -288,9 +291,11 @@ describe('lensfleet tenants check', () => {
     expect(by.get(REST)).toMatchObject({ backend: 'supabase', ok: true, authOk: true, tls: false, httpStatus: 404, maxConnections: null });
     expect(by.get(REST)!.roundTripMs).toBeGreaterThan(0);
     expect(by.get(REST_BADKEY)).toMatchObject({ backend: 'supabase', ok: false, authOk: false, code: 'AUTH_INVALID', httpStatus: 401 });
+    // An API that accepts the connection and never answers: the deadline again.
+    expect(by.get(REST_SILENT)).toMatchObject({ backend: 'supabase', ok: false, authOk: null, code: 'QUERY_TIMEOUT' });
     // One progress line per tenant on stderr.
-    expect(r.stderr.match(/^\[\d\/5\] /gm)).toHaveLength(5);
-    expect(r.stderr).toMatch(new RegExp(`\\[\\d/5\\] ${WRONG}: FAILED CONNECTION_FAILED \\(28P01\\)`));
+    expect(r.stderr.match(/^\[\d\/6\] /gm)).toHaveLength(6);
+    expect(r.stderr).toMatch(new RegExp(`\\[\\d/6\\] ${WRONG}: FAILED CONNECTION_FAILED \\(28P01\\)`));
     // The silent server cost its 3 s deadline (not the tenant's 60 s connect timeout), once.
     expect(r.ms).toBeLessThan(20_000);
     for (const s of secrets) expect(r.output).not.toContain(s);
@@ -301,7 +306,7 @@ describe('lensfleet tenants check', () => {
     expect(all.code).toBe(1);
     expect(all.stdout).toMatch(/TENANT\s+BACKEND\s+SERVER\s+VERSION\s+MAX_CONN\s+CONNS\s+TLS\s+CONNECT_MS\s+RTT_MS\s+AUTH\s+RESULT/);
     expect(all.stdout).toMatch(new RegExp(`error: tenant ${WRONG}: CONNECTION_FAILED \\(28P01\\): .*password authentication failed`));
-    expect(all.stdout).toContain('3 of 5 tenants failed');
+    expect(all.stdout).toContain('4 of 6 tenants failed');
     for (const s of secrets) expect(all.output).not.toContain(s);
     const one = await lensfleet(['tenants', 'check', '--tenant', A], env);
     expect(one.code, one.output).toBe(0);
