@@ -137,7 +137,7 @@ type FailedJob = {
   id?: string | undefined;
   failedReason?: string;
   finishedOn?: number | undefined;
-  retry(state?: 'failed' | 'completed'): Promise<void>;
+  retry(state?: 'failed' | 'completed', opts?: { resetAttemptsMade?: boolean; resetAttemptsStarted?: boolean }): Promise<void>;
   remove(): Promise<void>;
 };
 
@@ -180,7 +180,9 @@ async function changeFailed(queue: Queue, action: 'retry' | 'remove', code: Erro
   if (!dryRun) {
     for (const [i, job] of matching.entries()) {
       try {
-        if (action === 'retry') await job.retry('failed');
+        // Its attempts start again: without the reset a job that failed on a retried code would
+        // get no retries this time (BullMQ keeps attemptsMade), and the deferral count with it.
+        if (action === 'retry') await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
         else await job.remove();
         changed++;
       } catch (err) {

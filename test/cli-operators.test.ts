@@ -404,6 +404,13 @@ describe('lensfleet queue', () => {
     expect(JSON.parse(done.stdout)).toMatchObject({ action: 'retry', code: 'TENANT_NOT_FOUND', dryRun: false, matched: 3, changed: 3, errors: [] });
     const after = await show();
     expect(after.counts).toMatchObject({ failed: 2, waiting: 3 });
+    // With their attempts reset: a retried job gets its whole retry budget again.
+    const waiting = await w.queue.getWaiting();
+    expect(waiting.map((j) => [j.data.tenant, j.attemptsMade, j.attemptsStarted])).toEqual([
+      ['yNO_SUCH_TENANT', 0, 0],
+      ['yNO_SUCH_TENANT', 0, 0],
+      ['yNO_SUCH_TENANT', 0, 0],
+    ]);
     expect(after.failed.map((g) => g.code)).toEqual(['INVALID_PARAMS']);
   });
 
