@@ -7,7 +7,8 @@
  *             its insides (connection sources, ledger, housekeeping, pooled client) are
  *             imported only from src/pool/ (and tests): the rest sees TenantPool, the registry, the budget
  *   workers/  process entry points                   → src/, queues/
- *   cli/      the operator's command line            → src/, queues/
+ *   cli/      the operator's command line            → src/, queues/, and the worker entry point
+ *             (workers/lens-worker.ts, which `lensfleet worker` runs in its process)
  *   dev/      local servers and demo databases       → never workers/ or cli/
  * and no cycles anywhere.
  */
@@ -57,6 +58,13 @@ module.exports = {
         'The connection sources, the ledger, the housekeeping tasks and the pooled client are how a tenant pool works, not its API: only src/pool/ (and its tests) import them.',
       from: { pathNot: '^(src/pool|test)/' },
       to: { path: '^src/pool/(source|pooled-source|unpooled-source|ledger|housekeeping|pooled-client)\\.ts$' },
+    },
+    {
+      name: 'cli-runs-only-the-worker-entry',
+      severity: 'error',
+      comment: '`lensfleet worker` imports the worker entry point (its signal handlers, its exit codes); nothing else of workers/ is the CLI\'s.',
+      from: { path: '^cli/' },
+      to: { path: '^workers/', pathNot: '^workers/lens-worker\\.ts$' },
     },
     {
       name: 'dev-tooling-not-processes',

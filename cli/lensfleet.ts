@@ -1,168 +1,126 @@
 #!/usr/bin/env node
 /**
- * `lensfleet` command line.
+ * `lensfleet` command line: one dispatcher, a module per command (each with its own usage text,
+ * `--help` and exit codes). Command modules are imported only when their command runs: `worker`
+ * must install its signal handlers before BullMQ and pg load, and `--help` should not load them.
  *
- *   lensfleet enqueue --tenant T --lens L [--params '{"limit":5}'] [--wait] [--timeout-ms 30000]
- *   lensfleet lenses
- *   lensfleet status [--fleet F] [--json]                    (cli/status.ts: its own exit codes)
- *   lensfleet plan (--workers N [--concurrency C] | --live) [--json]   (cli/plan.ts: its own exit codes)
- *   lensfleet procfile [--scale worker=3]                  (cli/procfile.ts: its own exit codes)
+ *   lensfleet worker                                     (cli/worker.ts: the worker's exit codes)
+ *   lensfleet enqueue --tenant T --lens L [--params '{…}'] [--wait]            (cli/enqueue.ts)
+ *   lensfleet lenses [--json]                                                  (cli/lenses.ts)
+ *   lensfleet tenants check [--json]                                           (cli/tenants.ts)
+ *   lensfleet queue [retry|remove --code C [--dry-run]] [--json]               (cli/queue.ts)
+ *   lensfleet status [--fleet F] [--json]                                      (cli/status.ts)
+ *   lensfleet plan (--workers N [--concurrency C] | --live) [--json]           (cli/plan.ts)
+ *   lensfleet ui                                                               (cli/ui.ts)
+ *   lensfleet procfile [--scale worker=3]                                      (cli/procfile.ts)
  *
- * Reads REDIS_URL (or REDIS_URL_FILE) or LENSFLEET_REDIS_* (a Cluster, Sentinel) and
- * LENSFLEET_QUEUE like the worker (the same settings tables). Exit codes: 0 ok, 1 the job failed or timed out (or Redis failed), 2 bad usage, an
- * invalid request or an invalid setting.
+ * Exit codes of the dispatcher itself: 0 help, 2 no or an unknown command.
  */
-import { parseArgs } from 'node:util';
-import type { QueueEvents } from 'bullmq';
-import { createLensQueue, createLensQueueEvents, enqueue } from '../queues/producer.js';
-import { loadRedisSettings, PROCESS_SETTINGS, REDIS_SETTINGS } from '../src/config.js';
-import { LensfleetError } from '../src/errors.js';
-import { maritimeLenses } from '../src/lenses/maritime.js';
-import { hangUp, type RedisClient, type RedisSettings, redisConnection } from '../src/redis.js';
-import { readSettings } from '../src/settings.js';
-import { planCommand } from './plan.js';
-import { procfileCommand } from './procfile.js';
-import { statusCommand } from './status.js';
+import type { Env } from '../src/settings.js';
+
+type Run = (argv: readonly string[], env: Env) => Promise<number>;
+
+interface Command {
+  /** How it is called, for the overview. */
+  readonly synopsis: string;
+  readonly summary: string;
+  readonly load: () => Promise<Run>;
+}
+
+/** Every command, in the order the overview lists them. */
+export const COMMANDS: Readonly<Record<string, Command>> = {
+  worker: {
+    synopsis: 'worker',
+    summary: 'run a worker process (as node dist/workers/lens-worker.js)',
+    load: async () => (await import('./worker.js')).workerCommand,
+  },
+  enqueue: {
+    synopsis: "enqueue --tenant <id> --lens <name> [--params '<json>'] [--wait]",
+    summary: 'add a lens query (and wait for its result)',
+    load: async () => (await import('./enqueue.js')).enqueueCommand,
+  },
+  lenses: {
+    synopsis: 'lenses [--json]',
+    summary: 'the lens catalog a worker would load, with each lens’s params schema',
+    load: async () => (await import('./lenses.js')).lensesCommand,
+  },
+  tenants: {
+    synopsis: 'tenants check [--tenant <id>]… [--json]',
+    summary: 'connect to each tenant: version, max_connections, connections, TLS, latency, auth',
+    load: async () => (await import('./tenants.js')).tenantsCommand,
+  },
+  queue: {
+    synopsis: 'queue [retry|remove --code <CODE> [--dry-run]] [--json]',
+    summary: 'job counts, failed jobs by error code; retry or remove them by code',
+    load: async () => (await import('./queue.js')).queueCommand,
+  },
+  status: {
+    synopsis: 'status [--fleet <name>] [--json]',
+    summary: 'the live fleet: workers, queues, connections per tenant',
+    load: async () => (await import('./status.js')).statusCommand,
+  },
+  plan: {
+    synopsis: 'plan (--workers <n> [--concurrency <c>] | --live) [--json]',
+    summary: 'could the fleet overrun a tenant’s database?',
+    load: async () => (await import('./plan.js')).planCommand,
+  },
+  ui: {
+    synopsis: 'ui',
+    summary: 'serve the queue UI (bull-board; read-only unless enabled, behind a token)',
+    load: async () => (await import('./ui.js')).uiCommand as Run,
+  },
+  procfile: {
+    synopsis: 'procfile [--procfile <path>] [--scale <type>=<n>]',
+    summary: 'run the Procfile’s processes here (as foreman does)',
+    load: async () => (await import('./procfile.js')).procfileCommand as Run,
+  },
+};
 
 export const EXIT_OK = 0;
-/** The job failed, no result arrived in time, or Redis failed. */
-export const EXIT_FAILED = 1;
-/** Bad usage, an invalid request (refused before it reaches Redis) or an invalid setting. */
+/** No command, or an unknown one. */
 export const EXIT_USAGE = 2;
 
-/** The settings the CLI reads: the worker's own rows, so names and defaults cannot drift. */
-const CLI_SETTINGS = { queueName: PROCESS_SETTINGS.queueName };
+async function usage(): Promise<string> {
+  // The settings table gives the defaults: loaded only when the overview is printed.
+  const { QUEUE_ENVIRONMENT } = await import('./enqueue.js');
+  return `usage: lensfleet <command> [options]
 
-const USAGE = `usage:
-  lensfleet enqueue --tenant <id> --lens <name> [--params '<json object>'] [--wait] [--timeout-ms <ms>]
-  lensfleet lenses
-  lensfleet status [--fleet <name>] [--json]       the live fleet: workers, queues, connections per tenant
-  lensfleet plan (--workers <n> [--concurrency <c>] | --live) [--json]
-                                                   could the fleet overrun a tenant's database?
-  lensfleet procfile [--procfile <path>] [--scale worker=<n>]
-                                                   run the Procfile's processes here (as foreman does)
-  lensfleet <command> --help                       a command's options and exit codes
-environment:
-${[REDIS_SETTINGS.url, ...Object.values(CLI_SETTINGS)].map((s) => `  ${s.env} (default ${s.default}${s.secret ? `; or ${s.env}_FILE` : ''})`).join('\n')}
-  LENSFLEET_REDIS_MODE=cluster|sentinel with LENSFLEET_REDIS_NODES, … (as the worker; see the README)
-exit codes (enqueue): 0 done, 1 the job failed or timed out, 2 bad usage or invalid request`;
+commands:
+${Object.values(COMMANDS)
+  .map((c) => `  lensfleet ${c.synopsis}\n      ${c.summary}`)
+  .join('\n')}
+  lensfleet <command> --help
+      its options, environment and exit codes
 
-async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  // Every command answers --help (status and plan print their own).
-  if ((command === 'lenses' || command === 'enqueue') && (rest.includes('--help') || rest.includes('-h'))) {
-    console.log(USAGE);
-    return EXIT_OK;
-  }
-  if (command === 'lenses') {
-    for (const l of maritimeLenses) console.log(`${l.name.padEnd(20)} ${l.description}`);
-    return EXIT_OK;
-  }
-  if (command === 'help' || command === '--help') {
-    console.log(USAGE);
-    return EXIT_OK;
-  }
-  if (command === 'status') return statusCommand(rest, process.env);
-  if (command === 'plan') return planCommand(rest, process.env);
-  if (command === 'procfile') return procfileCommand(rest, process.env);
-  if (command === 'ui') return (await import('./ui.js')).uiCommand(rest, process.env);
-  if (command !== 'enqueue') {
-    console.error(command ? `unknown command "${command}"\n${USAGE}` : USAGE);
-    return EXIT_USAGE;
-  }
-  let values: { tenant?: string; lens?: string; params: string; wait: boolean; 'timeout-ms': string };
-  try {
-    ({ values } = parseArgs({
-      args: rest,
-      options: {
-        tenant: { type: 'string' },
-        lens: { type: 'string' },
-        params: { type: 'string', default: '{}' },
-        wait: { type: 'boolean', default: false },
-        'timeout-ms': { type: 'string', default: '30000' },
-      },
-      strict: true,
-    }));
-  } catch (err) {
-    console.error(`${(err as Error).message}\n${USAGE}`);
-    return EXIT_USAGE;
-  }
-  if (!values.tenant || !values.lens) {
-    console.error(`--tenant and --lens are required\n${USAGE}`);
-    return EXIT_USAGE;
-  }
-  let params: unknown;
-  try {
-    params = JSON.parse(values.params);
-  } catch (err) {
-    console.error(`--params is not valid JSON: ${(err as Error).message}`);
-    return EXIT_USAGE;
-  }
-  if (params === null || typeof params !== 'object' || Array.isArray(params)) {
-    console.error('--params must be a JSON object, e.g. \'{"limit": 5}\'');
-    return EXIT_USAGE;
-  }
-  const timeoutMs = Number(values['timeout-ms']);
-  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
-    console.error('--timeout-ms must be a positive whole number');
-    return EXIT_USAGE;
-  }
-  let settings: ReturnType<typeof readSettings<typeof CLI_SETTINGS>>;
-  let redis: RedisSettings;
-  try {
-    redis = loadRedisSettings(process.env);
-    settings = readSettings(CLI_SETTINGS, process.env);
-  } catch (err) {
-    console.error((err as Error).message);
-    return EXIT_USAGE;
-  }
-  const connection = redisConnection(redis, 'commands');
-  connection.on('error', () => {}); // a failure is reported once, below
-  const clients: RedisClient[] = [connection];
-  const queue = createLensQueue({ connection, name: settings.queueName });
-  let events: QueueEvents | undefined;
-  try {
-    if (values.wait) {
-      // A blocking reader: BullMQ wants it to retry forever (and refuses otherwise); --timeout-ms
-      // bounds the wait. QueueEvents reads through its own copy of this (unconnected) client.
-      const blocking = redisConnection(redis, 'blocking', { lazyConnect: true });
-      blocking.on('error', () => {});
-      clients.push(blocking);
-      events = await createLensQueueEvents(queue, blocking);
-      await events.waitUntilReady();
-    }
-    const job = await enqueue(queue, { tenant: values.tenant, lens: values.lens, params: params as Record<string, unknown> });
-    if (!events) {
-      console.log(JSON.stringify({ jobId: job.id, queue: queue.name, tenant: values.tenant, lens: values.lens }));
-      return EXIT_OK;
-    }
-    try {
-      const result = await job.waitUntilFinished(events, timeoutMs);
-      console.log(JSON.stringify({ jobId: job.id, ...result }, null, 2));
-      return EXIT_OK;
-    } catch (err) {
-      console.error(`job ${job.id} failed: ${(err as Error).message}`);
-      return EXIT_FAILED;
-    }
-  } catch (err) {
-    if (err instanceof LensfleetError) {
-      console.error(err.toString());
+environment (as the worker reads it; every setting: README "Configuration"):
+${QUEUE_ENVIRONMENT}
+exit codes: each command documents its own (--help); 0 done, 1 failed, 2 bad usage throughout,
+78 an invalid configuration where the worker's configuration is loaded (worker, lenses, tenants)`;
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    const text = await usage();
+    if (name === undefined) {
+      console.error(text);
       return EXIT_USAGE;
     }
-    console.error(`lensfleet: ${(err as Error).message}`);
-    return EXIT_FAILED;
-  } finally {
-    await events?.close();
-    await queue.close();
-    // BullMQ does not close a connection it was handed.
-    await Promise.all(clients.map(hangUp));
+    console.log(text);
+    return EXIT_OK;
   }
+  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (command === undefined) {
+    console.error(`unknown command "${name}"\n${await usage()}`);
+    return EXIT_USAGE;
+  }
+  return (await command.load())(rest, process.env);
 }
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
     console.error(err);
-    process.exit(EXIT_FAILED);
+    process.exit(1);
   },
 );

@@ -6,13 +6,19 @@
  * the PostgREST stand-in (dev/postgrest) in a process of its own — runs worker processes (the same
  * entry point as the Procfile), enqueues lens queries across tenants and lenses with a progress
  * bar, then prints a result sample, throughput and latency, per-user identity on both backends,
- * per-tenant pool stats, and an excerpt of /metrics. Cleans up after itself (servers, the
- * stand-in, temp dirs, demo databases it created).
+ * per-tenant pool stats, and an excerpt of /metrics, and where to look next (the queue UI, the
+ * dashboard, the runbook, the CLI). Cleans up after itself (servers, the stand-in, temp dirs, demo
+ * databases it created) — with --keep only once told to: it leaves everything running for
+ * exploring, writes the demo's settings to a file only its user can read (so `lensfleet status`,
+ * `queue`, `tenants check` and the UI see the demo), prints the command that stops it all
+ * (`kill -TERM <its pid>`, or Ctrl-C), and cleans up on that signal.
  *
- * Options: --jobs N (2000) --workers N (2) --tenants N (3) --concurrency N (8)
+ * Options: --jobs N (2000) --workers N (2) --tenants N (3) --concurrency N (8) --keep
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -30,8 +36,9 @@ const STAND_IN = path.join(ROOT, 'dist/dev/postgrest/main.js');
 /** The demo's Supabase tenant: reached over REST (the stand-in), not over the Postgres protocol. */
 const SUPA = 'ySUPA_001';
 
-const USAGE = 'usage: npm run demo -- [--jobs N] [--workers N] [--tenants N] [--concurrency N]';
-// Exit codes: 0 every job completed, 1 a job failed or the demo failed, 2 bad options.
+const USAGE = 'usage: npm run demo -- [--jobs N] [--workers N] [--tenants N] [--concurrency N] [--keep]';
+// Exit codes: 0 every job completed (with --keep: and it was stopped by SIGTERM/SIGINT), 1 a job
+// failed or the demo failed, 2 bad options.
 const opts = (() => {
   try {
     return parseArgs({
@@ -40,6 +47,7 @@ const opts = (() => {
         workers: { type: 'string', default: '2' },
         tenants: { type: 'string', default: '3' },
         concurrency: { type: 'string', default: '8' },
+        keep: { type: 'boolean', default: false },
       },
     }).values;
   } catch (err) {
@@ -51,8 +59,9 @@ const JOBS = positive('jobs');
 const WORKERS = positive('workers');
 const TENANT_COUNT = positive('tenants');
 const CONCURRENCY = positive('concurrency');
+const KEEP = opts.keep;
 
-function positive(name: keyof typeof opts): number {
+function positive(name: 'jobs' | 'workers' | 'tenants' | 'concurrency'): number {
   const n = Number(opts[name]);
   if (!Number.isInteger(n) || n < 1) {
     console.error(`--${name} must be a positive whole number (got ${String(opts[name])})`);
@@ -88,8 +97,30 @@ async function main(): Promise<void> {
   let tenantDbs: TenantDatabase[] = [];
   let standIn: StandInProcess | undefined;
   let adminUrl = process.env.LENSFLEET_DEMO_ADMIN_URL;
-  const cleanup = async () => {
+  /** --keep: the directory of the settings file. */
+  let keptDir: string | undefined;
+  // --keep: SIGTERM/SIGINT stop the demo whenever they come (the wait at the end, or before it:
+  // then the cleanup runs at once). Its children are in their own process groups then, so a
+  // Ctrl-C reaches the demo alone and each worker gets one SIGTERM from the cleanup (a second
+  // signal would make a draining worker exit at once).
+  let keeping = false;
+  const stopRequested = new Promise<NodeJS.Signals>((resolve) => {
+    // `on`, not `once`: dev/local's emergency hook kills the servers and re-raises a signal when it
+    // finds no other listener (a `once` listener is gone by the time it looks). A second signal
+    // while the cleanup runs is ignored: it is bounded (drains, SIGKILL after 5 s).
+    if (KEEP) for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => resolve(signal));
+  });
+  void stopRequested.then(async (signal) => {
+    if (keeping) return;
+    say(`\n${signal} before the demo finished: stopping`);
+    await cleanup();
+    process.exit(1);
+  });
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () => (cleaning ??= cleanUp());
+  const cleanUp = async () => {
     step('cleaning up');
+    if (keptDir) rmSync(keptDir, { recursive: true, force: true });
     for (const w of workers) if (w.proc.exitCode === null) w.proc.kill('SIGTERM');
     const codes = await Promise.all(workers.map((w) => w.exited));
     say(`  workers drained and exited with ${codes.map(String).join(', ')}`);
@@ -151,7 +182,7 @@ async function main(): Promise<void> {
     for (const [id, secret] of jwtSecrets) env[`${id}_JWT_SECRET`] = secret;
     for (let i = 0; i < WORKERS; i++) {
       const port = await freePort();
-      const proc = spawn(process.execPath, [WORKER], { env: { ...env, PORT: String(port) }, stdio: ['ignore', 'inherit', 'inherit'] });
+      const proc = spawn(process.execPath, [WORKER], { env: { ...env, PORT: String(port) }, stdio: ['ignore', 'inherit', 'inherit'], detached: KEEP });
       const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
       workers.push({ proc, port, exited });
     }
@@ -262,13 +293,67 @@ async function main(): Promise<void> {
       .filter((l) => !l.startsWith('lensfleet_jobs_total') || l.includes(`tenant="${ids[0]}"`));
     for (const l of wanted) say(`  ${l}`);
     await events.close();
-    await queue.obliterate({ force: true }).catch(() => {});
+    // --keep: the finished jobs stay, for the UI and `lensfleet queue` to show.
+    if (!KEEP) await queue.obliterate({ force: true }).catch(() => {});
     await queue.close();
     if (failed > 0) process.exitCode = 1;
+
+    step('where to look next');
+    say("  queue UI (bull-board): the Procfile's ui: process, `npm run ui`, with the demo's settings (--keep prints them)");
+    say('  dashboard: deploy/grafana/dashboards/lensfleet.json; alert rules: deploy/prometheus/alerts.yml (`docker compose up` serves both)');
+    say('  runbook: docs/RUNBOOK.md (what each alert means, the panel to open, the commands to run)');
+    say('  operators: npx lensfleet --help (status, queue, tenants check, lenses, plan)');
+    if (KEEP) {
+      keptDir = mkdtempSync(path.join(os.tmpdir(), 'lensfleet-demo-'));
+      keeping = true;
+      await keepRunning(keptDir, env, workers, standIn, { redis: !!redis, postgres: !!postgres }, stopRequested);
+    } else say('  `npm run demo -- --keep` leaves the servers and workers running to explore them');
   } finally {
     await cleanup();
     say(`\ndone in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   }
+}
+
+/**
+ * --keep: print how to reach what runs, write its settings to `<dir>/demo.env` (mode 0600: it
+ * holds the tenants' URLs and keys), and wait for SIGTERM or SIGINT (`stopRequested`). The caller
+ * then cleans up.
+ */
+async function keepRunning(
+  dir: string,
+  env: Readonly<Record<string, string>>,
+  workers: readonly { proc: ChildProcess; port: number }[],
+  standIn: StandInProcess | undefined,
+  local: { redis: boolean; postgres: boolean },
+  stopRequested: Promise<NodeJS.Signals>,
+): Promise<void> {
+  const file = path.join(dir, 'demo.env');
+  const quote = (v: string) => `'${v.replace(/'/g, `'\\''`)}'`;
+  writeFileSync(
+    file,
+    `${Object.entries(env)
+      .filter(([k]) => k !== 'PATH')
+      .map(([k, v]) => `${k}=${quote(v)}`)
+      .join('\n')}\n`,
+    { mode: 0o600 },
+  );
+  step(
+    `kept running (--keep): ${workers.length} worker${workers.length === 1 ? '' : 's'}, the PostgREST stand-in${local.redis ? ', Redis' : ''}${local.postgres ? ', Postgres' : ''}`,
+  );
+  for (const w of workers) say(`  worker pid ${w.proc.pid}: http://127.0.0.1:${w.port}/metrics /health /ready /pools`);
+  if (standIn) say(`  PostgREST stand-in pid ${standIn.proc.pid}`);
+  say(`  the demo's settings (tenant URLs and keys: readable by you only): ${file}`);
+  say('  with them, from this directory:');
+  say(`    set -a; . ${file}; set +a`);
+  say('    node dist/cli/lensfleet.js status');
+  say('    node dist/cli/lensfleet.js queue');
+  say('    node dist/cli/lensfleet.js tenants check');
+  say(`    node dist/cli/lensfleet.js enqueue --tenant yTEST_YACHT_001 --lens work_orders.open --params '{"limit":3}' --wait`);
+  say('  stop everything (workers drain, servers stop, demo databases and temp files go):');
+  say(`    kill -TERM ${process.pid}`);
+  say('  (or Ctrl-C here)');
+  const signal = await stopRequested;
+  say(`\n  ${signal}: stopping`);
 }
 
 /** `n` requests: the lens mix, LENS_MIX.length consecutive jobs per tenant, tenants in turn. */
@@ -351,6 +436,8 @@ function startStandIn(databaseUrl: string, jwtSecret: string): StandInProcess {
   const proc = spawn(process.execPath, [STAND_IN], {
     env: { PATH: process.env.PATH ?? '', PGRST_DB_URI: databaseUrl, PGRST_JWT_SECRET: jwtSecret, PGRST_SERVER_HOST: '127.0.0.1', PGRST_SERVER_PORT: '0' },
     stdio: ['ignore', 'pipe', 'inherit'],
+    // --keep: its own process group, as the workers (see main).
+    detached: KEEP,
   });
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
   const url = new Promise<string>((resolve, reject) => {
