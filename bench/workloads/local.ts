@@ -27,7 +27,7 @@ import { tenantEnv, withSession } from '../lib/session.js';
  * A variant's name says what runs: `<worker>-<concurrency>[-bmq6]` for the BullMQ workers
  * (`noop`, `baseline` = hand-written with unnamed statements, `baseline-named` = the same with
  * named statements, `lensfleet`; `-bmq6` = on BullMQ 6 instead of 5; `lensfleet-…-raw` = with
- * LENSFLEET_POOL_HYGIENE=off), and
+ * LENSFLEET_POOL_HYGIENE=off; `-before` = the build in the directory BENCH_BEFORE), and
  * `graphile-<concurrency>[-q<localQueue.size>-d<batch delay ms>][-named]` for graphile-worker
  * (`graphile-16` alone = q17, d250: its documented starting point).
  */
@@ -40,10 +40,15 @@ export interface VariantSpec {
   readonly bullmq: 5 | 6;
   /** lensfleet with LENSFLEET_POOL_HYGIENE=off (the lens alone, no transaction or check): what hygiene costs. */
   readonly raw?: boolean;
+  /**
+   * The worker of another build: the directory in BENCH_BEFORE (a checkout of an earlier commit,
+   * built), so one run compares a change with what it changed, interleaved.
+   */
+  readonly before?: boolean;
   readonly graphile?: GraphileSettings;
 }
 
-const BULLMQ_VARIANT = /^(noop|baseline|baseline-named|lensfleet)-(\d+)(-bmq6)?(-raw)?$/;
+const BULLMQ_VARIANT = /^(noop|baseline|baseline-named|lensfleet)-(\d+)(-bmq6)?(-raw)?(-before)?$/;
 const GRAPHILE_VARIANT = /^graphile-(\d+)(?:-q(-?\d+)-d(-?\d+))?(-named)?$/;
 
 /** The variant's spec, or undefined for a name that is not one. */
@@ -68,6 +73,13 @@ export function parseVariant(name: string): VariantSpec | undefined {
     };
   }
   return undefined;
+}
+
+function beforeDir(): string {
+  const dir = process.env.BENCH_BEFORE;
+  if (!dir)
+    throw new Error('a -before variant needs BENCH_BEFORE: the directory of an earlier build (git archive <commit> | tar -x, node_modules linked, tsc)');
+  return dir;
 }
 
 const spec = (v: LocalVariant): VariantSpec => {
@@ -145,6 +157,7 @@ export async function runLocal(opts: LocalOptions): Promise<WorkloadReport> {
               },
               progress,
               ...(execArgv.length > 0 ? { execArgv } : {}),
+              ...(s.before ? { codeDir: beforeDir() } : {}),
               ...(opts.make ? { make: opts.make } : {}),
             },
             async (d): Promise<LocalRun> => {
