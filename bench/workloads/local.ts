@@ -255,7 +255,7 @@ function report(opts: LocalOptions, runs: Record<LocalVariant, LocalRun[]>): Wor
     (best, v) => (best === undefined || medianOf(tput(v)) > medianOf(tput(best)) ? v : best),
     undefined,
   );
-  for (const lf of opts.variants.filter((v) => spec(v).kind === 'lensfleet')) {
+  for (const lf of opts.variants.filter((v) => spec(v).kind === 'lensfleet' && !spec(v).before && !spec(v).raw)) {
     const { concurrency: c, bullmq } = spec(lf);
     const suffix = bullmq === 6 ? '-bmq6' : '';
     const on = bullmq === 6 ? ', both on BullMQ 6' : '';
@@ -288,6 +288,11 @@ function report(opts: LocalOptions, runs: Record<LocalVariant, LocalRun[]>): Wor
   for (const v of opts.variants.filter((x) => spec(x).bullmq === 6 && spec(x).kind !== 'lensfleet')) {
     const on5 = v.replace(/-bmq6$/, '');
     if (has(on5)) pair(v, on5);
+  }
+  // A build, or a setting, against the same worker without it.
+  for (const v of opts.variants.filter((x) => spec(x).before || spec(x).raw)) {
+    const plain = v.replace(/-before$/, '').replace(/-raw$/, '');
+    if (has(plain)) pair(plain, v);
   }
   for (const g of graphiles) if (g !== bestGraphile && bestGraphile !== undefined) pair(g, bestGraphile);
   if (has('noop-16') && has('lensfleet-16')) pair('lensfleet-16', 'noop-16');
