@@ -111,9 +111,15 @@ export class KeyedCounter3 implements RegisteredMetric {
 
   inc(a: string, b: string, c: string, by = 1): void {
     let byA = this.#cells.get(a);
-    if (byA === undefined) this.#cells.set(a, (byA = new Map()));
+    if (byA === undefined) {
+      byA = new Map();
+      this.#cells.set(a, byA);
+    }
     let byB = byA.get(b);
-    if (byB === undefined) byA.set(b, (byB = new Map()));
+    if (byB === undefined) {
+      byB = new Map();
+      byA.set(b, byB);
+    }
     const cell = byB.get(c);
     if (cell === undefined) byB.set(c, { value: by });
     else cell.value += by;
