@@ -55,7 +55,7 @@ const GRAPHILE_VARIANT = /^graphile-(\d+)(?:-q(-?\d+)-d(-?\d+))?(-named)?$/;
 export function parseVariant(name: string): VariantSpec | undefined {
   const b = BULLMQ_VARIANT.exec(name);
   if (b && (b[4] === undefined || b[1] === 'lensfleet'))
-    return { name, kind: b[1] as WorkerMode, concurrency: Number(b[2]), bullmq: b[3] ? 6 : 5, raw: b[4] !== undefined };
+    return { name, kind: b[1] as WorkerMode, concurrency: Number(b[2]), bullmq: b[3] ? 6 : 5, raw: b[4] !== undefined, before: b[5] !== undefined };
   const g = GRAPHILE_VARIANT.exec(name);
   if (g) {
     const concurrency = Number(g[1]);
