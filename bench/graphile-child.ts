@@ -22,7 +22,9 @@ const send = (m: GraphileMessage): void => void process.send?.(m);
 async function main(): Promise<void> {
   const env = process.env;
   const concurrency = Number(env.LENSFLEET_CONCURRENCY ?? 16);
-  const bare = bareLensRunner(env, concurrency);
+  const localQueueSize = Number(env.GRAPHILE_LOCAL_QUEUE_SIZE ?? concurrency + 1);
+  const batchDelayMs = Number(env.GRAPHILE_BATCH_DELAY_MS ?? 250);
+  const bare = bareLensRunner(env, concurrency, env.GRAPHILE_NAMED === '1');
   const lensTask: Task = async (payload) => {
     const { tenant, lens, params } = payload as { tenant: string; lens: string; params: Record<string, unknown> };
     await bare.run(tenant, lens, params);
@@ -52,9 +54,16 @@ async function main(): Promise<void> {
       noHandleSignals: true,
       taskList: { lens: lensTask },
       logger: new Logger(() => () => {}),
-      // Its documented throughput settings (worker.graphile.org/docs/performance#batching): jobs
-      // fetched and locked in batches of concurrency + 1, completions written in batches.
-      preset: { worker: { localQueue: { size: concurrency + 1 }, completeJobBatchDelay: 250 } },
+      // Its throughput settings (worker.graphile.org/docs/performance#batching), from the
+      // workload: jobs fetched and locked localQueue.size at a time, completions (and failures)
+      // written in batches gathered for batchDelay ms; -1 turns either off.
+      preset: {
+        worker: {
+          ...(localQueueSize > 0 ? { localQueue: { size: localQueueSize } } : {}),
+          completeJobBatchDelay: batchDelayMs,
+          failJobBatchDelay: batchDelayMs,
+        },
+      },
     });
     runner.events.on('job:success', () => {
       completed++;

@@ -26,7 +26,9 @@ import type { WorkloadReport } from './lib/report.js';
 import { killAllWorkers } from './lib/worker-handle.js';
 import { loadAverage } from './lib/procstat.js';
 import { summarize } from './lib/stats.js';
-import { runLocal, type LocalVariant } from './workloads/local.js';
+import { parseVariant, runLocal, type LocalVariant } from './workloads/local.js';
+import { pkJobMaker } from './lib/jobs.js';
+import { ACCOUNTS, PGBENCH_ACCOUNTS_SQL } from './lib/pk-lens.js';
 import { runFairness } from './workloads/fairness.js';
 import { runIdentity } from './workloads/identity.js';
 import { runMicro } from './workloads/micro.js';
@@ -36,8 +38,25 @@ import { defaultConnectionBudget, processLimits } from '../src/process-limits.js
 
 let interrupted = false;
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const LOCAL_VARIANTS: readonly LocalVariant[] = ['noop-16', 'baseline-16', 'lensfleet-16', 'graphile-16', 'baseline-64', 'lensfleet-64'];
-const WORKLOADS = ['local', 'pooling', 'remote', 'tenants', 'micro', 'identity', 'fairness'] as const;
+/**
+ * graphile-worker at its strongest on these jobs, from the sweep in docs/BENCHMARKS.md (issue 15):
+ * jobs fetched 1,000 at a time, completions batched over 250 ms; with named statements as well
+ * (the task's SQL prepared, as lensfleet's is).
+ */
+const GRAPHILE_BEST = ['graphile-16-q1000-d250', 'graphile-16-q1000-d250-named'];
+const LOCAL_VARIANTS: readonly LocalVariant[] = [
+  'noop-16',
+  'baseline-16',
+  'baseline-named-16',
+  'lensfleet-16',
+  'baseline-named-16-bmq6',
+  'lensfleet-16-bmq6',
+  ...GRAPHILE_BEST,
+  'baseline-64',
+  'lensfleet-64',
+];
+const PK_VARIANTS: readonly LocalVariant[] = LOCAL_VARIANTS.filter((v) => !v.endsWith('-64'));
+const WORKLOADS = ['local', 'pk', 'pooling', 'remote', 'tenants', 'micro', 'identity', 'fairness'] as const;
 type Workload = (typeof WORKLOADS)[number];
 /** Accepted aliases: the issue's names for the parts of `local` and `pooling`. */
 const ALIASES: Record<string, Workload> = {
@@ -95,10 +114,12 @@ function parseCli() {
     if (!Number.isInteger(reps) || reps < 1 || reps > 20) fail(`--reps: expected an integer from 1 to 20, got "${values.reps}"`);
     plan = { ...plan, reps };
   }
-  const variants = (values.variants ?? LOCAL_VARIANTS.join(',')).split(',').map((s) => s.trim()) as LocalVariant[];
-  const unknown = variants.filter((v) => !LOCAL_VARIANTS.includes(v));
+  const variants = values.variants?.split(',').map((s) => s.trim());
+  const unknown = (variants ?? []).filter((v) => parseVariant(v) === undefined);
   if (unknown.length) {
-    console.error(`--variants: unknown ${unknown.join(', ')}; choose from ${LOCAL_VARIANTS.join(', ')}`);
+    console.error(
+      `--variants: unknown ${unknown.join(', ')}; e.g. ${LOCAL_VARIANTS.join(', ')} (<noop|baseline|baseline-named|lensfleet>-<concurrency>[-bmq6], graphile-<concurrency>[-q<size>-d<ms>][-named])`,
+    );
     process.exit(2);
   }
   // The docs quote the standard plan only.
@@ -166,7 +187,8 @@ async function main(): Promise<void> {
         plan,
         progress,
         tenant,
-        variants: cli.variants,
+        workload: 'local',
+        variants: cli.variants ?? LOCAL_VARIANTS,
         // One profile per variant, from the first repetition only (profiling slows the worker).
         ...(cli.cpuProf
           ? { execArgv: (v: LocalVariant, rep: number) => (rep === 0 ? ['--cpu-prof', `--cpu-prof-dir=${path.join(profDir, v)}`] : undefined) }
@@ -174,6 +196,33 @@ async function main(): Promise<void> {
       }),
     );
     if (cli.cpuProf) progress.line(`CPU profiles in ${path.relative(ROOT, profDir)} (summarise with: node dist/bench/prof-top.js <file.cpuprofile>)`);
+  }
+  if (cli.only.has('pk')) {
+    const profDir = path.join(resultsDir, `prof-${stamp}-pk`);
+    await attempt('pk', async () => {
+      const [db] = await env.createTenants(['bench_pk'], 40, (l) => progress.phase('pk').update(l));
+      const { default: pg } = await import('pg');
+      const admin = new pg.Client({ connectionString: env.postgres.adminUrl(db!.database) });
+      await admin.connect();
+      try {
+        for (const sql of [...PGBENCH_ACCOUNTS_SQL, `GRANT SELECT ON pgbench_accounts TO "${db!.role}"`]) await admin.query(sql);
+      } finally {
+        await admin.end();
+      }
+      return runLocal({
+        env,
+        plan,
+        progress,
+        workload: 'pk',
+        tenant: { id: db!.tenant, url: db!.databaseUrl },
+        variants: cli.variants ?? PK_VARIANTS,
+        make: pkJobMaker(db!.tenant, ACCOUNTS),
+        ...(cli.cpuProf
+          ? { execArgv: (v: LocalVariant, rep: number) => (rep === 0 ? ['--cpu-prof', `--cpu-prof-dir=${path.join(profDir, v)}`] : undefined) }
+          : {}),
+      });
+    });
+    if (cli.cpuProf) progress.line(`CPU profiles in ${path.relative(ROOT, profDir)}`);
   }
   if (cli.only.has('pooling')) {
     await attempt('pooling', () => runPooling({ env, plan, progress, where: 'local', path: 'loopback', tenant }));

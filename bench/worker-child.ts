@@ -109,10 +109,11 @@ async function startLensfleet(): Promise<Running> {
 }
 
 /** The hand-written worker: a plain BullMQ Worker running jobs through bareLensRunner. */
-async function startBaseline(noop: boolean): Promise<Running> {
+async function startBaseline(mode: Exclude<WorkerMode, 'lensfleet'>): Promise<Running> {
   const env = process.env;
   const concurrency = Number(env.LENSFLEET_CONCURRENCY ?? 8);
-  const bare = bareLensRunner(env, concurrency);
+  const noop = mode === 'noop';
+  const bare = bareLensRunner(env, concurrency, mode === 'baseline-named');
   const processor: (job: Job) => Promise<unknown> = noop
     ? async () => undefined
     : async (job: Job<{ tenant: string; lens: string; params: Record<string, unknown> }>) => {
@@ -137,7 +138,11 @@ async function startBaseline(noop: boolean): Promise<Running> {
 
 async function main(): Promise<void> {
   const mode = process.env.BENCH_MODE as WorkerMode;
-  const running = mode === 'lensfleet' ? await startLensfleet() : await startBaseline(mode === 'noop');
+  // A -bmq6 variant must really run on BullMQ 6 (bench/lib/bullmq6-loader.ts), and the others on 5.
+  const bullmqPath = import.meta.resolve('bullmq');
+  if ((process.env.BENCH_BULLMQ === '6') !== bullmqPath.includes('/node_modules/bullmq6/'))
+    throw new Error(`BENCH_BULLMQ=${process.env.BENCH_BULLMQ ?? '5'} but bullmq resolves to ${bullmqPath}`);
+  const running = mode === 'lensfleet' ? await startLensfleet() : await startBaseline(mode);
   const recorder = new Recorder();
   running.worker.on('completed', (job) => recorder.completed(job));
   running.worker.on('failed', (job, err) => recorder.failed(job, err));

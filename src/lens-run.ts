@@ -157,8 +157,21 @@ interface PgMessage {
   readonly fields: unknown[];
 }
 
-/** Session statements prepared per connection (parsed + executed in the same batch, so their count is exact). */
-const prepared = new WeakMap<PgConnection, Set<string>>();
+/** What a lens's rows are parsed with: node-pg's Result once given the statement's RowDescription (names, type parsers). */
+interface RowShape {
+  addFields(fields: unknown[]): void;
+  parseRow(fields: unknown[]): Record<string, unknown>;
+}
+
+/**
+ * Session statements prepared per connection (parsed + executed in the same batch, so their count
+ * is exact), each with its row shape once the server described it. A named statement's result
+ * columns cannot change while it exists (Postgres refuses to run it with "cached plan must not
+ * change result type", and that error destroys the connection), so each is described once per
+ * connection: later runs skip Describe, the RowDescription and building the row parsers (in a
+ * profile of the primary-key lens, 7 µs of the worker's ~50 µs per job; docs/BENCHMARKS.md).
+ */
+const prepared = new WeakMap<PgConnection, Map<string, RowShape | undefined>>();
 
 export class LensRun {
   readonly #plan: LensRunPlan;
@@ -171,6 +184,10 @@ export class LensRun {
   #tooManyRows = false;
   #tooManyBytes = false;
   #checkRow: unknown[] | undefined;
+  /** The lens's row shape: the connection's, or this run's result once described. */
+  #shape: RowShape | undefined;
+  /** Where to keep the shape the server describes in this run (named statements only). */
+  #shapes: Map<string, RowShape | undefined> | undefined;
   #finished = false;
   /** node-pg sets the client's type parsers on `_result` when the query is submitted. */
   readonly _result: pg.Result = new (pg as unknown as { Result: new (rowMode?: string, types?: unknown) => pg.Result }).Result(undefined, undefined);
@@ -214,7 +231,7 @@ export class LensRun {
     const unnamed = plan.namedStatements === false;
     let names = unnamed ? undefined : prepared.get(connection);
     if (!unnamed && names === undefined) {
-      names = new Set();
+      names = new Map();
       prepared.set(connection, names);
     }
     // The whole batch as one buffer, one write: half the messages are constant bytes serialised
@@ -230,7 +247,7 @@ export class LensRun {
       if (!names.has(st.name)) {
         parts.push(parseMessage(st, false));
         // Any failure destroys the connection, so "sent" can stand for "parsed".
-        names.add(st.name);
+        names.set(st.name, undefined);
         connection.parsedStatements[st.name] = st.text;
       }
       return st.name;
@@ -248,11 +265,12 @@ export class LensRun {
         }
         case 'lens': {
           const name = use(plan.statement);
-          parts.push(
-            serialize.bind({ statement: name, values: lensValues as (string | Buffer | null)[] }),
-            DESCRIBE_PORTAL,
-            serialize.execute({ portal: '', rows: plan.maxRows + 1 }),
-          );
+          // Described before on this connection: rows are parsed with the kept shape.
+          this.#shape = names?.get(name);
+          if (this.#shape === undefined) this.#shapes = names;
+          parts.push(serialize.bind({ statement: name, values: lensValues as (string | Buffer | null)[] }));
+          if (this.#shape === undefined) parts.push(DESCRIBE_PORTAL);
+          parts.push(serialize.execute({ portal: '', rows: plan.maxRows + 1 }));
           break;
         }
         case 'rollback':
@@ -278,7 +296,11 @@ export class LensRun {
   }
 
   handleRowDescription(msg: { fields: unknown[] }): void {
-    if (this.#current === 'lens') (this._result as unknown as { addFields(f: unknown[]): void }).addFields(msg.fields);
+    if (this.#current !== 'lens') return;
+    const shape = this._result as unknown as RowShape;
+    shape.addFields(msg.fields);
+    this.#shape = shape;
+    this.#shapes?.set(this.#plan.statement.name, shape);
   }
 
   handleDataRow(msg: PgMessage): void {
@@ -290,7 +312,7 @@ export class LensRun {
         return;
       }
       if (this.#rows.length > this.#plan.maxRows) return;
-      this.#rows.push((this._result as unknown as { parseRow(f: unknown[]): Record<string, unknown> }).parseRow(msg.fields));
+      this.#rows.push((this.#shape ?? (this._result as unknown as RowShape)).parseRow(msg.fields));
     } else if (step === 'check') {
       this.#checkRow = msg.fields;
     }

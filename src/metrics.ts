@@ -1,11 +1,13 @@
 /**
  * Prometheus metrics: an observer of the pools and the worker. Pool gauges and counters are read
  * from the pools' stats snapshots at scrape time (pull, as HikariCP's adapter does), so a pool
- * that closes takes its series with it; only the two latency histograms are observed per event.
+ * that closes takes its series with it; only what happens per job or acquire (latencies, the jobs
+ * counter) is observed per event, into cells found by label value (metrics-hot.ts).
  * Metric names are a contract (README, deploy/): never rename one.
  */
-import client, { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import client, { Counter, Gauge, Registry } from 'prom-client';
 import { labelOf, POOL_COUNTER_KEYS, POOL_COUNTER_METRICS } from './metrics-counters.js';
+import { KeyedCounter3, KeyedHistogram } from './metrics-hot.js';
 import { TenantLabels, type TenantSeries } from './metrics-tenants.js';
 import type { BreakerSnapshot, BreakerState } from './breaker.js';
 import { DEFER_REASONS, type DeferReason } from './deferral.js';
@@ -53,11 +55,12 @@ const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed'] as const;
 export class LensfleetMetrics {
   readonly registry = new Registry();
   readonly poolObserver: PoolObserver;
-  readonly #acquire: Histogram<'tenant'>;
-  readonly #connect: Histogram<'tenant'>;
-  readonly #jobs: Counter<'lens' | 'tenant' | 'outcome'>;
-  readonly #jobDuration: Histogram<'lens'>;
-  readonly #queueWait: Histogram<'lens'>;
+  // Observed per job or per acquire: cells found by label value (metrics-hot.ts).
+  readonly #acquire: KeyedHistogram;
+  readonly #connect: KeyedHistogram;
+  readonly #jobs: KeyedCounter3;
+  readonly #jobDuration: KeyedHistogram;
+  readonly #queueWait: KeyedHistogram;
   readonly #warmUpFailures: Counter;
   readonly #fleetErrors: Counter<'operation'>;
   readonly #deferrals: Counter<'tenant' | 'reason'>;
@@ -66,8 +69,6 @@ export class LensfleetMetrics {
   readonly #labels: TenantLabels;
   /** The per-scrape tenant aggregation (shared by all pool metrics) must be recomputed. */
   #stale = true;
-  /** lens × outcome pairs seen, to remove a dropped tenant's job series. */
-  readonly #jobKeys = new Set<string>();
 
   constructor(sources: MetricsSources, opts: MetricsOptions = {}) {
     const registers = [this.registry];
@@ -153,27 +154,26 @@ export class LensfleetMetrics {
       });
     }
 
-    this.#acquire = new Histogram({
+    this.#acquire = new KeyedHistogram({
       name: 'lensfleet_pool_acquire_seconds',
       help: 'Time from an acquire request to hand-out of a connection.',
-      labelNames: ['tenant'],
+      labelName: 'tenant',
       buckets: LATENCY_BUCKETS,
       registers,
     });
-    this.#connect = new Histogram({
+    this.#connect = new KeyedHistogram({
       name: 'lensfleet_pool_connect_seconds',
       help: 'Time to open one new connection.',
-      labelNames: ['tenant'],
+      labelName: 'tenant',
       buckets: LATENCY_BUCKETS,
       registers,
     });
     const acquire = this.#acquire;
     const connect = this.#connect;
     this.poolObserver = {
-      acquired: (tenant, seconds) => acquire.observe({ tenant: labels.label(tenant) }, seconds),
-      connected: (tenant, seconds) => connect.observe({ tenant: labels.label(tenant) }, seconds),
+      acquired: (tenant, seconds) => acquire.observe(labels.label(tenant), seconds),
+      connected: (tenant, seconds) => connect.observe(labels.label(tenant), seconds),
     };
-
     const proc = (name: string, help: string, value: (p: ProcessSnapshot) => number) =>
       new Gauge({
         name,
@@ -268,23 +268,23 @@ export class LensfleetMetrics {
       },
     });
 
-    this.#jobs = new Counter({
+    this.#jobs = new KeyedCounter3({
       name: 'lensfleet_jobs_total',
       help: 'Lens jobs by lens, tenant and outcome (completed, failed = final failure, retried).',
       labelNames: ['lens', 'tenant', 'outcome'],
       registers,
     });
-    this.#jobDuration = new Histogram({
+    this.#jobDuration = new KeyedHistogram({
       name: 'lensfleet_job_duration_seconds',
       help: 'Processing time of a lens job in the worker (validation, acquire, query).',
-      labelNames: ['lens'],
+      labelName: 'lens',
       buckets: LATENCY_BUCKETS,
       registers,
     });
-    this.#queueWait = new Histogram({
+    this.#queueWait = new KeyedHistogram({
       name: 'lensfleet_job_queue_wait_seconds',
       help: 'Time a job waited in the queue before a worker started it.',
-      labelNames: ['lens'],
+      labelName: 'lens',
       buckets: LATENCY_BUCKETS,
       registers,
     });
@@ -293,9 +293,8 @@ export class LensfleetMetrics {
   /** Record a finished job attempt. `lens`/`tenant` must be known names or "unknown" (bounded cardinality). */
   jobFinished(lens: string, tenant: string, outcome: JobOutcome, durationSeconds: number): void {
     const label = tenant === 'unknown' ? tenant : this.#labels.label(tenant);
-    this.#jobs.inc({ lens, tenant: label, outcome });
-    this.#jobKeys.add(`${lens}\u0000${outcome}`);
-    this.#jobDuration.observe({ lens }, durationSeconds);
+    this.#jobs.inc(lens, label, outcome);
+    this.#jobDuration.observe(lens, durationSeconds);
   }
 
   /** A warm tenant's pool could not be created (the log line names the tenant; no label here: warm tenants may be all tenants). */
@@ -319,7 +318,7 @@ export class LensfleetMetrics {
   }
 
   jobStarted(lens: string, queueWaitSeconds: number): void {
-    if (queueWaitSeconds >= 0) this.#queueWait.observe({ lens }, queueWaitSeconds);
+    if (queueWaitSeconds >= 0) this.#queueWait.observe(lens, queueWaitSeconds);
   }
 
   /** A tenant's pool closed: its series go (a named tenant) or it stops adding to "other". */
@@ -329,14 +328,11 @@ export class LensfleetMetrics {
   }
 
   #dropLabel(label: string): void {
-    this.#acquire.remove({ tenant: label });
-    this.#connect.remove({ tenant: label });
+    this.#acquire.remove(label);
+    this.#connect.remove(label);
     for (const reason of DEFER_REASONS) this.#deferrals.remove({ tenant: label, reason });
     for (const to of Object.keys(BREAKER_STATE_VALUES)) this.#breakerTransitions.remove({ tenant: label, to });
-    for (const key of this.#jobKeys) {
-      const [lens, outcome] = key.split('\u0000') as [string, string];
-      this.#jobs.remove({ lens, tenant: label, outcome });
-    }
+    this.#jobs.removeSecond(label);
   }
 
   contentType(): string {

@@ -11,7 +11,7 @@ import { LensfleetError } from '../src/errors.js';
 import { executeLens } from '../src/execute.js';
 import { defineLens } from '../src/lens.js';
 import type { TenantPool } from '../src/pool/tenant-pool.js';
-import { createTenants, makeTestPool, sleep, uniqueId, waitFor, type TestPool } from './support/harness.js';
+import { admin, createTenants, makeTestPool, pgAdminUrl, sleep, uniqueId, waitFor, type TestPool } from './support/harness.js';
 
 const TENANT = uniqueId('yExec');
 
@@ -100,6 +100,44 @@ describe('executeLens', () => {
     } finally {
       pool.release(c);
     }
+  });
+
+  it('a lens statement is described once per connection: later runs skip Describe and parse rows with the kept shape; a changed result type fails the run, destroys the connection, and the next run sees the new columns', async () => {
+    const { pool } = makePool(1);
+    const db = tenants.dbs[0]!;
+    const dbUrl = new URL(pgAdminUrl());
+    dbUrl.pathname = `/${db.database}`;
+    await admin(async (c) => {
+      await c.query('CREATE TABLE shape_probe (a int, b text)');
+      await c.query("INSERT INTO shape_probe VALUES (1, 'x')");
+      await c.query(`GRANT SELECT ON shape_probe TO "${db.role}"`);
+    }, dbUrl.toString());
+    const probe = defineLens({ name: 'exec.shape', params: z.object({}), sql: () => ({ text: 'SELECT * FROM shape_probe', values: [] }) });
+    // Every batch the connection writes, to look for a Describe (portal) message in it.
+    const written: Buffer[] = [];
+    const c = await pool.acquire();
+    const stream = (c as unknown as { connection: { stream: { write(b: Buffer): boolean } } }).connection.stream;
+    const write = stream.write.bind(stream);
+    stream.write = (b: Buffer) => {
+      written.push(Buffer.from(b));
+      return write(b);
+    };
+    pool.release(c);
+    const DESCRIBE_PORTAL = Buffer.from([0x44, 0, 0, 0, 6, 0x50, 0]);
+    const described = () => written.at(-1)!.includes(DESCRIBE_PORTAL);
+
+    expect((await executeLens(pool, probe, {})).rows).toEqual([{ a: 1, b: 'x' }]);
+    expect(described()).toBe(true);
+    expect((await executeLens(pool, probe, {})).rows).toEqual([{ a: 1, b: 'x' }]);
+    expect(described()).toBe(false);
+    const pid = await backendPid(pool);
+
+    await admin((a) => a.query('ALTER TABLE shape_probe ADD COLUMN c int DEFAULT 7'), dbUrl.toString());
+    const err = await executeLens(pool, probe, {}).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(LensfleetError);
+    expect((err as LensfleetError).message).toMatch(/0A000|cached plan must not change result type/);
+    expect(await backendPid(pool)).not.toBe(pid);
+    expect((await executeLens(pool, probe, {})).rows).toEqual([{ a: 1, b: 'x', c: 7 }]);
   });
 
   it('a result above maxRows fails with RESULT_TOO_LARGE and the healthy connection goes back to the pool', async () => {

@@ -34,7 +34,14 @@ export interface RunMeta {
   readonly seconds: number;
   readonly command: string;
   readonly machine: MachineInfo;
-  readonly versions: { readonly node: string; readonly pg: string; readonly bullmq: string; readonly redis: string; readonly postgres: string };
+  readonly versions: {
+    readonly node: string;
+    readonly pg: string;
+    readonly bullmq: string;
+    readonly bullmq6?: string;
+    readonly redis: string;
+    readonly postgres: string;
+  };
   readonly plan: { readonly mode: string; readonly reps: number };
   readonly tls: boolean;
   /** 1-minute load average sampled every 5 s during the run. */
@@ -48,7 +55,7 @@ export function renderMarkdown(meta: RunMeta, reports: readonly WorkloadReport[]
     `Run of ${meta.started.slice(0, 16).replace('T', ' ')} UTC (${meta.plan.mode}, ${meta.plan.reps} interleaved repetition${meta.plan.reps > 1 ? 's' : ''}, ${Math.round(meta.seconds / 60)} min): \`${meta.command}\` on commit ${meta.code}`,
     '',
     `Machine: ${m.nproc} CPUs (nproc; ${m.cpu}), ${m.memoryGiB} GiB memory, ${m.kernel}. ` +
-      `Node ${v.node}, pg ${v.pg}, BullMQ ${v.bullmq}, Redis ${v.redis}, PostgreSQL ${v.postgres}` +
+      `Node ${v.node}, pg ${v.pg}, BullMQ ${v.bullmq}${v.bullmq6 ? ` (and ${v.bullmq6} for the -bmq6 variants)` : ''}, Redis ${v.redis}, PostgreSQL ${v.postgres}` +
       ` — all on this machine, loopback, SCRAM auth, fsync on${meta.tls ? ', ssl on' : ''}.`,
     '',
     `Load average (1 min) during the run: median ${meta.load.median.toFixed(1)}, range ${meta.load.min.toFixed(1)}–${meta.load.max.toFixed(1)} ` +

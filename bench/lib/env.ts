@@ -19,6 +19,8 @@ export interface Versions {
   readonly node: string;
   readonly pg: string;
   readonly bullmq: string;
+  /** The `bullmq6` alias (npm:bullmq@^6) the `-bmq6` variants run on. */
+  readonly bullmq6: string;
   readonly redis: string;
   readonly postgres: string;
 }
@@ -107,7 +109,14 @@ export async function startBenchEnv(log: (line: string) => void, maxConnections:
     redisPid: Number(field('process_id')),
     postmasterPid,
     tls,
-    versions: { node: process.version, pg: await pkg('pg'), bullmq: await pkg('bullmq'), redis: field('redis_version'), postgres: pgVersion },
+    versions: {
+      node: process.version,
+      pg: await pkg('pg'),
+      bullmq: await pkg('bullmq'),
+      bullmq6: await pkg('bullmq6'),
+      redis: field('redis_version'),
+      postgres: pgVersion,
+    },
     admin,
     async createTenants(ids, rows, progress, connectionLimit = TENANT_CONNECTION_LIMIT) {
       const dbs: TenantDatabase[] = [];

@@ -36,6 +36,14 @@ export function jobMaker(tenants: readonly string[]): (i: number) => LensJobData
   };
 }
 
+/**
+ * Job data for the primary-key workload: bench.account with an aid in 1..`accounts`, spread
+ * pseudo-randomly (a multiplicative hash of the index) so that every variant gets the same sequence.
+ */
+export function pkJobMaker(tenant: string, accounts: number): (i: number) => LensJobData {
+  return (i) => toJobData({ tenant, lens: 'bench.account', params: { aid: 1 + ((Math.imul(i + 1, 2654435761) >>> 0) % accounts) } });
+}
+
 /** A fresh queue with the product's default job options, on the benchmark's Redis. */
 export function benchQueue(redisUrl: string, name: string): LensQueue {
   return createLensQueue({ connection: { url: redisUrl }, name });

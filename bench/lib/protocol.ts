@@ -11,6 +11,8 @@ export type WorkerMode =
   | 'lensfleet'
   /** The baseline a user would write: BullMQ Worker + bare pg.Pool(max = concurrency) per tenant. */
   | 'baseline'
+  /** The same with pg's named (prepared) statements: the hand-written worker at its strongest. */
+  | 'baseline-named'
   /** BullMQ Worker whose processor does nothing: the queue's own ceiling. */
   | 'noop';
 

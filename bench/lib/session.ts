@@ -20,6 +20,8 @@ export interface SessionOptions {
   readonly workerEnv: Record<string, string>;
   readonly progress: Progress;
   readonly execArgv?: readonly string[];
+  /** The worker child of another build (see WorkerHandleOptions.codeDir). */
+  readonly codeDir?: string;
   /** Job data per index; default: the lens mix round-robin over `tenants` (jobMaker). */
   readonly make?: (i: number) => LensJobData;
   /** The PostgREST stand-in the worker's Supabase tenant goes through: its CPU is charged to the jobs. */
@@ -37,6 +39,7 @@ export async function withSession<T>(opts: SessionOptions, fn: (d: Driver) => Pr
       label: opts.label,
       env: { REDIS_URL: opts.env.redis.url, LENSFLEET_QUEUE: opts.queueName, ...opts.workerEnv },
       ...(opts.execArgv ? { execArgv: opts.execArgv } : {}),
+      ...(opts.codeDir ? { codeDir: opts.codeDir } : {}),
     });
     const cpu = {
       workerPid: worker.pid,

@@ -3,6 +3,7 @@
  * read CPU from /proc, stop. Every wait is bounded.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
 import { benchScript } from './code.js';
 import type { ChildInfo, ChildMessage, FinishedReport, WorkerMode } from './protocol.js';
 
@@ -23,6 +24,8 @@ export interface WorkerHandleOptions {
   /** Extra node flags, e.g. --cpu-prof. */
   readonly execArgv?: readonly string[];
   readonly label: string;
+  /** Run the worker child of another build (a directory with dist/bench/worker-child.js): before/after comparisons. */
+  readonly codeDir?: string;
 }
 
 export class WorkerHandle {
@@ -37,7 +40,8 @@ export class WorkerHandle {
   private constructor(opts: WorkerHandleOptions) {
     this.label = opts.label;
     this.mode = opts.mode;
-    this.#child = fork(benchScript('worker-child.js'), [], {
+    const script = opts.codeDir === undefined ? benchScript('worker-child.js') : path.join(opts.codeDir, 'dist', 'bench', 'worker-child.js');
+    this.#child = fork(script, [], {
       env: { PATH: process.env.PATH ?? '', ...opts.env, BENCH_MODE: opts.mode },
       execArgv: ['--expose-gc', ...(opts.execArgv ?? [])],
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],

@@ -18,13 +18,28 @@ import { cpuPerJob, sampleCpu } from '../lib/procstat.js';
 import type { Progress } from '../lib/progress.js';
 
 const QUEUE_DATABASE = 'bench_graphile_queue';
-const CONCURRENCY = 16;
+
+/** graphile-worker's throughput settings (worker.graphile.org/docs/performance#batching). */
+export interface GraphileSettings {
+  readonly concurrency: number;
+  /** `localQueue.size`: jobs fetched and locked per query (-1: off, each job fetched alone). */
+  readonly localQueueSize: number;
+  /** `completeJobBatchDelay` and `failJobBatchDelay`, ms (-1: off, each completion its own statement). */
+  readonly batchDelayMs: number;
+  /** The task runs its lens SQL as a named (prepared) statement, as lensfleet does. */
+  readonly named: boolean;
+}
 
 export interface GraphileOptions {
   readonly env: BenchEnv;
   readonly plan: Plan;
   readonly progress: Progress;
   readonly tenant: { readonly id: string; readonly url: string };
+  readonly settings: GraphileSettings;
+  /** Job payloads (the workload's job data); default: the maritime lens mix. */
+  readonly make?: (i: number) => unknown;
+  /** Lens modules the child loads (none: the built-in lenses). */
+  readonly childEnv?: Record<string, string>;
 }
 
 /** A fresh queue database with graphile-worker's schema; returns its URL. */
@@ -125,13 +140,21 @@ async function addJobs(client: pg.Client, make: (i: number) => unknown, from: nu
 }
 
 export async function runGraphileDrain(opts: GraphileOptions): Promise<DrainResult> {
-  const { env, plan, progress, tenant } = opts;
+  const { env, plan, progress, tenant, settings } = opts;
   progress.update('queue database');
   const queueUrl = await freshQueueDatabase(env);
   const db = new pg.Client({ connectionString: queueUrl });
   await db.connect();
-  const child = new GraphileChild({ GRAPHILE_URL: queueUrl, [`${tenant.id}_DATABASE_URL`]: tenant.url, LENSFLEET_CONCURRENCY: String(CONCURRENCY) });
-  const make = jobMaker([tenant.id]);
+  const child = new GraphileChild({
+    GRAPHILE_URL: queueUrl,
+    [`${tenant.id}_DATABASE_URL`]: tenant.url,
+    LENSFLEET_CONCURRENCY: String(settings.concurrency),
+    GRAPHILE_LOCAL_QUEUE_SIZE: String(settings.localQueueSize),
+    GRAPHILE_BATCH_DELAY_MS: String(settings.batchDelayMs),
+    GRAPHILE_NAMED: settings.named ? '1' : '0',
+    ...opts.childEnv,
+  });
+  const make = opts.make ?? jobMaker([tenant.id]);
   try {
     progress.update('starting runner');
     await child.must('ready', 60_000);

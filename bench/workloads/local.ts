@@ -1,35 +1,101 @@
 /**
- * Workloads 1 and 2 — the ceiling and lensfleet pooled, interleaved in one loop so that every
- * ratio compares runs made minutes apart on the same machine:
+ * The `local` (maritime lens mix) and `pk` (primary-key lookup, issue 15) workloads: the ceiling
+ * and lensfleet pooled against every peer, interleaved in one loop so that every ratio compares
+ * runs made minutes apart on the same machine:
  * - `noop-16`: BullMQ worker whose processor does nothing (the queue's own ceiling);
  * - `baseline-16`/`baseline-64`: hand-written BullMQ worker + bare pg.Pool(max = concurrency);
+ *   `baseline-named-16`: the same with named (prepared) statements;
  * - `lensfleet-16`/`lensfleet-64`: the product, production defaults, pooling on;
- * - `graphile-16`: graphile-worker, a Postgres-backed queue, on the same job (drain only; see
- *   ./graphile.ts).
+ * - `…-bmq6`: the same worker on BullMQ 6 (the `bullmq6` alias, resolved by a module hook);
+ * - `graphile-…`: graphile-worker, a Postgres-backed queue, on the same job, with its batching
+ *   settings in the name (drain only; see ./graphile.ts).
  * Each session: warm-up, then (BullMQ variants) open loops at fixed arrival rates, then a drain
  * of a pre-filled queue.
  */
+import type { LensJobData } from '../../queues/contract.js';
 import type { BenchEnv } from '../lib/env.js';
+import { benchScript } from '../lib/code.js';
 import { drain, openLoop, warmUp, type DrainResult, type OpenLoopResult } from '../lib/jobs.js';
 import type { Plan } from '../lib/plan.js';
 import type { Progress } from '../lib/progress.js';
 import type { WorkerMode } from '../lib/protocol.js';
-import { runGraphileDrain } from './graphile.js';
+import { runGraphileDrain, type GraphileSettings } from './graphile.js';
 import { interleaved, maxTarget, med, ratios, ratioTarget, type TargetResult, type WorkloadReport } from '../lib/report.js';
 import { tenantEnv, withSession } from '../lib/session.js';
 
-export type LocalVariant = 'noop-16' | 'baseline-16' | 'lensfleet-16' | 'baseline-64' | 'lensfleet-64' | 'graphile-16';
+/**
+ * A variant's name says what runs: `<worker>-<concurrency>[-bmq6]` for the BullMQ workers
+ * (`noop`, `baseline` = hand-written with unnamed statements, `baseline-named` = the same with
+ * named statements, `lensfleet`; `-bmq6` = on BullMQ 6 instead of 5; `lensfleet-…-raw` = with
+ * LENSFLEET_POOL_HYGIENE=off; `-before` = the build in the directory BENCH_BEFORE), and
+ * `graphile-<concurrency>[-q<localQueue.size>-d<batch delay ms>][-named]` for graphile-worker
+ * (`graphile-16` alone = q17, d250: its documented starting point).
+ */
+export type LocalVariant = string;
 
-const MODE: Record<Exclude<LocalVariant, 'graphile-16'>, WorkerMode> = {
-  'noop-16': 'noop',
-  'baseline-16': 'baseline',
-  'lensfleet-16': 'lensfleet',
-  'baseline-64': 'baseline',
-  'lensfleet-64': 'lensfleet',
+export interface VariantSpec {
+  readonly name: LocalVariant;
+  readonly kind: WorkerMode | 'graphile';
+  readonly concurrency: number;
+  readonly bullmq: 5 | 6;
+  /** lensfleet with LENSFLEET_POOL_HYGIENE=off (the lens alone, no transaction or check): what hygiene costs. */
+  readonly raw?: boolean;
+  /**
+   * The worker of another build: the directory in BENCH_BEFORE (a checkout of an earlier commit,
+   * built), so one run compares a change with what it changed, interleaved.
+   */
+  readonly before?: boolean;
+  readonly graphile?: GraphileSettings;
+}
+
+const BULLMQ_VARIANT = /^(noop|baseline|baseline-named|lensfleet)-(\d+)(-bmq6)?(-raw)?(-before)?$/;
+const GRAPHILE_VARIANT = /^graphile-(\d+)(?:-q(-?\d+)-d(-?\d+))?(-named)?$/;
+
+/** The variant's spec, or undefined for a name that is not one. */
+export function parseVariant(name: string): VariantSpec | undefined {
+  const b = BULLMQ_VARIANT.exec(name);
+  if (b && (b[4] === undefined || b[1] === 'lensfleet'))
+    return { name, kind: b[1] as WorkerMode, concurrency: Number(b[2]), bullmq: b[3] ? 6 : 5, raw: b[4] !== undefined, before: b[5] !== undefined };
+  const g = GRAPHILE_VARIANT.exec(name);
+  if (g) {
+    const concurrency = Number(g[1]);
+    return {
+      name,
+      kind: 'graphile',
+      concurrency,
+      bullmq: 5,
+      graphile: {
+        concurrency,
+        localQueueSize: g[2] === undefined ? concurrency + 1 : Number(g[2]),
+        batchDelayMs: g[3] === undefined ? 250 : Number(g[3]),
+        named: g[4] !== undefined,
+      },
+    };
+  }
+  return undefined;
+}
+
+function beforeDir(): string {
+  const dir = process.env.BENCH_BEFORE;
+  if (!dir)
+    throw new Error('a -before variant needs BENCH_BEFORE: the directory of an earlier build (git archive <commit> | tar -x, node_modules linked, tsc)');
+  return dir;
+}
+
+const spec = (v: LocalVariant): VariantSpec => {
+  const s = parseVariant(v);
+  if (s === undefined) throw new Error(`unknown variant ${v}`);
+  return s;
 };
 
+/**
+ * What the jobs ask: the maritime lens mix (`local`), or the primary-key lookup (`pk`:
+ * bench.account with a pseudo-random aid in 1..100,000, the same sequence for every variant).
+ */
+export type LocalWorkload = 'local' | 'pk';
+
 export interface LocalRun {
-  /** One per rate of plan.local.openRates; empty for graphile-16. */
+  /** One per rate of plan.local.openRates; empty for graphile. */
   readonly open: OpenLoopResult[];
   readonly drain: DrainResult;
 }
@@ -38,14 +104,17 @@ export interface LocalRun {
 const TARGET_RATE = 2500;
 
 /** Every BullMQ variant runs the open loops too (the issue: each workload as a drain and as an open loop); graphile-worker drains only. */
-const hasOpenLoop = (v: LocalVariant): boolean => v !== 'graphile-16';
+const hasOpenLoop = (v: LocalVariant): boolean => spec(v).kind !== 'graphile';
 
 export interface LocalOptions {
   readonly env: BenchEnv;
   readonly plan: Plan;
   readonly progress: Progress;
+  readonly workload: LocalWorkload;
   readonly tenant: { readonly id: string; readonly url: string };
   readonly variants: readonly LocalVariant[];
+  /** Job data per index (the workload's); default: the maritime lens mix. */
+  readonly make?: (i: number) => LensJobData;
   readonly execArgv?: (variant: LocalVariant, rep: number) => readonly string[] | undefined;
 }
 
@@ -53,23 +122,43 @@ export async function runLocal(opts: LocalOptions): Promise<WorkloadReport> {
   const { plan, env } = opts;
   const total = opts.variants.length * plan.reps;
   let n = 0;
-  const runs = await interleaved(opts.variants, plan.reps, async (variant, rep) => {
-    const progress = opts.progress.phase(`local ${++n}/${total} ${variant} rep ${rep + 1}`);
-    const concurrency = variant.endsWith('-64') ? 64 : 16;
-    const execArgv = opts.execArgv?.(variant, rep);
-    const result =
-      variant === 'graphile-16'
-        ? { open: [], drain: await runGraphileDrain({ env, plan, progress, tenant: opts.tenant }) }
+  // The pk lens is a lens module, loaded as an operator's would be (harmless for the other lenses).
+  const lensEnv: Record<string, string> = opts.workload === 'pk' ? { LENSFLEET_LENS_MODULES: benchScript('lib/pk-lens.js') } : {};
+  const runs = await interleaved(opts.variants, plan.reps, async (variant, rep): Promise<LocalRun> => {
+    const progress = opts.progress.phase(`${opts.workload} ${++n}/${total} ${variant} rep ${rep + 1}`);
+    const s = spec(variant);
+    const execArgv = [...(s.bullmq === 6 ? ['--import', benchScript('lib/bullmq6-register.js')] : []), ...(opts.execArgv?.(variant, rep) ?? [])];
+    const result: LocalRun =
+      s.kind === 'graphile'
+        ? {
+            open: [],
+            drain: await runGraphileDrain({
+              env,
+              plan,
+              progress,
+              tenant: opts.tenant,
+              settings: s.graphile!,
+              ...(opts.make ? { make: opts.make } : {}),
+            }),
+          }
         : await withSession(
             {
               env,
-              mode: MODE[variant as Exclude<LocalVariant, 'graphile-16'>],
+              mode: s.kind,
               label: variant,
-              queueName: `bench-local-${variant}-r${rep}`,
+              queueName: `bench-${opts.workload}-${variant}-r${rep}`,
               tenants: [opts.tenant.id],
-              workerEnv: { ...tenantEnv({ [opts.tenant.id]: opts.tenant.url }), LENSFLEET_CONCURRENCY: String(concurrency) },
+              workerEnv: {
+                ...tenantEnv({ [opts.tenant.id]: opts.tenant.url }),
+                ...lensEnv,
+                LENSFLEET_CONCURRENCY: String(s.concurrency),
+                BENCH_BULLMQ: String(s.bullmq),
+                ...(s.raw ? { LENSFLEET_POOL_HYGIENE: 'off' } : {}),
+              },
               progress,
-              ...(execArgv ? { execArgv } : {}),
+              ...(execArgv.length > 0 ? { execArgv } : {}),
+              ...(s.before ? { codeDir: beforeDir() } : {}),
+              ...(opts.make ? { make: opts.make } : {}),
             },
             async (d): Promise<LocalRun> => {
               progress.update('warm-up');
@@ -84,7 +173,7 @@ export async function runLocal(opts: LocalOptions): Promise<WorkloadReport> {
     const failed = result.drain.failed + result.open.reduce((a, o) => a + o.failed, 0);
     progress.line(
       `drain ${Math.round(result.drain.jobsPerSecond)} jobs/s${result.drain.capped ? ` (capped, ${result.drain.completed} jobs)` : ''}, ` +
-        `${result.drain.cpuMsPerJob.total.toFixed(3)} CPU ms/job` +
+        `${result.drain.cpuMsPerJob.total.toFixed(3)} CPU ms/job (worker ${result.drain.cpuMsPerJob.worker.toFixed(3)})` +
         (Number.isFinite(result.drain.connectsPer1000)
           ? `, ${result.drain.connectsPer1000.toFixed(1)} connects/1k jobs ${JSON.stringify(result.drain.closedByReason)}`
           : '') +
@@ -121,7 +210,7 @@ function report(opts: LocalOptions, runs: Record<LocalVariant, LocalRun[]>): Wor
       pick(v, (r) => r.drain.cpuMsPerJob.postgres),
       3,
     ),
-    v.startsWith('lensfleet')
+    spec(v).kind === 'lensfleet'
       ? med(
           pick(v, (r) => r.drain.connectsPer1000),
           1,
@@ -151,37 +240,62 @@ function report(opts: LocalOptions, runs: Record<LocalVariant, LocalRun[]>): Wor
   );
   const ratioRows: string[][] = [];
   const targets: TargetResult[] = [];
-  for (const c of ['16', '64'] as const) {
-    const lf = `lensfleet-${c}` as LocalVariant;
-    const base = `baseline-${c}` as LocalVariant;
-    if (!has(lf) || !has(base)) continue;
-    const t = ratios(tput(lf), tput(base));
-    const u = ratios(cpu(lf), cpu(base));
-    ratioRows.push([`lensfleet-${c} ÷ baseline-${c}`, med(t, 2, '×'), med(u, 2, '×')]);
-    targets.push(ratioTarget(`pooled drain ≥ 1.10× baseline (concurrency ${c})`, t, 1.1, true));
-    targets.push(ratioTarget(`CPU/job (worker+Redis+Postgres) ≤ 0.9× baseline (concurrency ${c})`, u, 0.9, false));
+  const workerCpu = (v: LocalVariant) => pick(v, (r) => r.drain.cpuMsPerJob.worker);
+  const pair = (a: LocalVariant, b: LocalVariant): { t: number[]; u: number[] } => {
+    const t = ratios(tput(a), tput(b));
+    const u = ratios(cpu(a), cpu(b));
+    ratioRows.push([`${a} ÷ ${b}`, med(t, 2, '×'), med(u, 2, '×'), med(ratios(workerCpu(a), workerCpu(b)), 2, '×')]);
+    return { t, u };
+  };
+  const w = opts.workload;
+  // graphile-worker at its strongest: the graphile variant with the highest median drain.
+  const graphiles = opts.variants.filter((v) => spec(v).kind === 'graphile');
+  const medianOf = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)] ?? 0;
+  const bestGraphile = graphiles.reduce<LocalVariant | undefined>(
+    (best, v) => (best === undefined || medianOf(tput(v)) > medianOf(tput(best)) ? v : best),
+    undefined,
+  );
+  for (const lf of opts.variants.filter((v) => spec(v).kind === 'lensfleet' && !spec(v).before && !spec(v).raw)) {
+    const { concurrency: c, bullmq } = spec(lf);
+    const suffix = bullmq === 6 ? '-bmq6' : '';
+    const on = bullmq === 6 ? ', both on BullMQ 6' : '';
+    const base = `baseline-${c}${suffix}`;
+    const named = `baseline-named-${c}${suffix}`;
+    if (has(base)) {
+      const { t, u } = pair(lf, base);
+      targets.push(ratioTarget(`${w}: drain ≥ 1.10× hand-written, unnamed statements (concurrency ${c}${on})`, t, 1.1, true));
+      targets.push(ratioTarget(`${w}: CPU/job (worker+Redis+Postgres) ≤ 0.9× hand-written, unnamed (concurrency ${c}${on})`, u, 0.9, false));
+    }
+    if (has(named)) {
+      const { t, u } = pair(lf, named);
+      targets.push(ratioTarget(`${w}: drain ≥ 1.10× hand-written with named statements (concurrency ${c}${on})`, t, 1.1, true));
+      targets.push(ratioTarget(`${w}: CPU/job (worker+Redis+Postgres) ≤ 0.9× hand-written with named statements (concurrency ${c}${on})`, u, 0.9, false));
+      targets.push(
+        ratioTarget(
+          `${w}: worker CPU/job ≤ 0.9× the hand-written worker's, named statements (concurrency ${c}${on})`,
+          ratios(workerCpu(lf), workerCpu(named)),
+          0.9,
+          false,
+        ),
+      );
+    }
+    if (bestGraphile !== undefined && c === spec(bestGraphile).concurrency) {
+      const { t } = pair(lf, bestGraphile);
+      targets.push(ratioTarget(`${w}: drain ≥ 1.0× graphile-worker at its strongest here (${bestGraphile})`, t, 1, true));
+    }
+    if (bullmq === 6 && has(`lensfleet-${c}`)) pair(lf, `lensfleet-${c}`);
   }
-  if (has('graphile-16') && has('lensfleet-16')) {
-    const t = ratios(tput('lensfleet-16'), tput('graphile-16'));
-    const u = ratios(cpu('lensfleet-16'), cpu('graphile-16'));
-    ratioRows.push(['lensfleet-16 ÷ graphile-16', med(t, 2, '×'), med(u, 2, '×')]);
-    // The issue asks for "faster than the best Postgres-backed job queue on the same job"; no figure.
-    targets.push(ratioTarget('pooled drain faster than graphile-worker, a Postgres-backed queue (concurrency 16): > 1×', t, 1, true));
+  for (const v of opts.variants.filter((x) => spec(x).bullmq === 6 && spec(x).kind !== 'lensfleet')) {
+    const on5 = v.replace(/-bmq6$/, '');
+    if (has(on5)) pair(v, on5);
   }
-  if (has('noop-16') && has('lensfleet-16')) {
-    ratioRows.push([
-      'lensfleet-16 ÷ noop-16',
-      med(ratios(tput('lensfleet-16'), tput('noop-16')), 2, '×'),
-      med(ratios(cpu('lensfleet-16'), cpu('noop-16')), 2, '×'),
-    ]);
+  // A build, or a setting, against the same worker without it.
+  for (const v of opts.variants.filter((x) => spec(x).before || spec(x).raw)) {
+    const plain = v.replace(/-before$/, '').replace(/-raw$/, '');
+    if (has(plain)) pair(plain, v);
   }
-  if (has('baseline-16') && has('noop-16')) {
-    ratioRows.push([
-      'baseline-16 ÷ noop-16',
-      med(ratios(tput('baseline-16'), tput('noop-16')), 2, '×'),
-      med(ratios(cpu('baseline-16'), cpu('noop-16')), 2, '×'),
-    ]);
-  }
+  for (const g of graphiles) if (g !== bestGraphile && bestGraphile !== undefined) pair(g, bestGraphile);
+  if (has('noop-16') && has('lensfleet-16')) pair('lensfleet-16', 'noop-16');
   const targetRate = rates.indexOf(TARGET_RATE);
   if (has('lensfleet-16') && targetRate >= 0) {
     const v = 'lensfleet-16';
@@ -205,8 +319,11 @@ function report(opts: LocalOptions, runs: Record<LocalVariant, LocalRun[]>): Wor
     );
   }
   return {
-    name: 'local',
-    title: 'Ceiling and lensfleet pooled (loopback, one tenant)',
+    name: opts.workload,
+    title:
+      opts.workload === 'pk'
+        ? 'Primary-key lens (bench.account on pgbench_accounts, loopback, one tenant)'
+        : 'Ceiling and lensfleet pooled (loopback, one tenant, maritime lens mix)',
     tables: [
       {
         title: `Drain of ${plan.local.drainJobs.toLocaleString('en-US')} pre-filled jobs (CPU ms per job from /proc: worker process, redis-server, postmaster and backends)`,
@@ -218,7 +335,7 @@ function report(opts: LocalOptions, runs: Record<LocalVariant, LocalRun[]>): Wor
         headers: ['variant', 'arrivals/s', 'achieved/s', 'e2e p50 ms', 'e2e p99 ms', 'CPU ms/job (worker+Redis+Postgres)', 'producer CPU ms/job'],
         rows: openRows,
       },
-      { title: 'Ratios, computed per repetition pair', headers: ['pair', 'drain throughput', 'CPU/job'], rows: ratioRows },
+      { title: 'Ratios, computed per repetition pair', headers: ['pair', 'drain throughput', 'CPU/job', 'worker CPU/job'], rows: ratioRows },
     ],
     targets,
     notes: [],
