@@ -37,7 +37,7 @@ options:
 environment: REDIS_URL (or REDIS_URL_FILE) or LENSFLEET_REDIS_* (as the worker), LENSFLEET_QUEUE, LENSFLEET_FLEET
 exit codes: 0 shown (also with no live worker), 1 Redis could not be read, 2 bad usage or an invalid setting`;
 
-const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed', 'completed'] as const;
+const QUEUE_STATES = ['waiting', 'prioritized', 'active', 'delayed', 'failed', 'completed'] as const;
 
 export interface TenantStatus {
   readonly tenant: string;

@@ -50,7 +50,8 @@ export interface MetricsOptions {
 }
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
-const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed'] as const;
+/** BullMQ keeps jobs added with a priority apart from `waiting`, in `prioritized`. */
+export const QUEUE_STATES = ['waiting', 'prioritized', 'active', 'delayed', 'failed'] as const;
 
 export class LensfleetMetrics {
   readonly registry = new Registry();

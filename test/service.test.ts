@@ -154,7 +154,13 @@ describe('job outcomes in lensfleet_jobs_total', () => {
     const depth = Object.fromEntries(
       [...text.matchAll(/^lensfleet_queue_jobs\{queue="([^"]+)",state="([^"]+)"\} (\d+)$/gm)].map((m) => [`${m[1]}/${m[2]}`, Number(m[3])]),
     );
-    expect(depth).toEqual({ [`${w.queueName}/waiting`]: 0, [`${w.queueName}/active`]: 0, [`${w.queueName}/delayed`]: 0, [`${w.queueName}/failed`]: 2 });
+    expect(depth).toEqual({
+      [`${w.queueName}/waiting`]: 0,
+      [`${w.queueName}/prioritized`]: 0,
+      [`${w.queueName}/active`]: 0,
+      [`${w.queueName}/delayed`]: 0,
+      [`${w.queueName}/failed`]: 2,
+    });
     expect(w.service.activeJobs()).toBe(0);
   });
 });

@@ -19,7 +19,7 @@ import { startHttpServer, type HttpServer } from '../src/http.js';
 import type { LensCatalog } from '../src/lens.js';
 import { createLogger } from '../src/logger.js';
 import { hangUp, prefixFor, redisConnection } from '../src/redis.js';
-import { LensfleetMetrics } from '../src/metrics.js';
+import { LensfleetMetrics, QUEUE_STATES } from '../src/metrics.js';
 import type { TenantDirectory } from '../src/tenants.js';
 import { packageVersion } from '../src/version.js';
 import { applyJobBounds, createBackoffStrategy } from './job-bounds.js';
@@ -82,7 +82,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
       }),
       // Cached for about a scrape interval: every scrape (and every scraper) would otherwise cost
       // a Redis round trip, and each worker of the fleet reports the same numbers anyway.
-      queueCounts: cachedFor(config.http.queueCountsCacheMs, () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed')),
+      queueCounts: cachedFor(config.http.queueCountsCacheMs, () => queue.getJobCounts(...QUEUE_STATES)),
       queueName: config.queueName,
       breakers: () => breakers.snapshot(),
     },
