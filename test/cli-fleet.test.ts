@@ -4,7 +4,6 @@
  * connections in the tenants file, tenant B without a cap, a tenant whose role allows only 3
  * connections, and one whose database does not answer.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,39 +11,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTenantDatabase, dropTenantDatabase, type TenantDatabase } from '../dev/local/tenant-db.js';
 import { enqueueMany } from '../queues/producer.js';
 import { createTenants, pgAdminUrl, redisUrl, ROOT, startTestWorker, uniqueId, waitFor, type TestWorker } from './support/harness.js';
+import { runNode } from './support/process.js';
 
 const CLI = path.join(ROOT, 'dist/cli/lensfleet.js');
 const A = uniqueId('yPlanA');
 const B = uniqueId('yPlanB');
 const LIMITED = uniqueId('yPlanL');
 
-interface Ran {
-  code: number | null;
-  stdout: string;
-  output: string;
-}
-
-function lensfleet(args: string[], env: Record<string, string>, timeoutMs = 30_000): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let output = '';
-    proc.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-      output += d.toString();
-    });
-    proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL');
-      reject(new Error(`lensfleet ${args.join(' ')} still running after ${timeoutMs} ms: ${output.slice(-2000)}`));
-    }, timeoutMs);
-    proc.on('error', reject);
-    proc.on('exit', (code) => {
-      clearTimeout(timer);
-      setImmediate(() => resolve({ code, stdout, output }));
-    });
-  });
-}
+const lensfleet = (args: string[], env: Record<string, string>, timeoutMs?: number) => runNode([CLI, ...args], env, timeoutMs);
 
 const passwordOf = (url: string) => decodeURIComponent(new URL(url).password);
 

@@ -16,46 +16,11 @@ import { serviceKeyFor } from '../dev/postgrest/jwt.js';
 import { enqueue } from '../queues/producer.js';
 import { startRestTenants, type RestTenants } from './support/rest-tenants.js';
 import { createTenants, redisUrl, ROOT, startTestWorker, TEST_LENS_MODULE, uniqueId, waitFor, WORKER_ENTRY, type TestWorker } from './support/harness.js';
+import { runNode } from './support/process.js';
 
 const CLI = path.join(ROOT, 'dist/cli/lensfleet.js');
 
-interface Ran {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  /** stdout and stderr together */
-  output: string;
-  ms: number;
-}
-
-function run(args: string[], env: Record<string, string>, timeoutMs = 60_000): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const t0 = Date.now();
-    const proc = spawn(process.execPath, args, { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    let output = '';
-    proc.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-      output += d.toString();
-    });
-    proc.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      output += d.toString();
-    });
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL');
-      reject(new Error(`${args.join(' ')} still running after ${timeoutMs} ms: ${output.slice(-2000)}`));
-    }, timeoutMs);
-    proc.on('error', reject);
-    proc.on('exit', (code) => {
-      clearTimeout(timer);
-      const ms = Date.now() - t0;
-      // 'exit' can precede the last 'data' events of the pipes
-      setImmediate(() => resolve({ code, stdout, stderr, output, ms }));
-    });
-  });
-}
+const run = runNode;
 
 const lensfleet = (args: string[], env: Record<string, string> = {}, timeoutMs?: number) => run([CLI, ...args], env, timeoutMs);
 const passwordOf = (url: string) => decodeURIComponent(new URL(url).password);

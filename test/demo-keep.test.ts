@@ -10,26 +10,14 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ROOT, waitFor } from './support/harness.js';
+import { runToExit } from './support/process.js';
 
 const DEMO = path.join(ROOT, 'dist/scripts/demo.js');
 const CLI = path.join(ROOT, 'dist/cli/lensfleet.js');
 
-function run(command: string, args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; output: string }> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(command, args, { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let output = '';
-    proc.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-      output += d.toString();
-    });
-    proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    proc.on('error', reject);
-    proc.on('exit', (code) => setImmediate(() => resolve({ code, stdout, output })));
-  });
-}
+/** The demo and the CLI run to their end (the test's own timeout bounds them). */
+const run = (command: string, args: string[], env: Record<string, string>) => runToExit(command, args, env, 600_000);
 
-/** `KEY='value'` lines, as the demo writes them (a `'` inside a value written as `'\''`). */
 function readEnvFile(file: string): Record<string, string> {
   const env: Record<string, string> = {};
   for (const line of readFileSync(file, 'utf8').split('\n').filter(Boolean)) {

@@ -28,38 +28,10 @@ import {
   type ChildWorker,
   type TestWorker,
 } from './support/harness.js';
+import { runNode } from './support/process.js';
 
-interface Ran {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  /** stdout and stderr together */
-  output: string;
-}
-
-/** Run a process to its end (killed after `timeoutMs`); stdout and stderr together. */
-function run(args: string[], env: Record<string, string>, timeoutMs = 30_000): Promise<Ran> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, args, { env: { PATH: process.env.PATH ?? '', ...activeMutantEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let output = '';
-    let stdout = '';
-    proc.stdout.on('data', (d: Buffer) => {
-      output += d.toString();
-      stdout += d.toString();
-    });
-    proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL');
-      reject(new Error(`${args.join(' ')} still running after ${timeoutMs} ms: ${output.slice(-2000)}`));
-    }, timeoutMs);
-    proc.on('error', reject);
-    proc.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      // 'exit' can precede the last 'data' events of the pipes
-      setImmediate(() => resolve({ code, signal, stdout, output }));
-    });
-  });
-}
+/** Run a Node.js script to its end (killed after `timeoutMs`). */
+const run = runNode;
 
 /** The `msg` of the worker's fatal log line. */
 function fatalMessage(output: string): string {

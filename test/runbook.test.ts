@@ -5,11 +5,11 @@
  * command a real command with the options it uses (run with --help), and every setting and metric
  * it names documented.
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ROOT } from './support/harness.js';
+import { runNode } from './support/process.js';
 
 const CLI = path.join(ROOT, 'dist/cli/lensfleet.js');
 const runbook = readFileSync(path.join(ROOT, 'docs/RUNBOOK.md'), 'utf8');
@@ -60,15 +60,7 @@ function commands(): Map<string, Set<string>> {
   return out;
 }
 
-function help(args: string[]): Promise<{ code: number | null; stdout: string }> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [CLI, ...args, '--help'], { env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    proc.on('error', reject);
-    proc.on('exit', (code) => setImmediate(() => resolve({ code, stdout })));
-  });
-}
+const help = (args: string[]) => runNode([CLI, ...args, '--help'], {});
 
 describe('docs/RUNBOOK.md', () => {
   const rules = alertRules();

@@ -2,7 +2,7 @@
  * Test harness: tenant databases on the run's Postgres, in-process worker services with a fresh
  * queue per test, child worker processes, and small polling helpers.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -23,7 +23,10 @@ import { loadTenantDirectory, type TenantDirectory } from '../../src/tenants.js'
 import { startWorkerService, type WorkerService } from '../../workers/service.js';
 import { TenantPool, type PoolEvent } from '../../src/pool/tenant-pool.js';
 import { Secret } from '../../src/secret.js';
+import { spawnCaptured } from './process.js';
 import { lenses as testLenses } from './test-lenses.js';
+
+export { activeMutantEnv } from './process.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -235,44 +238,25 @@ export interface ChildWorker {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/**
- * Under mutation testing (`npm run test:mutation`), the mutant active in this test process, for a
- * child process's instrumented code (StrykerJS's instrumented modules read this variable when
- * they load): without it a worker process would always run the original code. Empty otherwise.
- */
-export function activeMutantEnv(): Record<string, string> {
-  const id = (globalThis as { __stryker__?: { activeMutant?: unknown } }).__stryker__?.activeMutant;
-  return id === undefined || id === null ? {} : { __STRYKER_ACTIVE_MUTANT__: String(id) };
-}
-
 /** Spawn a real worker process (compiled entry point) with the given environment. */
 export async function spawnWorker(env: Record<string, string>): Promise<ChildWorker> {
   if (!existsSync(WORKER_ENTRY)) throw new Error(`${WORKER_ENTRY} is missing: run \`npm run build\` (npm test does) first`);
   const { freePort } = await import('../../dev/local/servers.js');
   const port = await freePort();
-  const proc = spawn(process.execPath, [WORKER_ENTRY], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      REDIS_URL: redisUrl(),
-      PORT: String(port),
-      LENSFLEET_METRICS_HOST: '127.0.0.1',
-      LENSFLEET_LENS_MODULES: TEST_LENS_MODULE,
-      LOG_LEVEL: 'info',
-      ...activeMutantEnv(),
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const { proc, output, exited } = spawnCaptured(process.execPath, [WORKER_ENTRY], {
+    REDIS_URL: redisUrl(),
+    PORT: String(port),
+    LENSFLEET_METRICS_HOST: '127.0.0.1',
+    LENSFLEET_LENS_MODULES: TEST_LENS_MODULE,
+    LOG_LEVEL: 'info',
+    ...env,
   });
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
-  await waitFor(`worker on :${port} to be ready (output: ${out.slice(-500)})`, async () => {
-    if (proc.exitCode !== null) throw new Error(`worker exited with ${proc.exitCode}: ${out.slice(-2000)}`);
+  await waitFor(`worker on :${port} to be ready (output: ${output().slice(-500)})`, async () => {
+    if (proc.exitCode !== null) throw new Error(`worker exited with ${proc.exitCode}: ${output().slice(-2000)}`);
     const r = await fetch(`http://127.0.0.1:${port}/ready`);
     return r.status === 200;
   });
-  return { proc, port, output: () => out, exited };
+  return { proc, port, output, exited };
 }
 
 /** A Redis client for assertions (closed by the caller). */

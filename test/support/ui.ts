@@ -2,11 +2,12 @@
  * The queue UI as a real process (dist/cli/ui.js, as the Procfile runs it), on a free loopback
  * port of the run's Redis, for the UI tests.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { freePort } from '../../dev/local/servers.js';
-import { activeMutantEnv, redisUrl, ROOT, waitFor } from './harness.js';
+import { redisUrl, ROOT, waitFor } from './harness.js';
+import { spawnCaptured } from './process.js';
 
 export const UI_ENTRY = path.join(ROOT, 'dist/cli/ui.js');
 /** A token of the accepted length (16+). */
@@ -56,20 +57,5 @@ export async function runUiToExit(env: Record<string, string>, timeoutMs = 30_00
 }
 
 function spawnUi(env: Record<string, string>) {
-  const proc = spawn(process.execPath, [UI_ENTRY], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      REDIS_URL: redisUrl(),
-      LENSFLEET_UI_HOST: '127.0.0.1',
-      LOG_LEVEL: 'info',
-      ...activeMutantEnv(),
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
-  return { proc, output: () => out, exited };
+  return spawnCaptured(process.execPath, [UI_ENTRY], { REDIS_URL: redisUrl(), LENSFLEET_UI_HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env });
 }
