@@ -14,10 +14,17 @@ import { createTenants, redisClient, redisUrl, startTestWorker, uniqueId, waitFo
 const data = (tenant: string, n: number) => ({ v: 1, tenant, lens: 'test.sleep', params: { n } });
 
 /** A parking on `queue` whose planner paces tenants at 10 ms per job (one slot). */
-function parkingOn(queue: Queue, maxParks = 20, probeSize = 7): { parking: TenantParking; planner: DeferralPlanner } {
+function parkingOn(queue: Queue, maxParks = 20, probeSize = 7, horizonMs?: number): { parking: TenantParking; planner: DeferralPlanner } {
   const planner = new DeferralPlanner({ enabled: true, maxPerJob: 20, maxDelayMs: 5000 });
   planner.observe('yA', 5); // parked jobs return at half the pool's rate: 10 ms apart
-  const parking = new TenantParking({ planner, logger: pino({ level: 'silent' }), maxParks, probeSize, passSize: 7 });
+  const parking = new TenantParking({
+    planner,
+    logger: pino({ level: 'silent' }),
+    maxParks,
+    probeSize,
+    passSize: 7,
+    ...(horizonMs === undefined ? {} : { horizonMs }),
+  });
   parking.attach(queue);
   return { parking, planner };
 }
@@ -99,6 +106,18 @@ describe('the parking scripts, on BullMQ’s own queue', () => {
     await new Promise((r) => setTimeout(r, 300));
     expect(await queue.getDelayedCount()).toBe(0);
     expect(await waitOrder()).toEqual(order);
+  });
+
+  it('parks no job further away than the horizon: the later ones keep their place', async () => {
+    await queue.obliterate({ force: true });
+    await queue.addBulk(Array.from({ length: 10 }, (_, i) => ({ name: 'test.sleep', data: data('yA', i) })));
+    // 10 ms apart from 10 ms on: 10, 20, 30 within 35 ms; the fourth would be at 40.
+    const { parking } = parkingOn(queue, 20, 7, 35);
+    parking.busy('yA', 1);
+    await waitFor('three parked', async () => ((await queue.getDelayedCount()) === 3 ? true : undefined), 10_000);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await queue.getDelayedCount()).toBe(3);
+    expect(await queue.getWaitingCount()).toBe(7);
   });
 
   it('a tenant whose jobs are sparse in the queue costs one probe: the run stops there', async () => {
