@@ -2,13 +2,13 @@
  * `lensfleet enqueue`: add one lens query to the queue, validated as the SDK validates it (before
  * anything reaches Redis); with `--wait`, wait for its result and print it.
  */
-import { parseArgs } from 'node:util';
 import type { QueueEvents } from 'bullmq';
 import { createLensQueue, createLensQueueEvents, enqueue } from '../queues/producer.js';
 import { loadRedisSettings, PROCESS_SETTINGS, REDIS_SETTINGS } from '../src/config.js';
 import { LensfleetError } from '../src/errors.js';
 import { hangUp, type RedisClient, type RedisSettings, redisConnection } from '../src/redis.js';
 import { type Env, readSettings } from '../src/settings.js';
+import { parseCommandArgs } from './args.js';
 
 export const ENQUEUE_EXIT = {
   /** Enqueued (with --wait: the job completed; its result is printed). */
@@ -44,28 +44,19 @@ exit codes: 0 enqueued (with --wait: completed), 1 the job failed or timed out (
 2 bad usage, an invalid request or an invalid setting`;
 
 export async function enqueueCommand(argv: readonly string[], env: Env): Promise<number> {
-  let values: { tenant?: string; lens?: string; params: string; wait: boolean; 'timeout-ms': string; help: boolean };
-  try {
-    ({ values } = parseArgs({
-      args: [...argv],
-      options: {
-        tenant: { type: 'string' },
-        lens: { type: 'string' },
-        params: { type: 'string', default: '{}' },
-        wait: { type: 'boolean', default: false },
-        'timeout-ms': { type: 'string', default: '30000' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-    }));
-  } catch (err) {
-    console.error(`${(err as Error).message}\n${ENQUEUE_USAGE}`);
-    return ENQUEUE_EXIT.USAGE;
-  }
-  if (values.help) {
-    console.log(ENQUEUE_USAGE);
-    return ENQUEUE_EXIT.OK;
-  }
+  const parsed = parseCommandArgs<{ tenant?: string; lens?: string; params: string; wait: boolean; 'timeout-ms': string }>(
+    argv,
+    {
+      tenant: { type: 'string' },
+      lens: { type: 'string' },
+      params: { type: 'string', default: '{}' },
+      wait: { type: 'boolean', default: false },
+      'timeout-ms': { type: 'string', default: '30000' },
+    },
+    ENQUEUE_USAGE,
+  );
+  if ('exit' in parsed) return parsed.exit;
+  const { values } = parsed;
   if (!values.tenant || !values.lens) {
     console.error(`--tenant and --lens are required\n${ENQUEUE_USAGE}`);
     return ENQUEUE_EXIT.USAGE;

@@ -4,13 +4,13 @@
  * module the worker would refuse is refused here, with the same message and exit code 78) — each
  * with its parameters as a JSON Schema (from its zod schema), who may run it, maxRows and timeout.
  */
-import { parseArgs } from 'node:util';
 import { z } from 'zod';
 import { loadWorkerConfig, unknownLensfleetVariables } from '../src/config.js';
 import { LensfleetError } from '../src/errors.js';
 import { type Lens, LensCatalog, loadLensModules } from '../src/lens.js';
 import { maritimeLenses } from '../src/lenses/maritime.js';
 import type { Env } from '../src/settings.js';
+import { parseCommandArgs } from './args.js';
 
 export const LENSES_EXIT = {
   OK: 0,
@@ -49,22 +49,9 @@ export interface LensDescription {
 }
 
 export async function lensesCommand(argv: readonly string[], env: Env): Promise<number> {
-  let values: { json: boolean; help: boolean };
-  try {
-    ({ values } = parseArgs({
-      args: [...argv],
-      options: { json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    console.error(`${(err as Error).message}\n\n${LENSES_USAGE}`);
-    return LENSES_EXIT.USAGE;
-  }
-  if (values.help) {
-    console.log(LENSES_USAGE);
-    return LENSES_EXIT.OK;
-  }
+  const parsed = parseCommandArgs<{ json: boolean }>(argv, { json: { type: 'boolean', default: false } }, LENSES_USAGE);
+  if ('exit' in parsed) return parsed.exit;
+  const { values } = parsed;
   let catalog: LensCatalog;
   try {
     catalog = await loadCatalog(env);

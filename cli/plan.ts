@@ -9,7 +9,6 @@
  * exit code 1 where the fleet could overrun; secrets are never printed (servers are shown as
  * host:port/database).
  */
-import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { loadWorkerConfig, type WorkerConfig } from '../src/config.js';
 import { FleetKeys } from '../src/fleet/keys.js';
@@ -19,6 +18,7 @@ import { effectiveMax } from '../src/pool/registry.js';
 import type { Env } from '../src/settings.js';
 import { loadTenantDirectory, type PgTenant, type TenantDirectory } from '../src/tenants.js';
 import { location, safeMessage, table } from './format.js';
+import { parseCommandArgs } from './args.js';
 
 export const PLAN_EXIT = {
   /** Every checked tenant fits. */
@@ -113,28 +113,19 @@ export interface Plan {
 }
 
 export async function planCommand(argv: readonly string[], env: Env): Promise<number> {
-  let values: { workers?: string; concurrency?: string; live: boolean; fleet?: string; json: boolean; help: boolean };
-  try {
-    ({ values } = parseArgs({
-      args: [...argv],
-      options: {
-        workers: { type: 'string' },
-        concurrency: { type: 'string' },
-        live: { type: 'boolean', default: false },
-        fleet: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    return usage((err as Error).message);
-  }
-  if (values.help) {
-    console.log(PLAN_USAGE);
-    return PLAN_EXIT.OK;
-  }
+  const parsed = parseCommandArgs<{ workers?: string; concurrency?: string; live: boolean; fleet?: string; json: boolean }>(
+    argv,
+    {
+      workers: { type: 'string' },
+      concurrency: { type: 'string' },
+      live: { type: 'boolean', default: false },
+      fleet: { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+    PLAN_USAGE,
+  );
+  if ('exit' in parsed) return parsed.exit;
+  const { values } = parsed;
   if (values.live === (values.workers !== undefined)) return usage('give either --workers <n> (a planned fleet) or --live');
   if (values.live && values.concurrency !== undefined) return usage('--concurrency goes with --workers (the live fleet has its own)');
   if (!values.live && values.fleet !== undefined) return usage('--fleet goes with --live');

@@ -9,7 +9,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { parseArgs } from 'node:util';
+import { parseCommandArgs } from './args.js';
 
 export const PROCFILE_EXIT = {
   /** Every instance exited 0. */
@@ -49,21 +49,13 @@ export function parseProcfile(text: string): ProcessType[] {
 }
 
 export async function procfileCommand(args: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  let values: { procfile: string; scale?: string; help: boolean };
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: { procfile: { type: 'string', default: 'Procfile' }, scale: { type: 'string' }, help: { type: 'boolean', default: false } },
-      strict: true,
-    }));
-  } catch (err) {
-    console.error(`${(err as Error).message}\n${PROCFILE_USAGE}`);
-    return PROCFILE_EXIT.USAGE;
-  }
-  if (values.help) {
-    console.log(PROCFILE_USAGE);
-    return PROCFILE_EXIT.OK;
-  }
+  const parsed = parseCommandArgs<{ procfile: string; scale?: string }>(
+    args,
+    { procfile: { type: 'string', default: 'Procfile' }, scale: { type: 'string' } },
+    PROCFILE_USAGE,
+  );
+  if ('exit' in parsed) return parsed.exit;
+  const { values } = parsed;
   let types: ProcessType[];
   try {
     types = parseProcfile(readFileSync(values.procfile, 'utf8'));

@@ -3,7 +3,6 @@
  * grouped by error code (a failed job's failedReason is `CODE: message`, src/errors.ts), and the
  * failed jobs of one code retried or removed (`--dry-run` first: how many it would touch).
  */
-import { parseArgs } from 'node:util';
 import { Queue } from 'bullmq';
 import { queuePrefix } from '../queues/contract.js';
 import { loadRedisSettings, PROCESS_SETTINGS } from '../src/config.js';
@@ -11,6 +10,7 @@ import { ERROR_CODES, type ErrorCode } from '../src/errors.js';
 import { describeRedis, isCluster, type RedisSettings, redisConnection, safeRedisMessage } from '../src/redis.js';
 import { type Env, readSettings } from '../src/settings.js';
 import { duration, table } from './format.js';
+import { parseCommandArgs } from './args.js';
 
 export const QUEUE_EXIT = {
   /** Shown, or done (also when no job matched). */
@@ -64,27 +64,18 @@ export interface FailedGroup {
 
 export async function queueCommand(argv: readonly string[], env: Env): Promise<number> {
   const action = argv[0] === 'retry' || argv[0] === 'remove' ? argv[0] : undefined;
-  let values: { code?: string; 'dry-run': boolean; queue?: string; json: boolean; help: boolean };
-  try {
-    ({ values } = parseArgs({
-      args: action ? argv.slice(1) : [...argv],
-      options: {
-        code: { type: 'string' },
-        'dry-run': { type: 'boolean', default: false },
-        queue: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    return usage((err as Error).message);
-  }
-  if (values.help) {
-    console.log(QUEUE_USAGE);
-    return QUEUE_EXIT.OK;
-  }
+  const parsed = parseCommandArgs<{ code?: string; 'dry-run': boolean; queue?: string; json: boolean }>(
+    action ? argv.slice(1) : argv,
+    {
+      code: { type: 'string' },
+      'dry-run': { type: 'boolean', default: false },
+      queue: { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+    QUEUE_USAGE,
+  );
+  if ('exit' in parsed) return parsed.exit;
+  const { values } = parsed;
   if (action === undefined && (values.code !== undefined || values['dry-run'])) return usage('--code and --dry-run go with `queue retry` or `queue remove`');
   if (action !== undefined && values.code === undefined) return usage(`queue ${action} needs --code <CODE>`);
   if (values.code !== undefined && !(values.code in ERROR_CODES))

@@ -3,7 +3,6 @@
  * depth of their queues, and per tenant the connections across the fleet and the fleet leases
  * held against its cap. Read-only; a human table, or `--json`.
  */
-import { parseArgs } from 'node:util';
 import { Queue } from 'bullmq';
 import { FLEET_SETTINGS, loadRedisSettings, PROCESS_SETTINGS } from '../src/config.js';
 import { FleetKeys } from '../src/fleet/keys.js';
@@ -12,6 +11,7 @@ import { queuePrefix } from '../queues/contract.js';
 import { describeRedis, isCluster, type RedisClient, type RedisSettings, redisConnection, safeRedisMessage, scanTargets } from '../src/redis.js';
 import { type Env, readSettings } from '../src/settings.js';
 import { duration, table } from './format.js';
+import { parseCommandArgs } from './args.js';
 
 export const STATUS_EXIT = {
   /** The fleet was read (also when no worker is live). */
@@ -63,22 +63,13 @@ export interface FleetStatus {
 }
 
 export async function statusCommand(argv: readonly string[], env: Env): Promise<number> {
-  let values: { fleet?: string; json: boolean; help: boolean };
-  try {
-    ({ values } = parseArgs({
-      args: [...argv],
-      options: { fleet: { type: 'string' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', default: false } },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    console.error(`${(err as Error).message}\n\n${STATUS_USAGE}`);
-    return STATUS_EXIT.USAGE;
-  }
-  if (values.help) {
-    console.log(STATUS_USAGE);
-    return STATUS_EXIT.OK;
-  }
+  const parsed = parseCommandArgs<{ fleet?: string; json: boolean }>(
+    argv,
+    { fleet: { type: 'string' }, json: { type: 'boolean', default: false } },
+    STATUS_USAGE,
+  );
+  if ('exit' in parsed) return parsed.exit;
+  const { values } = parsed;
   let settings: ReturnType<typeof readSettings<typeof SETTINGS>>;
   let redisSettings: RedisSettings;
   try {

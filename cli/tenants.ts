@@ -13,7 +13,6 @@
  */
 import { performance } from 'node:perf_hooks';
 import { TLSSocket } from 'node:tls';
-import { parseArgs } from 'node:util';
 import { Agent, fetch } from 'undici';
 import { loadWorkerConfig } from '../src/config.js';
 import { type ErrorCode, LensfleetError } from '../src/errors.js';
@@ -23,6 +22,7 @@ import { findCode, restFailureError, restStatusError } from '../src/rest/errors.
 import type { Env } from '../src/settings.js';
 import { loadTenantDirectory, type PgTenant, type SupabaseTenant, type Tenant, type TenantDirectory } from '../src/tenants.js';
 import { location, safeMessage, table } from './format.js';
+import { parseCommandArgs } from './args.js';
 
 export const TENANTS_EXIT = {
   /** Every tenant checked is reachable and accepted its credentials. */
@@ -96,27 +96,17 @@ export async function tenantsCommand(argv: readonly string[], env: Env): Promise
     console.error(`${sub === undefined ? 'a subcommand is needed' : `unknown subcommand "${sub}"`}\n\n${TENANTS_USAGE}`);
     return TENANTS_EXIT.USAGE;
   }
-  let values: { tenant?: string[]; 'timeout-ms': string; json: boolean; help: boolean };
-  try {
-    ({ values } = parseArgs({
-      args: rest,
-      options: {
-        tenant: { type: 'string', multiple: true },
-        'timeout-ms': { type: 'string', default: '10000' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    console.error(`${(err as Error).message}\n\n${TENANTS_USAGE}`);
-    return TENANTS_EXIT.USAGE;
-  }
-  if (values.help) {
-    console.log(TENANTS_USAGE);
-    return TENANTS_EXIT.OK;
-  }
+  const parsed = parseCommandArgs<{ tenant?: string[]; 'timeout-ms': string; json: boolean }>(
+    rest,
+    {
+      tenant: { type: 'string', multiple: true },
+      'timeout-ms': { type: 'string', default: '10000' },
+      json: { type: 'boolean', default: false },
+    },
+    TENANTS_USAGE,
+  );
+  if ('exit' in parsed) return parsed.exit;
+  const { values } = parsed;
   const timeoutMs = Number(values['timeout-ms']);
   if (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000) {
     console.error('--timeout-ms must be a whole number of milliseconds from 1 to 600000');
