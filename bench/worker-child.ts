@@ -6,6 +6,7 @@
  * Workers run as child processes so that their CPU can be read from /proc apart from the
  * producer, and so that a profile (`--cpu-prof`) covers the worker alone.
  */
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { Worker, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { loadWorkerConfig } from '../src/config.js';
@@ -23,6 +24,38 @@ function send(message: ChildMessage): void {
   process.send?.(message);
 }
 
+/**
+ * Where a worker's time went while jobs waited: how late its event loop ran callbacks (a 1 ms
+ * resolution histogram) and its garbage collector's pauses, since the last `arm`.
+ */
+class Pauses {
+  readonly #loop = monitorEventLoopDelay({ resolution: 1 });
+  #gcMaxMs = 0;
+  #gcTotalMs = 0;
+
+  constructor() {
+    this.#loop.enable();
+    new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) {
+        this.#gcMaxMs = Math.max(this.#gcMaxMs, entry.duration);
+        this.#gcTotalMs += entry.duration;
+      }
+    }).observe({ entryTypes: ['gc'] });
+  }
+
+  reset(): void {
+    this.#loop.reset();
+    this.#gcMaxMs = 0;
+    this.#gcTotalMs = 0;
+  }
+
+  read(): { loopDelayP99Ms: number; loopDelayMaxMs: number; gcMaxMs: number; gcTotalMs: number } {
+    // The histogram is in ns and includes the 1 ms sampling interval itself.
+    const ms = (ns: number) => Math.max(0, ns / 1e6 - 1);
+    return { loopDelayP99Ms: ms(this.#loop.percentile(99)), loopDelayMaxMs: ms(this.#loop.max), gcMaxMs: this.#gcMaxMs, gcTotalMs: this.#gcTotalMs };
+  }
+}
+
 /** Records finished jobs and reports when the armed count is reached. */
 class Recorder {
   #target = Number.POSITIVE_INFINITY;
@@ -33,8 +66,10 @@ class Recorder {
   #lastFinishedOn = 0;
   #e2e: number[] = [];
   #service: number[] = [];
+  readonly #pauses = new Pauses();
 
   arm(count: number): void {
+    this.#pauses.reset();
     this.#target = count;
     this.#completed = 0;
     this.#failed = 0;
@@ -86,6 +121,7 @@ class Recorder {
       lastFinishedOn: this.#lastFinishedOn,
       e2eMs: this.#e2e,
       serviceMs: this.#service,
+      ...this.#pauses.read(),
     });
     this.#target = Number.POSITIVE_INFINITY;
   }

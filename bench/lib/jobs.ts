@@ -172,6 +172,11 @@ export interface OpenLoopResult {
   readonly e2eP99Ms: number;
   readonly serviceP50Ms: number;
   readonly serviceP99Ms: number;
+  /** The worker's own pauses during the run (bench/worker-child.ts). */
+  readonly loopDelayP99Ms: number;
+  readonly loopDelayMaxMs: number;
+  readonly gcMaxMs: number;
+  readonly gcTotalMs: number;
   readonly cpuMsPerJob: { worker: number; redis: number; postgres: number; standIn: number; total: number; producer: number };
   readonly capped: boolean;
 }
@@ -225,6 +230,10 @@ export async function openLoop(d: Driver, ratePerSecond: number, seconds: number
     e2eP99Ms: percentile(report.e2eMs, 99),
     serviceP50Ms: percentile(report.serviceMs, 50),
     serviceP99Ms: percentile(report.serviceMs, 99),
+    loopDelayP99Ms: report.loopDelayP99Ms,
+    loopDelayMaxMs: report.loopDelayMaxMs,
+    gcMaxMs: report.gcMaxMs,
+    gcTotalMs: report.gcTotalMs,
     cpuMsPerJob: cpuPerJob(cpu0, cpu1, report.completed),
     capped,
   };

@@ -36,6 +36,12 @@ export interface FinishedReport {
   /** Per completed job: finishedOn − timestamp (end to end) and finishedOn − processedOn (service), ms. */
   readonly e2eMs: number[];
   readonly serviceMs: number[];
+  /** The worker's event loop since `arm`: p99 and max of how late it ran a 1 ms timer, ms. */
+  readonly loopDelayP99Ms: number;
+  readonly loopDelayMaxMs: number;
+  /** The worker's garbage-collection pauses since `arm`: the longest, and their sum, ms. */
+  readonly gcMaxMs: number;
+  readonly gcTotalMs: number;
 }
 
 export interface ChildInfo {
