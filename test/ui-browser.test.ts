@@ -37,6 +37,8 @@ describe('queue UI in headless Chromium', () => {
   let browser: BrowserContext;
   let page: Page;
   let failedId: string;
+  const foreignRequests: string[] = [];
+  const cspViolations: string[] = [];
 
   beforeAll(async () => {
     // Never skipped: a machine without the browser fails here, saying how to get it.
@@ -57,9 +59,16 @@ describe('queue UI in headless Chromium', () => {
       args: CHROMIUM_ARGS,
       viewport: { width: 1280, height: 720 },
     });
-    // The page asks fonts.googleapis.com for its fonts; the test machine has no network to wait for.
-    await browser.route(/^https?:\/\/(?!127\.0\.0\.1[:/])/, (route) => route.abort());
+    // bull-board's page links fonts.googleapis.com; the UI's CSP must stop the browser from asking.
+    // Anything that still goes out to another origin is counted (and aborted: no network here).
+    await browser.route(/^https?:\/\/(?!127\.0\.0\.1[:/])/, (route) => {
+      foreignRequests.push(route.request().url());
+      return route.abort();
+    });
     page = browser.pages()[0] ?? (await browser.newPage());
+    page.on('console', (m) => {
+      if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
+    });
   }, 180_000);
 
   afterAll(async () => {
@@ -102,6 +111,13 @@ describe('queue UI in headless Chromium', () => {
     }
     await page.goto(`${readOnly.url}/queue/${worker.queueName}?status=completed`);
     await expect(waitText(page, 'receiving.recent')).resolves.toBe(true);
+  });
+
+  it('the pages asked no other origin for anything (the CSP blocked Google Fonts), and the CSP blocked nothing of their own', () => {
+    expect(foreignRequests).toEqual([]);
+    // What the pages above tried and the policy refused: the fonts' stylesheet, nothing else.
+    expect(cspViolations.length).toBeGreaterThan(0);
+    for (const v of cspViolations) expect(v).toContain('https://fonts.googleapis.com/');
   });
 
   it('read-only: no retry or remove action on the failed job, and a change sent from the page is refused (405)', async () => {

@@ -13,6 +13,10 @@
  *   added here would skip the producer SDK, and a paused queue stops the whole fleet.
  * - **Cross-site requests.** The cookie is SameSite=Lax (a link from a runbook still opens the
  *   UI), and a change carried by the cookie must come from the UI's own origin (403 otherwise).
+ * - **Nothing leaves for other origins.** The page may load and call only its own origin (CSP):
+ *   bull-board's page links Google Fonts, so without this every operator opening the UI would
+ *   tell Google (and wait for it on a machine without Internet); its fonts fall back to the
+ *   browser's sans-serif and monospace.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { MiddlewareHandler } from 'hono';
@@ -21,6 +25,22 @@ import type { Logger } from 'pino';
 import type { Secret } from '../secret.js';
 
 export const SESSION_COOKIE = 'lensfleet_ui';
+/**
+ * Own origin only; inline styles and data: images and fonts are what bull-board's page uses
+ * (its one inline script is JSON, not run). Never framed.
+ */
+export const CONTENT_SECURITY_POLICY = [
+  "default-src 'self'",
+  "script-src 'self'",
+  "style-src 'self' 'unsafe-inline'",
+  "img-src 'self' data:",
+  "font-src 'self' data:",
+  "connect-src 'self'",
+  "object-src 'none'",
+  "base-uri 'self'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+].join('; ');
 /** How long a browser session lasts after `?token=`: a working day. */
 export const SESSION_TTL_SECONDS = 12 * 3600;
 
@@ -64,7 +84,7 @@ export function createGate(opts: GateOptions): MiddlewareHandler {
   return async (c, next) => {
     // Clickjacking a retry button, and the Referer of a page opened with ?token=.
     c.header('x-frame-options', 'DENY');
-    c.header('content-security-policy', "frame-ancestors 'none'");
+    c.header('content-security-policy', CONTENT_SECURITY_POLICY);
     c.header('referrer-policy', 'no-referrer');
     c.header('x-content-type-options', 'nosniff');
     const method = c.req.method;
