@@ -46,9 +46,11 @@ export type LensJob = Job<LensJobData, LensResult, string>;
 export interface LensJobOptions extends JobsOptions {
   /**
    * Add the job at most once per tenant and key: the job id becomes `idem-<tenant>-<key>`, and
-   * adding a request with a key whose job is still in Redis adds nothing and returns the job
-   * already there (its data, not the second request's; `run` then waits for, or returns, its
-   * result: no second run). A job stays in Redis while waiting, delayed or active, and after it
+   * adding the same request (lens and params) again with a key whose job is still in Redis adds
+   * nothing and returns the job already there (`run` then waits for, or returns, its result: no
+   * second run). Another request under a key already taken fails with `IDEMPOTENCY_CONFLICT`
+   * and adds nothing (the token in `auth` may differ: a retry may carry a fresh one). A job
+   * stays in Redis while waiting, delayed or active, and after it
    * ends for as long as it is kept (DEFAULT_JOB_OPTIONS: completed 1 h / 10,000 jobs, failed
    * 7 days); after that the key adds a new job. `[A-Za-z0-9_.-]`, 1–128 characters (BullMQ job ids
    * may not contain `:`). Not together with `jobId`.
@@ -135,15 +137,39 @@ function jobOptions(data: LensJobData, opts: LensJobOptions | undefined, key: st
 
 /**
  * The job a keyed add left in Redis: BullMQ's add returns a Job made from the caller's data, even
- * when the id already existed and nothing was added; the stored one is the truth.
+ * when the id already existed and nothing was added; the stored one is the truth. It must be the
+ * same request (lens, params), else IDEMPOTENCY_CONFLICT: returning another request's job would
+ * hand its result to this caller.
  */
 async function stored(queue: LensQueue<LensCatalogShape>, job: LensJob): Promise<LensJob> {
-  return (await queue.getJob(job.id!)) ?? job;
+  const kept = (await queue.getJob(job.id!)) ?? job;
+  if (!sameRequest(kept.data, job.data)) {
+    throw new LensfleetError(
+      'IDEMPOTENCY_CONFLICT',
+      `idempotency key of job ${job.id} is already taken by a different request (another lens or other params): nothing was added; give a new request a new key`,
+      { details: { jobId: job.id } },
+    );
+  }
+  return kept;
+}
+
+/** Whether two jobs' data are the same request: lens and params, compared as JSON values (key order aside). */
+function sameRequest(a: LensJobData | undefined, b: LensJobData): boolean {
+  return a !== undefined && a.lens === b.lens && canonicalJson(a.params) === canonicalJson(b.params);
+}
+
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0)))
+      : v,
+  );
 }
 
 /**
  * Add one lens query; the job is named after the lens. With `idempotencyKey`, a second add of
- * the same key returns the job already there (see LensJobOptions).
+ * the same request with the same key returns the job already there, and a different request
+ * under a taken key fails with IDEMPOTENCY_CONFLICT (see LensJobOptions).
  */
 export async function enqueue<C extends LensCatalogShape>(queue: LensQueue<C>, req: NoInfer<LensRequestOf<C>>, opts?: LensJobOptions): Promise<LensJob> {
   const data = toJobData(req as LensRequest);
@@ -154,7 +180,9 @@ export async function enqueue<C extends LensCatalogShape>(queue: LensQueue<C>, r
 /**
  * Add many lens queries through BullMQ's addBulk: one round trip (one MULTI) per `batchSize`
  * jobs. All are validated before any is added. Each request may carry its own idempotencyKey;
- * `opts` apply to every job and so take none.
+ * `opts` apply to every job and so take none. Requests whose key is taken by a different
+ * request are not added: the others are, then IDEMPOTENCY_CONFLICT lists the conflicting ones
+ * (`details.conflicts`: index and job id) and the added ones (`details.added`).
  */
 export async function enqueueMany<C extends LensCatalogShape>(
   queue: LensQueue<C>,
@@ -172,10 +200,24 @@ export async function enqueueMany<C extends LensCatalogShape>(
     return { keyed: key !== undefined, entry: jobOpts ? { name: data.lens, data, opts: jobOpts } : { name: data.lens, data } };
   });
   const jobs: LensJob[] = [];
+  const conflicts: { index: number; jobId: string | undefined }[] = [];
   for (let i = 0; i < bulk.length; i += batchSize) {
     const batch = bulk.slice(i, i + batchSize);
     const added = await queue.addBulk(batch.map((b) => b.entry));
-    jobs.push(...(await Promise.all(added.map((job, j) => (batch[j]!.keyed ? stored(queue, job) : job)))));
+    const settled = await Promise.allSettled(added.map((job, j) => (batch[j]!.keyed ? stored(queue, job) : job)));
+    settled.forEach((r, j) => {
+      if (r.status === 'fulfilled') jobs.push(r.value);
+      else if (r.reason instanceof LensfleetError && r.reason.code === 'IDEMPOTENCY_CONFLICT') conflicts.push({ index: i + j, jobId: added[j]!.id });
+      else throw r.reason;
+    });
+  }
+  if (conflicts.length > 0) {
+    const shown = conflicts.slice(0, 10).map((c) => `#${c.index} (job ${c.jobId})`);
+    throw new LensfleetError(
+      'IDEMPOTENCY_CONFLICT',
+      `enqueueMany: request${conflicts.length > 1 ? 's' : ''} ${shown.join(', ')}${conflicts.length > 10 ? ` and ${conflicts.length - 10} more` : ''} reuse an idempotency key already taken by a different request (another lens or other params) and were not added; the other ${jobs.length} were`,
+      { details: { conflicts, added: jobs.map((j) => j.id) } },
+    );
   }
   return jobs;
 }

@@ -91,6 +91,11 @@ export const ERROR_CODES = {
    * error says whether it is waiting, delayed, active or failed, and its last failure's code).
    */
   RUN_TIMEOUT: false,
+  /**
+   * Never a job's: an add with an idempotency key whose job (still in Redis) was added for a
+   * different request (another lens or other params); nothing is added.
+   */
+  IDEMPOTENCY_CONFLICT: false,
 } as const satisfies Record<string, boolean>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

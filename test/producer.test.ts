@@ -1,6 +1,7 @@
 /**
  * The producer SDK on real Redis and a real worker: enqueueMany through addBulk, idempotency keys
- * (a second add returns the job already there; no second run), priority and delay passed through
+ * (a second add of the same request returns the job already there, no second run; a different
+ * request under the key is IDEMPOTENCY_CONFLICT), priority and delay passed through
  * to BullMQ, and `run`'s timeout saying where the job is (RUN_TIMEOUT with its state).
  */
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
@@ -77,20 +78,20 @@ describe('idempotency key', () => {
     }
   });
 
-  it('a second add with the same key returns the job already there (its data, not the second request’s) and runs nothing twice', async () => {
+  it('a second add of the same request with the same key returns the job already there and runs nothing twice', async () => {
     const key = uniqueId('k');
     const first = await enqueue(typed, { tenant: UP, lens: 'receiving.recent', params: { limit: 2 } }, { idempotencyKey: key });
-    const second = await enqueue(typed, { tenant: UP, lens: 'receiving.recent', params: { limit: 7 } }, { idempotencyKey: key });
+    const second = await enqueue(typed, { tenant: UP, lens: 'receiving.recent', params: { limit: 2 } }, { idempotencyKey: key });
     expect(second.id).toBe(first.id);
     expect(second.id).toBe(idempotentJobId(UP, key));
     expect(second.data.params).toEqual({ limit: 2 });
 
     // run() with the same key, before and after the job completed: both get the first job's result
     const [a, b] = await Promise.all([
-      run(typed, w.events, { tenant: UP, lens: 'receiving.recent', params: { limit: 9 } }, { idempotencyKey: key }),
+      run(typed, w.events, { tenant: UP, lens: 'receiving.recent', params: { limit: 2 } }, { idempotencyKey: key }),
       first.waitUntilFinished(w.events, 30_000),
     ]);
-    const c = await run(typed, w.events, { tenant: UP, lens: 'receiving.recent', params: { limit: 9 } }, { idempotencyKey: key });
+    const c = await run(typed, w.events, { tenant: UP, lens: 'receiving.recent', params: { limit: 2 } }, { idempotencyKey: key });
     expect(a.rowCount).toBe(2);
     expect(c).toEqual(a);
     expect(b).toEqual(a);
@@ -110,17 +111,59 @@ describe('idempotency key', () => {
     expect((await again.waitUntilFinished(w.events, 30_000)).rowCount).toBe(3);
   });
 
-  it('enqueueMany: each request has its own key; a repeated key in one batch adds one job', async () => {
+  it('a different request under a key already taken fails with IDEMPOTENCY_CONFLICT and adds nothing; a fresh token is the same request', async () => {
+    const key = uniqueId('kc');
+    const first = await enqueue(typed, { tenant: UP, lens: 'receiving.recent', params: { limit: 2 } }, { idempotencyKey: key });
+    const total = async () => Object.values(await w.queue.getJobCounts()).reduce((a, b) => a + b, 0);
+    const before = await total();
+    const others = [
+      { tenant: UP, lens: 'receiving.recent', params: { limit: 7 } },
+      { tenant: UP, lens: 'work_orders.open', params: { limit: 2 } },
+    ] as const;
+    for (const other of others) {
+      const err = await rejection(enqueue(typed, other, { idempotencyKey: key }));
+      expect(err).toMatchObject({ code: 'IDEMPOTENCY_CONFLICT', details: { jobId: first.id } });
+      expect((err as Error).message).toContain('give a new request a new key');
+      expect((err as Error).message).not.toContain('limit'); // says what differs in kind, never the values
+      await expect(run(typed, w.events, other, { idempotencyKey: key })).rejects.toMatchObject({ code: 'IDEMPOTENCY_CONFLICT' });
+    }
+    expect(await total()).toBe(before);
+    // a retry with a (new) token is the same request: the job already there
+    const withToken = await enqueue(
+      typed,
+      { tenant: UP, lens: 'receiving.recent', params: { limit: 2 }, auth: { jwt: 'aaa.bbb.ccc' } },
+      { idempotencyKey: key },
+    );
+    expect(withToken.id).toBe(first.id);
+    expect(await total()).toBe(before);
+    expect((await w.queue.getJob(first.id!))!.data.params).toEqual({ limit: 2 });
+    // params compare as values: another key order is the same request
+    const reordered = await enqueue(typed, { tenant: UP, lens: 'equipment.search', params: { q: 'pump', limit: 5 } }, { idempotencyKey: `${key}-o` });
+    const again = await enqueue(typed, { tenant: UP, lens: 'equipment.search', params: { limit: 5, q: 'pump' } }, { idempotencyKey: `${key}-o` });
+    expect(again.id).toBe(reordered.id);
+  });
+
+  it('enqueueMany: each request has its own key; a repeated request in one batch adds one job, a conflicting one is reported', async () => {
     const key = uniqueId('kb');
     const jobs = await enqueueMany(typed, [
       { tenant: UP, lens: 'receiving.recent', params: { limit: 1 }, idempotencyKey: key },
-      { tenant: UP, lens: 'receiving.recent', params: { limit: 4 }, idempotencyKey: key },
+      { tenant: UP, lens: 'receiving.recent', params: { limit: 1 }, idempotencyKey: key },
       { tenant: UP, lens: 'receiving.recent', params: { limit: 5 } },
     ]);
     expect(jobs[1]!.id).toBe(jobs[0]!.id);
-    expect(jobs[1]!.data.params).toEqual({ limit: 1 });
     expect(jobs[2]!.id).not.toBe(jobs[0]!.id);
     expect((await jobs[1]!.waitUntilFinished(w.events, 30_000)).rowCount).toBe(1);
+    const conflict = await rejection(
+      enqueueMany(typed, [
+        { tenant: UP, lens: 'receiving.recent', params: { limit: 4 }, idempotencyKey: key },
+        { tenant: UP, lens: 'receiving.recent', params: { limit: 6 } },
+      ]),
+    );
+    expect(conflict).toMatchObject({ code: 'IDEMPOTENCY_CONFLICT', details: { conflicts: [{ index: 0, jobId: jobs[0]!.id }] } });
+    expect((conflict as Error).message).toContain('the other 1 were');
+    const added = (conflict as { details: { added: string[] } }).details.added;
+    expect(added).toHaveLength(1);
+    expect((await w.queue.getJob(added[0]!))!.data.params).toEqual({ limit: 6 });
     // a key in the options of all is refused, as is a key with an explicit jobId
     const refused = await rejection(enqueueMany(typed, [{ tenant: UP, lens: 'receiving.recent' }], { idempotencyKey: 'x' } as never));
     expect(refused).toMatchObject({ code: 'INVALID_JOB' });

@@ -62,17 +62,28 @@ describe('the Python producer', () => {
     expect(await w.queue.getJobCounts()).toEqual(before);
   });
 
-  it('an idempotency key gives the SDK’s job id: a second add, from Python or the SDK, returns the same job', async () => {
+  it('an idempotency key gives the SDK’s job id: the same request again, from Python or the SDK, returns the same job; another one is a conflict', async () => {
     const key = uniqueId('order');
-    const first = await produce(['--lens', 'receiving.recent', '--params', '{"limit": 2}', '--idempotency-key', key]);
+    const first = await produce(['--lens', 'receiving.recent', '--params', '{"limit": 2, "status": "pending"}', '--idempotency-key', key]);
     expect(first.code).toBe(0);
     expect(first.stdout.trim()).toBe(idempotentJobId(TENANT, key));
-    const second = await produce(['--lens', 'receiving.recent', '--params', '{"limit": 9}', '--idempotency-key', key]);
+    // the same params in another key order: the same request
+    const second = await produce(['--lens', 'receiving.recent', '--params', '{"status": "pending", "limit": 2}', '--idempotency-key', key]);
+    expect(second.code).toBe(0);
     expect(second.stdout.trim()).toBe(first.stdout.trim());
-    const fromSdk = await enqueue(w.queue, { tenant: TENANT, lens: 'receiving.recent', params: { limit: 7 } }, { idempotencyKey: key });
+    const fromSdk = await enqueue(w.queue, { tenant: TENANT, lens: 'receiving.recent', params: { status: 'pending', limit: 2 } }, { idempotencyKey: key });
     expect(fromSdk.id).toBe(first.stdout.trim());
-    expect(fromSdk.data.params).toEqual({ limit: 2 });
-    expect((await fromSdk.waitUntilFinished(w.events, 30_000)).rowCount).toBe(2);
+    // another request under the key: exit 3 from Python, IDEMPOTENCY_CONFLICT from the SDK; nothing added
+    const counts = await w.queue.getJobCounts();
+    const other = await produce(['--lens', 'receiving.recent', '--params', '{"limit": 9}', '--idempotency-key', key]);
+    expect(other.code).toBe(3);
+    expect(other.stdout).toBe('');
+    expect(other.stderr).toContain(`idempotency conflict: job ${first.stdout.trim()} already holds a different request`);
+    await expect(enqueue(w.queue, { tenant: TENANT, lens: 'receiving.recent', params: { limit: 7 } }, { idempotencyKey: key })).rejects.toMatchObject({
+      code: 'IDEMPOTENCY_CONFLICT',
+    });
+    expect(Object.values(await w.queue.getJobCounts()).reduce((a, b) => a + b, 0)).toBe(Object.values(counts).reduce((a, b) => a + b, 0));
+    expect((await fromSdk.waitUntilFinished(w.events, 30_000)).rowCount).toBeLessThanOrEqual(2);
   });
 
   it('expands addStandardJob’s includes as BullMQ’s build does (the same functions, in the same order)', async () => {

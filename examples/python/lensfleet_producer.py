@@ -12,8 +12,10 @@ Needs Debian's python3-redis, python3-msgpack and python3-jsonschema (no PyPI).
     python3 lensfleet_producer.py --redis redis://127.0.0.1:6379 --tenant yTEST_YACHT_001 \\
         --lens receiving.recent --params '{"limit": 5}' [--idempotency-key order-42]
 
-Prints the job id. Exit codes: 0 added (or, with a key, already there), 2 invalid job or usage,
-1 anything else (Redis unreachable, script error).
+Prints the job id. Exit codes: 0 added (or, with a key, the same request already there), 2
+invalid job or usage, 3 the idempotency key is taken by a different request (another lens or
+other params; nothing added, as the SDK's IDEMPOTENCY_CONFLICT), 1 anything else (Redis
+unreachable, script error).
 """
 
 import argparse
@@ -87,6 +89,20 @@ def add_job(client, queue, prefix, name, data, opts, job_id=""):
     return result.decode() if isinstance(result, bytes) else str(result)
 
 
+def canonical(value):
+    """JSON text of a value with object keys sorted: params compare as values, key order aside."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def same_request(client, queue, prefix, job_id, data):
+    """Whether the job stored under `job_id` is this request (lens and params; the token may differ)."""
+    stored = client.hget("%s:%s:%s" % (prefix, queue, job_id), "data")
+    if stored is None:
+        return True  # gone already (kept no longer): nothing to compare with
+    kept = json.loads(stored)
+    return kept.get("lens") == data["lens"] and canonical(kept.get("params")) == canonical(data["params"])
+
+
 ADD_STANDARD_JOB = None
 
 
@@ -141,8 +157,14 @@ def main(argv=None):
 
     ADD_STANDARD_JOB = load_script(a.bullmq_commands)
     client = redis.Redis.from_url(a.redis)
+    queue = a.queue or contract.get("queue", "lens-queries")
+    prefix = a.prefix or contract.get("prefix", "bull")
     try:
-        print(add_job(client, a.queue or contract.get("queue", "lens-queries"), a.prefix or contract.get("prefix", "bull"), a.lens, data, contract.get("jobOptions", {}), job_id))
+        added = add_job(client, queue, prefix, a.lens, data, contract.get("jobOptions", {}), job_id)
+        if job_id and not same_request(client, queue, prefix, added, data):
+            print("idempotency conflict: job %s already holds a different request (another lens or other params); nothing was added: give a new request a new key" % added, file=sys.stderr)
+            return 3
+        print(added)
     except (redis.RedisError, RuntimeError) as e:
         print("could not add the job: %s" % e, file=sys.stderr)
         return 1
