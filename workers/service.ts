@@ -21,6 +21,7 @@ import { createLogger } from '../src/logger.js';
 import { hangUp, prefixFor, redisConnection } from '../src/redis.js';
 import { LensfleetMetrics, QUEUE_STATES } from '../src/metrics.js';
 import type { TenantDirectory } from '../src/tenants.js';
+import { transportWarnings } from '../src/transport.js';
 import { packageVersion } from '../src/version.js';
 import { applyJobBounds, createBackoffStrategy } from './job-bounds.js';
 import { createProcessor } from './processor.js';
@@ -135,6 +136,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
   });
   cleanups.push({ name: 'pools', run: () => registry.close() });
   warnIfMinSizesExceedBudget(tenants);
+  warnAboutTransport(tenants);
 
   // One connection for readiness and queue depth; BullMQ's worker keeps its own. It fails fast
   // while Redis is down (no offline queue), so a scrape never hangs on it.
@@ -279,6 +281,32 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
   }
 
   /**
+   * Tenants whose queries, results and credentials would cross a network in clear (another host,
+   * no sslmode: node-pg's default is no TLS) or to a server whose identity is not verified. Said
+   * once at start and on reload, with the fix; `sslmode=disable` is a stated choice and not
+   * warned (src/transport.ts).
+   */
+  function warnAboutTransport(dir: TenantDirectory): void {
+    const { clear, unverified } = transportWarnings(dir.list());
+    const some = (ids: string[]) => `${ids.slice(0, 10).join(', ')}${ids.length > 10 ? ` and ${ids.length - 10} more` : ''}`;
+    if (clear.length > 0) {
+      logger.warn(
+        { tenants: clear.length, tls: 'off' },
+        `tenants ${some(clear)}: connections to another host without TLS — queries, results and credentials cross the network in clear. ` +
+          'Add sslmode=verify-full (with sslrootcert=<CA file> for a private CA) to the database URL, use https for a Supabase URL, ' +
+          'or sslmode=disable to say the network is private',
+      );
+    }
+    if (unverified.length > 0) {
+      logger.warn(
+        { tenants: unverified.length, tls: 'unverified' },
+        `tenants ${some(unverified)}: TLS without verifying the server (sslmode=no-verify, or uselibpqcompat with prefer/require/verify-ca): ` +
+          'whoever can intercept the connection can pose as the database. Use sslmode=verify-full, with sslrootcert=<CA file> for a private CA',
+      );
+    }
+  }
+
+  /**
    * Create the warm tenants' pools, one after another. Never rejects: a tenant whose database is
    * down (or refuses every connection) is logged and counted, and nothing is cached — its first
    * job creates the pool. A pool that opened fewer than minSize connections is kept (one
@@ -332,6 +360,7 @@ export async function startWorkerService(opts: WorkerServiceOptions): Promise<Wo
       for (const id of warmIds(next)) keepWarm.add(id);
       const changes = registry.reconcile(next);
       warnIfMinSizesExceedBudget(next);
+      warnAboutTransport(next);
       // A changed or removed tenant starts afresh (a new URL may well connect).
       for (const id of [...changes.replaced, ...changes.removed]) {
         breakers.forget(id);

@@ -13,7 +13,7 @@ import { createTenantDatabase, type TenantDatabase } from '../../dev/local/tenan
 import { ensureSystemPackages, startPostgres, startRedis, type LocalPostgres, type LocalRedis } from '../../dev/local/servers.js';
 import { makeTempDir, onCleanup } from './cleanup.js';
 import { benchScript } from './code.js';
-import { hasOpenssl, makeSelfSignedCert } from './tls.js';
+import { hasOpenssl, makeSelfSignedCert } from '../../dev/local/tls.js';
 
 export interface Versions {
   readonly node: string;

@@ -198,7 +198,8 @@ export class PoolLedger {
     }
     const e = err as { code?: unknown; message?: unknown } | undefined;
     const code = typeof e?.code === 'string' ? e.code : 'error';
-    return new LensfleetError('CONNECTION_FAILED', `tenant ${this.tenant}: cannot connect (${code}): ${String(e?.message ?? err)}`, {
+    const message = String(e?.message ?? err);
+    return new LensfleetError('CONNECTION_FAILED', `tenant ${this.tenant}: cannot connect (${code}): ${message}${tlsHint(code, message)}`, {
       cause: err,
       details: { tenant: this.tenant },
     });
@@ -284,4 +285,32 @@ export class PoolLedger {
 function codeOf(err: unknown): string | undefined {
   const code = (err as { code?: unknown } | undefined)?.code;
   return typeof code === 'string' ? code : undefined;
+}
+
+/** Node's codes for a server certificate that could not be verified. */
+const CERT_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_SIGNATURE_FAILURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** What to change in the tenant's URL when opening failed over TLS (node-pg's sslmode differs from libpq's). */
+export function tlsHint(code: string, message: string): string {
+  if (CERT_CODES.has(code)) {
+    return (
+      " — the database server's TLS certificate was not verified. node-pg verifies it for every sslmode but disable and no-verify " +
+      "(its sslmode=require is libpq's verify-full): give the CA that signed it with sslrootcert=<file> in the URL, " +
+      "connect by the name the certificate carries, or add uselibpqcompat=true for libpq's meaning of sslmode (require: encrypt without verifying)"
+    );
+  }
+  if (/server does not support SSL/i.test(message))
+    return ' — the URL asks for TLS (sslmode) and the server has ssl = off: turn it on there, or set sslmode=disable';
+  return '';
 }
