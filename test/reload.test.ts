@@ -206,6 +206,24 @@ describe('SIGHUP reload of a worker process', () => {
     await waitFor(`0 connections to ${db(V)}`, async () => (await countConnections(db(V))) === 0, 5000, 50);
   });
 
+  it('a tenant added on SIGHUP on another host without TLS is warned about, naming it, with no secret; the start had no such warning', async () => {
+    const X = uniqueId('yClear');
+    const secret = `Cl3ar${randomBytes(6).toString('hex')}`;
+    const warned = () => child!.output().split('\n').filter((l) => l.includes('without TLS'));
+    expect(warned()).toEqual([]); // the start: every tenant on 127.0.0.1
+    entries[X] = { databaseUrl: `postgres://reader:${secret}@db.invalid:5432/x` };
+    writeFile();
+    await sighup('tenants reloaded');
+    expect(warned()).toHaveLength(1);
+    expect(warned()[0]).toContain(X);
+    expect(warned()[0]).toContain('"level":"warn"');
+    expect(child!.output()).not.toContain(secret);
+    delete entries[X];
+    writeFile();
+    await sighup('tenants reloaded');
+    expect(warned()).toHaveLength(1); // not said again once it is gone
+  });
+
   it('an invalid tenants file is rejected on SIGHUP: the worker keeps the old tenants and keeps serving', async () => {
     const keysBefore = (await getJson<{ connection_pools: { pool_keys: string[] } }>('/health')).connection_pools.pool_keys.sort();
     writeFileSync(file, '{ "tenants": { not json');
