@@ -389,6 +389,7 @@ const COMPOSE_SECRETS = {
   DEMO_ADMIN_PASSWORD: 'adm1n-test-pw',
   DEMO_READER_PASSWORD: 'r3ader-test-pw',
   GRAFANA_ADMIN_PASSWORD: 'gr4fana-test-pw',
+  LENSFLEET_UI_TOKEN: 'u1-test-token',
 };
 
 /** `docker-compose -f docker-compose.yml …` with exactly the given variables of the compose file set. */
@@ -424,7 +425,7 @@ describe('docker compose', () => {
         .split('\n')
         .map((l) => l.replace(/^- /, '').trim()),
     );
-    expect(published.sort()).toEqual(['127.0.0.1:3000:3000/tcp', '127.0.0.1:6379:6379/tcp', '127.0.0.1:9090:9090/tcp']);
+    expect(published.sort()).toEqual(['127.0.0.1:3000:3000/tcp', '127.0.0.1:6379:6379/tcp', '127.0.0.1:9090:9090/tcp', '127.0.0.1:9465:9465/tcp']);
     const everywhere = await compose(['config'], { ...COMPOSE_SECRETS, HOST_BIND: '0.0.0.0' });
     expect(everywhere).toContain('0.0.0.0:9090:9090/tcp');
   });
@@ -456,7 +457,7 @@ describe('docker compose', () => {
 
   it('defines the demo services, and workers can be scaled (no host port, no container name)', async () => {
     const services = (await compose(['config', '--services'])).split('\n').filter(Boolean);
-    expect(services.sort()).toEqual(['grafana', 'prometheus', 'redis', 'tenant_a_db', 'tenant_b_db', 'worker']);
+    expect(services.sort()).toEqual(['grafana', 'prometheus', 'redis', 'tenant_a_db', 'tenant_b_db', 'ui', 'worker']);
     const resolved = await compose(['config']);
     const worker = serviceBlock(resolved, 'worker');
     expect(worker).toContain('LENSFLEET_TENANTS: tenant_a,tenant_b');
@@ -464,6 +465,20 @@ describe('docker compose', () => {
     expect(worker).toMatch(/tenant_b_DATABASE_URL: postgres:\/\/[^@\s]+@tenant_b_db:5432\//);
     expect(worker).toMatch(/PORT: '?"?9464/);
     expect(worker).not.toMatch(/^\s{4}(ports|container_name):/m);
+  });
+
+  it('runs the queue UI from the worker image (the Procfile’s ui), with its token from the environment, on the port the image’s healthcheck asks', async () => {
+    const resolved = await compose(['config']);
+    const ui = serviceBlock(resolved, 'ui');
+    const procfileUi = /^ui: (.+)$/m.exec(await text('Procfile'))![1]!.split(' ');
+    expect(ui).toContain(`command:\n${procfileUi.map((w) => `    - ${w}`).join('\n')}`);
+    expect(ui).toContain('image: lensfleet-worker:local');
+    expect(ui).toContain(`LENSFLEET_UI_TOKEN: ${COMPOSE_SECRETS.LENSFLEET_UI_TOKEN}`);
+    expect(ui).toContain(`REDIS_URL: redis://:${COMPOSE_SECRETS.REDIS_PASSWORD}@redis:6379`);
+    const uiPort = /LENSFLEET_UI_PORT: "?'?(\d+)/.exec(ui)?.[1];
+    expect(uiPort).toBeDefined();
+    expect(/\bPORT: "?'?(\d+)/.exec(ui.replace(/LENSFLEET_UI_PORT[^\n]*/, ''))?.[1]).toBe(uiPort);
+    expect(await text('Dockerfile')).toContain("process.env.PORT || 9464) + '/health'");
   });
 
   it('wires Grafana to Prometheus and the dashboard directory consistently', async () => {
