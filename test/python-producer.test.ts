@@ -1,14 +1,14 @@
 /**
  * A producer in another language: examples/python/lensfleet_producer.py (Debian's python3 with
  * python3-redis, python3-msgpack, python3-jsonschema) validates against the published schema and
- * adds the job with BullMQ's own addStandardJob Lua script from the installed bullmq package; a
+ * adds the job with BullMQ's own add scripts (standard, prioritized, delayed) from the installed bullmq package; a
  * real lensfleet worker completes it. (The `bullmq` package from PyPI runs the same scripts; PyPI
  * is not reachable from CI, Debian's archive is.)
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { enqueue, idempotentJobId } from '../queues/producer.js';
+import { createLensQueue, enqueue, idempotentJobId } from '../queues/producer.js';
 import { createTenants, redisUrl, ROOT, startTestWorker, type TestWorker, uniqueId } from './support/harness.js';
 import { python } from './support/python.js';
 
@@ -84,6 +84,44 @@ describe('the Python producer', () => {
     });
     expect(Object.values(await w.queue.getJobCounts()).reduce((a, b) => a + b, 0)).toBe(Object.values(counts).reduce((a, b) => a + b, 0));
     expect((await fromSdk.waitUntilFinished(w.events, 30_000)).rowCount).toBeLessThanOrEqual(2);
+  });
+
+  it('--priority and --delay-ms add the job as BullMQ’s Queue.add would (prioritized, delayed), and the worker runs it', async () => {
+    const prio = await produce(['--lens', 'receiving.recent', '--params', '{"limit": 1}', '--priority', '3']);
+    expect(prio.code, prio.stderr).toBe(0);
+    const p = (await w.queue.getJob(prio.stdout.trim()))!;
+    expect(p.opts.priority).toBe(3);
+    const delayed = await produce(['--lens', 'receiving.recent', '--params', '{"limit": 1}', '--delay-ms', '1500']);
+    expect(delayed.code, delayed.stderr).toBe(0);
+    const d = (await w.queue.getJob(delayed.stdout.trim()))!;
+    expect(d.opts.delay).toBe(1500);
+    expect(await d.getState()).toBe('delayed');
+    const started = Date.now();
+    await expect(d.waitUntilFinished(w.events, 30_000)).resolves.toMatchObject({ rowCount: 1 });
+    expect((await w.queue.getJob(d.id!))!.processedOn! - d.timestamp).toBeGreaterThanOrEqual(1500);
+    expect(Date.now() - started).toBeLessThan(15_000);
+    await expect(p.waitUntilFinished(w.events, 30_000)).resolves.toMatchObject({ rowCount: 1 });
+    // the same scripts as BullMQ's Queue: a prioritized job sits in BullMQ's prioritized set until taken
+    const paused = uniqueId('qPyPrio');
+    const r = await python([SCRIPT, '--redis', redisUrl(), '--queue', paused, '--tenant', TENANT, '--lens', 'receiving.recent', '--priority', '1']);
+    expect(r.code, r.stderr).toBe(0);
+    const q = createLensQueue({ connection: { url: redisUrl() }, name: paused });
+    try {
+      expect(await q.getJobState(r.stdout.trim())).toBe('prioritized');
+      expect(await q.getJobCounts('prioritized', 'wait')).toEqual({ prioritized: 1, wait: 0 });
+    } finally {
+      await q.obliterate({ force: true });
+      await q.close();
+    }
+    for (const bad of [
+      ['--priority', '0'],
+      ['--priority', String(2 ** 21 + 1)],
+      ['--delay-ms', '-1'],
+    ]) {
+      const refused = await produce(['--lens', 'receiving.recent', ...bad]);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toMatch(/^invalid job: --(priority|delay-ms) must be/m);
+    }
   });
 
   it('expands addStandardJob’s includes as BullMQ’s build does (the same functions, in the same order)', async () => {

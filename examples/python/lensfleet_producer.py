@@ -10,7 +10,11 @@ producer in any language would have added: same keys, same events, same options 
 Needs Debian's python3-redis, python3-msgpack and python3-jsonschema (no PyPI).
 
     python3 lensfleet_producer.py --redis redis://127.0.0.1:6379 --tenant yTEST_YACHT_001 \\
-        --lens receiving.recent --params '{"limit": 5}' [--idempotency-key order-42]
+        --lens receiving.recent --params '{"limit": 5}' [--idempotency-key order-42] \\
+        [--priority 1] [--delay-ms 60000]
+
+A priority or a delay runs BullMQ's addPrioritizedJob or addDelayedJob script instead, as its
+Queue.add does.
 
 Prints the job id. Exit codes: 0 added (or, with a key, the same request already there), 2
 invalid job or usage, 3 the idempotency key is taken by a different request (another lens or
@@ -36,8 +40,24 @@ DEFAULT_COMMANDS = os.path.join(ROOT, "node_modules", "bullmq", "dist", "cjs", "
 INCLUDE = re.compile(r'^--- @include "([^"]+)"\s*$')
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
-# KEYS of addStandardJob, in its order (the script's header lists them).
-STANDARD_JOB_KEYS = ("wait", "paused", "meta", "id", "completed", "delayed", "active", "events", "marker")
+# Each add script's KEYS, in its order (the scripts' headers list them), as BullMQ's Queue.add
+# picks it: a delay first, then a priority, else the standard add.
+ADD_SCRIPTS = {
+    "standard": ("addStandardJob-9.lua", ("wait", "paused", "meta", "id", "completed", "delayed", "active", "events", "marker")),
+    "prioritized": ("addPrioritizedJob-9.lua", ("marker", "meta", "id", "prioritized", "delayed", "completed", "active", "events", "pc")),
+    "delayed": ("addDelayedJob-6.lua", ("marker", "meta", "id", "delayed", "completed", "events")),
+}
+# BullMQ's bound on a priority (1 is the highest; 0 = none).
+MAX_PRIORITY = 2 ** 21
+
+
+def add_kind(opts):
+    """Which add script BullMQ's Queue.add would run for these job options."""
+    if opts.get("delay", 0) > 0:
+        return "delayed"
+    if opts.get("priority", 0):
+        return "prioritized"
+    return "standard"
 
 
 def load_script(commands_dir, name="addStandardJob-9.lua"):
@@ -75,17 +95,18 @@ def schema_errors(schema, data):
     return out
 
 
-def add_job(client, queue, prefix, name, data, opts, job_id=""):
-    """Run addStandardJob: returns the job id (the existing one when `job_id` is already in Redis)."""
+def add_job(client, scripts, queue, prefix, name, data, opts, job_id=""):
+    """Run BullMQ's add script for `opts`: returns the job id (the existing one when `job_id` is already in Redis)."""
+    kind = add_kind(opts)
     key_prefix = "%s:%s:" % (prefix, queue)
-    keys = [key_prefix + k for k in STANDARD_JOB_KEYS]
+    keys = [key_prefix + k for k in ADD_SCRIPTS[kind][1]]
     timestamp = int(time.time() * 1000)
     # [key prefix, custom id, name, timestamp, parentKey, parent dependencies key, parent, repeat job key, deduplication key]
     args = msgpack.packb([key_prefix, job_id, name, timestamp, None, None, None, None, None], use_bin_type=True)
     encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    result = client.eval(ADD_STANDARD_JOB, len(keys), *keys, args, encoded, msgpack.packb(opts, use_bin_type=True))
+    result = client.eval(scripts[kind], len(keys), *keys, args, encoded, msgpack.packb(opts, use_bin_type=True))
     if isinstance(result, int) and result < 0:
-        raise RuntimeError("addStandardJob returned %d" % result)
+        raise RuntimeError("%s returned %d" % (ADD_SCRIPTS[kind][0], result))
     return result.decode() if isinstance(result, bytes) else str(result)
 
 
@@ -103,11 +124,7 @@ def same_request(client, queue, prefix, job_id, data):
     return kept.get("lens") == data["lens"] and canonical(kept.get("params")) == canonical(data["params"])
 
 
-ADD_STANDARD_JOB = None
-
-
 def main(argv=None):
-    global ADD_STANDARD_JOB
     p = argparse.ArgumentParser(description="Add a lens job to a lensfleet queue (BullMQ's addStandardJob).")
     p.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379"))
     p.add_argument("--queue", help="the workers' LENSFLEET_QUEUE (default: the schema's x-lensfleet.queue)")
@@ -117,6 +134,8 @@ def main(argv=None):
     p.add_argument("--params", default="{}", help="JSON object")
     p.add_argument("--jwt-env", help="name of an environment variable holding the user's token (never a flag: it would show in ps)")
     p.add_argument("--idempotency-key", help="add at most once: job id idem-<tenant>-<key>")
+    p.add_argument("--priority", type=int, help="1 (highest) to %d; jobs with a priority run before those without, lower first" % MAX_PRIORITY)
+    p.add_argument("--delay-ms", type=int, help="run no sooner than this many milliseconds from now")
     p.add_argument("--schema", default=DEFAULT_SCHEMA)
     p.add_argument("--bullmq-commands", default=DEFAULT_COMMANDS, help="bullmq's Lua commands folder")
     p.add_argument("--print-script", action="store_true", help="print the expanded addStandardJob script and exit")
@@ -125,6 +144,12 @@ def main(argv=None):
     if a.print_script:
         sys.stdout.write(load_script(a.bullmq_commands))
         return 0
+    if a.priority is not None and not 1 <= a.priority <= MAX_PRIORITY:
+        print("invalid job: --priority must be 1 to %d" % MAX_PRIORITY, file=sys.stderr)
+        return 2
+    if a.delay_ms is not None and a.delay_ms < 0:
+        print("invalid job: --delay-ms must be 0 or more", file=sys.stderr)
+        return 2
 
     with open(a.schema, encoding="utf-8") as f:
         schema = json.load(f)
@@ -155,12 +180,18 @@ def main(argv=None):
             return 2
         job_id = "idem-%s-%s" % (a.tenant, a.idempotency_key)
 
-    ADD_STANDARD_JOB = load_script(a.bullmq_commands)
+    opts = dict(contract.get("jobOptions", {}))
+    if a.priority is not None:
+        opts["priority"] = a.priority
+    if a.delay_ms:
+        opts["delay"] = a.delay_ms
+    kind = add_kind(opts)
+    scripts = {kind: load_script(a.bullmq_commands, ADD_SCRIPTS[kind][0])}
     client = redis.Redis.from_url(a.redis)
     queue = a.queue or contract.get("queue", "lens-queries")
     prefix = a.prefix or contract.get("prefix", "bull")
     try:
-        added = add_job(client, queue, prefix, a.lens, data, contract.get("jobOptions", {}), job_id)
+        added = add_job(client, scripts, queue, prefix, a.lens, data, opts, job_id)
         if job_id and not same_request(client, queue, prefix, added, data):
             print("idempotency conflict: job %s already holds a different request (another lens or other params); nothing was added: give a new request a new key" % added, file=sys.stderr)
             return 3
