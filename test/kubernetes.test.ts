@@ -6,7 +6,7 @@
  * See test/support/kubernetes.ts for what the renderer and the validator cover.
  */
 import { execFile, execFileSync, spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile, cp } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile, cp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -18,6 +18,7 @@ import { createLensQueue, enqueue } from '../queues/producer.js';
 import { DEFAULT_POOL_SETTINGS, HTTP_SETTINGS, knownVariables, loadWorkerConfig, POOL_SETTINGS, PROCESS_SETTINGS } from '../src/config.js';
 import { DEFAULT_QUEUE_NAME } from '../src/ids.js';
 import { effectiveMax } from '../src/pool/registry.js';
+import { loadUiConfig } from '../src/ui/config.js';
 import { redisClient, redisUrl, ROOT, uniqueId } from './support/harness.js';
 import {
   containers,
@@ -93,14 +94,18 @@ beforeAll(async () => {
 
 describe('the kustomize base renders', () => {
   it('every object in the lensfleet namespace, labelled part-of lensfleet (pod template too, selectors untouched), the image from images:', () => {
-    expect(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual([
-      'ConfigMap/lensfleet-config',
-      'Deployment/lensfleet-worker',
-      'PodDisruptionBudget/lensfleet-worker',
-      'ScaledObject/lensfleet-worker',
-      'Service/lensfleet-worker-metrics',
-      'TriggerAuthentication/lensfleet-redis',
-    ]);
+    expect(objects.map((o) => `${o.kind}/${o.metadata.name}`).sort()).toEqual(
+      [
+        'ConfigMap/lensfleet-config',
+        'Deployment/lensfleet-worker',
+        'PodDisruptionBudget/lensfleet-worker',
+        'ScaledObject/lensfleet-worker',
+        'Service/lensfleet-worker-metrics',
+        'TriggerAuthentication/lensfleet-redis',
+        'Deployment/lensfleet-ui',
+        'Service/lensfleet-ui',
+      ].sort(),
+    );
     for (const o of objects) {
       expect(o.metadata.namespace, o.kind).toBe('lensfleet');
       expect(o.metadata.labels?.['app.kubernetes.io/part-of'], o.kind).toBe('lensfleet');
@@ -150,16 +155,16 @@ describe('validated against the Kubernetes and KEDA schemas', () => {
     mutate(copy);
     return copy;
   };
-  const workerOf = (copy: K8sObject[]) => containers(find(copy, 'Deployment')).find((c) => c.name === 'worker') as Json;
+  const workerOf = (copy: K8sObject[]) => containers(find(copy, 'Deployment', 'lensfleet-worker')).find((c) => c.name === 'worker') as Json;
 
   it('a Deployment with replicas: "two" fails the schema', () => {
-    const copy = broken((c) => ((find(c, 'Deployment').spec as Json).replicas = 'two'));
-    expect(schemaErrors(find(copy, 'Deployment'))).toEqual(['Deployment/lensfleet-worker: data/spec/replicas must be integer']);
+    const copy = broken((c) => ((find(c, 'Deployment', 'lensfleet-worker').spec as Json).replicas = 'two'));
+    expect(schemaErrors(find(copy, 'Deployment', 'lensfleet-worker'))).toEqual(['Deployment/lensfleet-worker: data/spec/replicas must be integer']);
   });
 
   it('a probe on a port name the container does not declare fails (the schema accepts any name)', () => {
     const copy = broken((c) => (workerOf(c).livenessProbe.httpGet.port = 'http'));
-    expect(schemaErrors(find(copy, 'Deployment'))).toEqual([]);
+    expect(schemaErrors(find(copy, 'Deployment', 'lensfleet-worker'))).toEqual([]);
     expect(referenceErrors(copy)).toEqual([
       'Deployment/lensfleet-worker: container worker livenessProbe.httpGet.port "http" is not a port the container declares',
     ]);
@@ -171,7 +176,7 @@ describe('validated against the Kubernetes and KEDA schemas', () => {
       w.livenesProbe = w.livenessProbe;
       delete w.livenessProbe;
     });
-    expect(schemaErrors(find(copy, 'Deployment'))).toEqual([]);
+    expect(schemaErrors(find(copy, 'Deployment', 'lensfleet-worker'))).toEqual([]);
     const errors = unknownFieldErrors(copy, ROOT);
     expect(errors).toHaveLength(1);
     expect(errors[0]).toMatch(/^Deployment\/lensfleet-worker: .*'"livenesProbe"' does not exist in type 'IContainer'/);
@@ -192,7 +197,7 @@ describe('validated against the Kubernetes and KEDA schemas', () => {
   it('a ScaledObject aimed at a missing Deployment, a Service port to nowhere and a PDB selecting nothing fail', () => {
     const copy = broken((c) => {
       (find(c, 'ScaledObject').spec as Json).scaleTargetRef.name = 'lensfleet';
-      (find(c, 'Service').spec as Json).ports[0].targetPort = 9000;
+      (find(c, 'Service', 'lensfleet-worker-metrics').spec as Json).ports[0].targetPort = 9000;
       (find(c, 'PodDisruptionBudget').spec as Json).selector.matchLabels = { app: 'lensfleet' };
     });
     expect(referenceErrors(copy).sort()).toEqual([
@@ -229,7 +234,7 @@ describe('the worker pod', () => {
   it('Prometheus annotations name the metrics port and path; the headless Service publishes not-ready workers too', () => {
     const annotations = podTemplate(deployment as K8sObject)!.metadata as Json;
     expect(annotations.annotations).toEqual({ 'prometheus.io/scrape': 'true', 'prometheus.io/port': podEnv().PORT, 'prometheus.io/path': '/metrics' });
-    const service = find(objects, 'Service').spec as Json;
+    const service = find(objects, 'Service', 'lensfleet-worker-metrics').spec as Json;
     expect(service).toMatchObject({ clusterIP: 'None', publishNotReadyAddresses: true, ports: [{ name: 'metrics', targetPort: 'metrics' }] });
   });
 
@@ -262,7 +267,7 @@ describe('the worker pod', () => {
       await rm(dir, { recursive: true, force: true });
     }
     expect([...externalSecrets(objects)].map(([name, keys]) => [name, [...keys].sort()])).toEqual([
-      ['lensfleet-secrets', ['redis-url', 'tenants.json']],
+      ['lensfleet-secrets', ['redis-url', 'tenants.json', 'ui-token']],
       ['lensfleet-redis-scaler', ['address', 'password']],
     ]);
   });
@@ -306,6 +311,60 @@ describe('the worker pod', () => {
     // Row data of the jobs running at once, kept as JS values and serialised for BullMQ.
     const inFlight = Number(env.LENSFLEET_CONCURRENCY ?? PROCESS_SETTINGS.concurrency.default) * POOL_SETTINGS.maxResultBytes.default;
     expect(heapLimit).toBeGreaterThanOrEqual(2 * inFlight);
+  });
+});
+
+describe('the queue UI pod', () => {
+  const ui = () => find(objects, 'Deployment', 'lensfleet-ui');
+  const container = () => containers(ui()).find((c) => c.name === 'ui') as Json;
+
+  it('runs the Procfile’s ui process from the worker image, probes /health on the port it declares and the UI listens on', async () => {
+    const c = container();
+    const procfileUi = /^ui: (.+)$/m.exec(await readFile(path.join(ROOT, 'Procfile'), 'utf8'))![1]!.split(' ');
+    expect(c.command).toEqual(procfileUi);
+    expect(c.image).toBe(worker.image);
+    const env = Object.fromEntries((c.env as Json[]).map((e) => [e.name, e.value]));
+    const port = (c.ports as Json[]).find((p) => p.name === 'http')!.containerPort;
+    expect(Number(env.LENSFLEET_UI_PORT)).toBe(port);
+    for (const probe of [c.livenessProbe, c.readinessProbe]) expect(probe.httpGet).toEqual({ path: '/health', port: 'http' });
+    const service = find(objects, 'Service', 'lensfleet-ui').spec as Json;
+    expect(service.ports[0].targetPort).toBe('http');
+    expect(service.selector).toEqual((ui().spec as Json).selector.matchLabels);
+  });
+
+  it('its settings, with the token and Redis URL as files from the Secret, load with the UI’s own loader (which refuses a reachable UI without a token)', async () => {
+    const c = container();
+    const env: Record<string, string> = { ...configEnv, ...Object.fromEntries((c.env as Json[]).map((e) => [e.name, e.value])) };
+    const mount = (c.volumeMounts as Json[]).find((m) => m.readOnly === true)!;
+    const items = ((podSpec(ui())!.volumes as Json[]).find((v) => v.name === mount.name)!.secret as Json).items as Json[];
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'lf-k8s-ui-'));
+    try {
+      const files: Record<string, string> = {};
+      for (const [name, value] of Object.entries(env).filter(([n]) => n.endsWith('_FILE'))) {
+        const item = items.find((i) => `${mount.mountPath}/${i.path}` === value);
+        expect(item, `${name}=${value} is not an item of the Secret volume`).toBeDefined();
+        files[name] = path.join(dir, item!.path);
+      }
+      expect(Object.keys(files).sort()).toEqual(['LENSFLEET_UI_TOKEN_FILE', 'REDIS_URL_FILE']);
+      await writeFile(files.REDIS_URL_FILE!, 'redis://:pw@redis:6379\n');
+      await writeFile(files.LENSFLEET_UI_TOKEN_FILE!, 'a-ui-token-of-enough-length\n');
+      const config = loadUiConfig({ ...env, ...files });
+      expect(config.queueName).toBe(loadWorkerConfig({ ...configEnv, REDIS_URL: 'redis://r:6379', LENSFLEET_TENANTS: '' }).queueName);
+      expect(config.token?.reveal()).toBe('a-ui-token-of-enough-length');
+      expect(config.readWrite).toBe(false);
+      const { LENSFLEET_UI_TOKEN_FILE: _, ...noToken } = env;
+      expect(() => loadUiConfig({ ...noToken, REDIS_URL_FILE: files.REDIS_URL_FILE! })).toThrow(/LENSFLEET_UI_TOKEN is not set/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('runs as non-root under the restricted Pod Security Standard, as the worker does', () => {
+    const pod = podSpec(ui())! as Json;
+    expect(pod.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 1000, seccompProfile: { type: 'RuntimeDefault' } });
+    expect(pod.automountServiceAccountToken).toBe(false);
+    expect(pod.enableServiceLinks).toBe(false);
+    expect(container().securityContext).toMatchObject({ allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } });
   });
 });
 
