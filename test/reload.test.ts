@@ -209,7 +209,11 @@ describe('SIGHUP reload of a worker process', () => {
   it('a tenant added on SIGHUP on another host without TLS is warned about, naming it, with no secret; the start had no such warning', async () => {
     const X = uniqueId('yClear');
     const secret = `Cl3ar${randomBytes(6).toString('hex')}`;
-    const warned = () => child!.output().split('\n').filter((l) => l.includes('without TLS'));
+    const warned = () =>
+      child!
+        .output()
+        .split('\n')
+        .filter((l) => l.includes('without TLS'));
     expect(warned()).toEqual([]); // the start: every tenant on 127.0.0.1
     entries[X] = { databaseUrl: `postgres://reader:${secret}@db.invalid:5432/x` };
     writeFile();
