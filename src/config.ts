@@ -606,7 +606,7 @@ export const ADMISSION_SETTINGS = {
     env: 'LENSFLEET_DEFER_PARK',
     schema: bool(),
     default: true,
-    help: 'when a job is deferred because its tenant’s pool is busy, also move that tenant’s other queued jobs out of the queue’s way, in Lua passes of 1,000 queued jobs: to the delayed set, at the tenant’s pace, each brought back to the head of the queue as soon as one of the tenant’s jobs ends here (so the tenant keeps its pool busy). A flood added at once then no longer sits in front of other tenants’ jobs. A job is parked at most `LENSFLEET_DEFER_MAX_PER_JOB` times. `off` = deferred one by one as they come up (needs `LENSFLEET_DEFER_WHEN_BUSY`)',
+    help: 'when a job is deferred because its tenant’s pool is busy, also move that tenant’s other queued jobs out of the queue’s way, in Lua passes of 1,000 queued jobs: to the delayed set, at the tenant’s pace, each brought back to the head of the queue as soon as one of the tenant’s jobs ends on any worker (so the tenant keeps its pools busy, fleet-wide). A flood added at once then no longer sits in front of other tenants’ jobs. A job is parked at most `LENSFLEET_DEFER_MAX_PER_JOB` times. `off` = deferred one by one as they come up (needs `LENSFLEET_DEFER_WHEN_BUSY`)',
   }),
   breakerFailures: setting({
     env: 'LENSFLEET_BREAKER_FAILURES',

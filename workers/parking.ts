@@ -13,7 +13,13 @@
  * B's job is then next. A loses nothing: every slot that A frees brings A's next parked job back
  * at once, to the head of the queue (`RELEASE_LUA`, from a per-tenant index of parked jobs), so
  * A's pool stays as busy as before; the paced return times are only the fallback, for when no
- * job of A finishes here (e.g. this process stopped).
+ * job of A finishes (e.g. every worker stopped).
+ *
+ * In a fleet, every worker brings A's parked jobs back, not only the one that parked them: a job
+ * of A that finishes anywhere frees a slot of A's. A Redis set names the tenants with parked jobs
+ * (`lf:parked`, kept by both scripts); each worker reads it at most every 100 ms, and only while
+ * jobs finish there. Without this, A's jobs would flow at the parking worker's pace alone
+ * however many workers had room for them.
  *
  * A parked job stays a BullMQ job in a BullMQ state (delayed) throughout: whatever happens to
  * this process, it comes back by time. Nothing is started, so no attempt is used; a job is parked
@@ -32,13 +38,14 @@ import type { RedisClient } from '../src/redis.js';
 /**
  * Park the jobs of tenant ARGV[2] among the `count` queued jobs that are `offset` places from the
  * head of the wait list (its right end, taken next). Returns {parked, scanned, queue length}.
- * KEYS: wait, delayed, marker, events, meta, parked index of the tenant.
+ * KEYS: wait, delayed, marker, events, meta, parked index of the tenant, the set of tenants with
+ *       parked jobs.
  * ARGV: job key prefix, tenant, now (ms), offset, count, return time of the first job parked
  *       (ms since epoch), spacing (ms), most parks per job, latest return (ms from now).
  */
 export const PARK_LUA = `
 local rcall = redis.call
-local waitKey, delayedKey, markerKey, eventsKey, metaKey, indexKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local waitKey, delayedKey, markerKey, eventsKey, metaKey, indexKey, tenantsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local prefix, tenant = ARGV[1], ARGV[2]
 local now, offset, count = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local firstAt, spacing, maxParks, horizon = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -91,6 +98,7 @@ if parked > 0 then
   if head[2] then rcall('ZADD', markerKey, tonumber(head[2]) / 0x1000, '1') end
   local ttl = rcall('PTTL', indexKey)
   if ttl < latest + 60000 then rcall('PEXPIRE', indexKey, latest + 60000) end
+  rcall('SADD', tenantsKey, tenant)
 end
 return {parked, #ids, len}
 `;
@@ -98,13 +106,15 @@ return {parked, #ids, len}
 /**
  * Bring back up to ARGV[2] parked jobs of a tenant, oldest first, to the head of the wait list
  * (taken next). Skips index entries whose job is no longer delayed (it came back by time, or was
- * removed). Not while the queue is paused (they come back by time then). Returns the count.
- * KEYS: wait, delayed, marker, events, meta, parked index. ARGV: job key prefix, count.
+ * removed). Not while the queue is paused (they come back by time then). Returns the count. A
+ * tenant whose index is empty (or expired) leaves the set of tenants with parked jobs.
+ * KEYS: wait, delayed, marker, events, meta, parked index, the set of tenants with parked jobs.
+ * ARGV: job key prefix, count, tenant.
  */
 export const RELEASE_LUA = `
 local rcall = redis.call
-local waitKey, delayedKey, markerKey, eventsKey, metaKey, indexKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local prefix, wanted = ARGV[1], tonumber(ARGV[2])
+local waitKey, delayedKey, markerKey, eventsKey, metaKey, indexKey, tenantsKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local prefix, wanted, tenant = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 if rcall('HEXISTS', metaKey, 'paused') == 1 then return 0 end
 local maxEvents = tonumber(rcall('HGET', metaKey, 'opts.maxLenEvents')) or 10000
 local released, popped = 0, 0
@@ -122,6 +132,7 @@ while released < wanted and popped < 100 do
 end
 -- Wake a waiting worker (BullMQ's addBaseMarkerIfNeeded).
 if released > 0 then rcall('ZADD', markerKey, 0, '0') end
+if rcall('ZCARD', indexKey) == 0 then rcall('SREM', tenantsKey, tenant) end
 return released
 `;
 
@@ -172,6 +183,8 @@ interface TenantState {
 
 /** After a run that found none of the tenant's jobs queued, no run for it for this long. */
 const EMPTY_BACKOFF_MS = 50;
+/** How stale this process's copy of the fleet's tenants with parked jobs may get. */
+const FLEET_REFRESH_MS = 100;
 
 /**
  * What a run costs is bounded whatever the queue holds: one run at a time per process, at most
@@ -186,6 +199,10 @@ export class TenantParking {
   #scripts: { park: ScriptCall; release: ScriptCall } | undefined;
   #running = false;
   #lastStart = Number.NEGATIVE_INFINITY;
+  /** Tenants with parked jobs anywhere in the fleet, as last read (`lf:parked`), and when. */
+  #fleet = new Set<string>();
+  #fleetReadAt = Number.NEGATIVE_INFINITY;
+  #fleetReading = false;
 
   constructor(opts: ParkingOptions) {
     this.#opts = {
@@ -234,21 +251,52 @@ export class TenantParking {
 
   /**
    * A job of `tenant` finished here (its connection is free again): bring its oldest parked job
-   * back to the head of the queue. Only while this process has parked jobs of the tenant out.
+   * back to the head of the queue, when this process or another parked jobs of the tenant. A
+   * tenant with nothing parked anywhere costs no Redis round trip per job: at most one read of
+   * the fleet's set every 100 ms while jobs finish here.
    */
   finished(tenant: string): void {
+    if (this.#queue === undefined) return;
     const s = this.#tenants.get(tenant);
-    if (s === undefined || s.parked <= 0 || this.#queue === undefined) return;
-    s.parked--;
+    const local = s !== undefined && s.parked > 0;
+    if (!local) {
+      this.#readFleet();
+      if (!this.#fleet.has(tenant)) return;
+    }
+    if (local) s.parked--;
     this.#release(tenant, 1).then(
       (n) => {
         // None left in the index: the rest came back by time (or were brought back elsewhere).
-        if (n === 0) s.parked = 0;
+        if (n === 0) {
+          if (s !== undefined) s.parked = 0;
+          this.#fleet.delete(tenant);
+        }
       },
       (err: unknown) => {
         this.#opts.logger.warn({ tenant, err: (err as Error)?.message }, 'bringing back a parked job failed; it comes back at its time');
       },
     );
+  }
+
+  /** Refresh the copy of the fleet's tenants with parked jobs, in the background, at most every 100 ms. */
+  #readFleet(): void {
+    const now = this.#opts.now();
+    if (this.#fleetReading || now - this.#fleetReadAt < FLEET_REFRESH_MS) return;
+    this.#fleetReading = true;
+    this.#fleetReadAt = now;
+    void this.#ready()
+      .then(async ({ queue }) => ((await queue.client) as RedisClient).smembers(this.#fleetKey(queue)))
+      .then(
+        (tenants) => {
+          this.#fleet = new Set(tenants);
+        },
+        () => {
+          // Redis away: parked jobs come back by time meanwhile.
+        },
+      )
+      .finally(() => {
+        this.#fleetReading = false;
+      });
   }
 
   /** A tenant removed (reload). */
@@ -270,8 +318,8 @@ export class TenantParking {
     if (this.#scripts === undefined) {
       const client = (await queue.client) as RedisClient;
       this.#scripts = {
-        park: defineScript(client, 'lensfleetParkTenant', PARK_LUA, 6),
-        release: defineScript(client, 'lensfleetReleaseParked', RELEASE_LUA, 6),
+        park: defineScript(client, 'lensfleetParkTenant', PARK_LUA, 7),
+        release: defineScript(client, 'lensfleetReleaseParked', RELEASE_LUA, 7),
       };
     }
     return { queue, ...this.#scripts };
@@ -279,7 +327,12 @@ export class TenantParking {
 
   #keys(queue: ParkingQueue, tenant: string): string[] {
     const k = queue.keys;
-    return [k.wait!, k.delayed!, k.marker!, k.events!, k.meta!, queue.toKey(`lf:parked:${tenant}`)];
+    return [k.wait!, k.delayed!, k.marker!, k.events!, k.meta!, queue.toKey(`lf:parked:${tenant}`), this.#fleetKey(queue)];
+  }
+
+  /** The set of tenants with parked jobs, fleet-wide. */
+  #fleetKey(queue: ParkingQueue): string {
+    return queue.toKey('lf:parked');
   }
 
   /**
@@ -335,6 +388,6 @@ export class TenantParking {
 
   async #release(tenant: string, count: number): Promise<number> {
     const { queue, release } = await this.#ready();
-    return (await release(...this.#keys(queue, tenant), queue.toKey(''), count)) as number;
+    return (await release(...this.#keys(queue, tenant), queue.toKey(''), count, tenant)) as number;
   }
 }
