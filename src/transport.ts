@@ -47,6 +47,9 @@ function levelOfMode(mode: string | null, libpq: boolean): TlsLevel {
   return mode === 'no-verify' ? 'unverified' : 'verified';
 }
 
+/** The PGSSLMODE values node-pg reads (any other is no TLS). */
+const PGSSLMODES = new Set(['disable', 'prefer', 'require', 'verify-ca', 'verify-full', 'no-verify']);
+
 /** A Postgres URL's transport, as node-pg connects with it (`env` for PGSSLMODE). */
 export function postgresTransport(url: string, env: Env = process.env): TransportSecurity {
   const u = new URL(url);
@@ -54,27 +57,15 @@ export function postgresTransport(url: string, env: Env = process.env): Transpor
   // A `host` parameter (a Unix socket directory, or another host) wins over the URL's host.
   const host = q.get('host') ?? decodeURIComponent(u.hostname);
   const local = isLocalHost(host);
+  const said = (tls: TlsLevel, explicit = true): TransportSecurity => ({ host, local, tls, explicit });
   const mode = q.get('sslmode');
-  if (mode !== null || q.get('sslcert') || q.get('sslkey') || q.get('sslrootcert')) {
-    return { host, local, tls: levelOfMode(mode, q.get('uselibpqcompat') === 'true'), explicit: true };
-  }
+  if (mode !== null || q.get('sslcert') || q.get('sslkey') || q.get('sslrootcert')) return said(levelOfMode(mode, q.get('uselibpqcompat') === 'true'));
   const ssl = q.get('ssl');
-  if (ssl !== null) return { host, local, tls: ssl === '0' ? 'off' : ssl === 'no-verify' ? 'unverified' : 'verified', explicit: true };
-  if (q.get('sslnegotiation') === 'direct') return { host, local, tls: 'verified', explicit: true };
-  // pg's own fallback: PGSSLMODE, else no TLS.
-  switch (env.PGSSLMODE) {
-    case 'disable':
-      return { host, local, tls: 'off', explicit: true };
-    case 'prefer':
-    case 'require':
-    case 'verify-ca':
-    case 'verify-full':
-      return { host, local, tls: 'verified', explicit: true };
-    case 'no-verify':
-      return { host, local, tls: 'unverified', explicit: true };
-    default:
-      return { host, local, tls: 'off', explicit: false };
-  }
+  if (ssl !== null) return said(ssl === '0' ? 'off' : ssl === 'no-verify' ? 'unverified' : 'verified');
+  if (q.get('sslnegotiation') === 'direct') return said('verified');
+  // pg's own fallback: PGSSLMODE (read as node-pg reads an sslmode), else no TLS.
+  const envMode = env.PGSSLMODE;
+  return envMode !== undefined && PGSSLMODES.has(envMode) ? said(levelOfMode(envMode, false)) : said('off', false);
 }
 
 /** A tenant's transport: its Postgres URL, or its Supabase URL's scheme (fetch verifies https). */

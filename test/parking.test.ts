@@ -95,16 +95,19 @@ describe('the parking scripts, on BullMQ’s own queue', () => {
     onTestFinished(() => void redis.disconnect());
     const fleetKey = queue.toKey('lf:parked');
     expect(await redis.smembers(fleetKey)).toEqual(['yA']);
+    /** Jobs of A keep finishing on the other worker until `done`. */
+    const finishingOnOther = (what: string, done: () => Promise<boolean>) =>
+      waitFor(
+        what,
+        async () => {
+          other.finished('yA');
+          return (await done()) ? true : undefined;
+        },
+        10_000,
+        20,
+      );
     // The other worker learns of them within 100 ms of its jobs finishing, and brings them back.
-    await waitFor(
-      'the other worker to bring one back',
-      async () => {
-        other.finished('yA');
-        return (await queue.getDelayedCount()) < aIds.length ? true : undefined;
-      },
-      10_000,
-      20,
-    );
+    await finishingOnOther('the other worker to bring one back', async () => (await queue.getDelayedCount()) < aIds.length);
     // Oldest first, each to the head of the queue (the one brought back last is taken first), in
     // front of B's jobs.
     const order = await waitOrder();
@@ -113,15 +116,7 @@ describe('the parking scripts, on BullMQ’s own queue', () => {
     expect([...backA].reverse()).toEqual(aIds.slice(0, backA.length));
     expect(order).toEqual([...backA, ...bIds]);
     // All of them back: the tenant leaves the set, and a finished job no longer costs a release.
-    await waitFor(
-      'every parked job back',
-      async () => {
-        other.finished('yA');
-        return (await queue.getDelayedCount()) === 0 && (await redis.scard(fleetKey)) === 0 ? true : undefined;
-      },
-      10_000,
-      20,
-    );
+    await finishingOnOther('every parked job back', async () => (await queue.getDelayedCount()) === 0 && (await redis.scard(fleetKey)) === 0);
     expect(await waitOrder()).toEqual([...[...aIds].reverse(), ...bIds]);
   });
 
@@ -209,16 +204,18 @@ describe('what parking costs a job', () => {
       now: () => now,
     });
     parking.attach(queue);
-    for (let i = 0; i < 100; i++) parking.finished(i % 2 ? 'yA' : 'yB');
-    await new Promise((r) => setTimeout(r, 10));
+    /** 100 jobs finish, alternating between `tenants`; then what they sent has arrived. */
+    const hundredFinish = async (...tenants: string[]) => {
+      for (let i = 0; i < 100; i++) parking.finished(tenants[i % tenants.length]!);
+      await new Promise((r) => setTimeout(r, 10));
+    };
+    await hundredFinish('yB', 'yA');
     expect(commands).toEqual(['smembers q:lf:parked']);
     now += 99;
-    for (let i = 0; i < 100; i++) parking.finished('yA');
-    await new Promise((r) => setTimeout(r, 10));
+    await hundredFinish('yA');
     expect(commands).toHaveLength(1);
     now += 1;
-    for (let i = 0; i < 100; i++) parking.finished('yA');
-    await new Promise((r) => setTimeout(r, 10));
+    await hundredFinish('yA');
     expect(commands).toEqual(['smembers q:lf:parked', 'smembers q:lf:parked']);
   });
 });
